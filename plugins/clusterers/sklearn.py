@@ -1,0 +1,38 @@
+"""Reference clusterer: scikit-learn's KMeans (slow, n x k distances, but a well-known yardstick)."""
+from __future__ import annotations
+
+import numpy as np
+
+from wsx.clusterer import Clusterer, Clustering
+from wsx.hookspecs import hookimpl
+
+
+class SklearnClusterer(Clusterer):
+    """scikit-learn ``KMeans`` (k-means++ init, Lloyd), kept as a quality and speed reference."""
+
+    name = "sklearn"
+
+    def __init__(self, *, seed: int = 0, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4):
+        self.seed = seed
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _cluster(self, w: np.ndarray, k: int) -> Clustering:
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+                    random_state=self.seed).fit(w.reshape(-1, 1))
+        centers = km.cluster_centers_.ravel()
+        order = np.argsort(centers)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        labels = rank[km.labels_]
+        centroids = centers[order]
+        inertia = float(((w - centroids[labels]) ** 2).sum())
+        return Clustering(centroids, labels.astype(np.int64), inertia)
+
+
+@hookimpl
+def wsx_clusterers():
+    return [SklearnClusterer]

@@ -1,0 +1,149 @@
+"""Backend interface: one trained model plus its scoring data, in some framework."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InvalidDataError, MetricError
+from .layers import LayerInfo
+from .metrics import Metric, resolve_metric
+
+Population = Sequence[Mapping[str, np.ndarray]]
+
+
+class Backend(ABC):
+    """Wraps a framework model and its data; scores populations of weight substitutions.
+
+    A candidate in a population is a mapping {layer name: new weights (numpy, layer shape)}; layers
+    it does not name keep their original weights. ``data=None`` gives weight access only (apply,
+    export); ``score`` then has nothing to read. ``score`` returns one metric value per candidate
+    and must leave the user's model as it found it.
+
+    Implementations provide ``_layers``, ``get_weights``, ``set_weights``, ``_iter_batches`` and
+    ``_forward_population``; the base class runs the metric, so every backend agrees on it.
+    """
+
+    name: ClassVar[str] = ""
+    extra: ClassVar[str | None] = None
+    # Capabilities: tests and the engine branch on these, never on backend names.
+    supports_population_vmap: ClassVar[bool] = False
+    supports_gpu: ClassVar[bool] = False
+    supports_prefix_cache: ClassVar[bool] = False
+
+    def __init__(self, model: Any, data: Any = None, *, metric: Any = "top1", batch_size: int = 256,
+                 device: str | None = None):
+        self.model = model
+        self.data = data
+        self.metric = metric
+        self.batch_size = batch_size
+        self.device = device
+        self.metric_: Metric = resolve_metric(metric)
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, ""
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        """True if ``model`` is an object of this backend's framework."""
+        return False
+
+    # -- layers and weights -------------------------------------------------------------------
+    def layers(self) -> list[LayerInfo]:
+        if not hasattr(self, "_layers_cache"):
+            self._layers_cache = list(self._layers())
+        return self._layers_cache
+
+    def layer(self, name: str) -> LayerInfo:
+        for info in self.layers():
+            if info.name == name:
+                return info
+        raise KeyError(name)
+
+    @abstractmethod
+    def _layers(self) -> Iterable[LayerInfo]:
+        """Layers of interest, in forward order."""
+
+    @abstractmethod
+    def get_weights(self, name: str) -> np.ndarray:
+        """A numpy copy of the named layer's weights."""
+
+    @abstractmethod
+    def set_weights(self, name: str, array: np.ndarray) -> None:
+        """Write ``array`` into the user's model (used by wsx.apply only)."""
+
+    def write_weights(self, weights: Mapping[str, np.ndarray]) -> Any:
+        """Write {layer name: array} into the user's model and return it (wsx.apply).
+
+        Backends whose models are immutable (JAX pytrees) return the new model instead."""
+        for name, arr in weights.items():
+            self.set_weights(name, arr)
+        return self.model
+
+    # -- state guarantee ----------------------------------------------------------------------
+    def snapshot(self) -> Any:
+        """Everything needed to put the user's model back bit for bit."""
+        return {info.name: self.get_weights(info.name) for info in self.layers()}
+
+    def restore(self, snapshot: Any) -> None:
+        for name, arr in snapshot.items():
+            self.set_weights(name, arr)
+
+    # -- scoring ------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_samples(self) -> int:
+        """Number of scoring samples."""
+
+    @abstractmethod
+    def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[Any, np.ndarray]]:
+        """Yield (native inputs, numpy labels) over the samples in ``subset`` (all if None)."""
+
+    @abstractmethod
+    def _prepare(self, population: Population) -> Any:
+        """Convert a population to native tensors once per ``score`` call."""
+
+    @abstractmethod
+    def _forward_population(self, inputs: Any, prepared: Any) -> Sequence[np.ndarray]:
+        """Outputs (numpy, batch x classes) of every prepared candidate on one batch."""
+
+    def score(self, population: Population, subset: np.ndarray | None = None) -> np.ndarray:
+        """Metric value per candidate, reading each data batch once for the whole population."""
+        population = list(population)
+        if not population:
+            return np.zeros(0)
+        prepared = self._prepare(population)
+        acc = self.metric_.accumulator(len(population))
+        seen = 0
+        for inputs, labels in self._iter_batches(subset):
+            outputs = self._forward_population(inputs, prepared)
+            for i, out in enumerate(outputs):
+                acc.add(i, out, labels)
+            seen += len(labels)
+        if seen == 0:
+            raise InvalidDataError("the scoring data yielded no samples; pass at least one batch")
+        values = acc.result()
+        if not np.all(np.isfinite(values)):
+            raise MetricError(f"metric {self.metric_.name!r} returned non-finite values {values!r}; "
+                              "make it return a finite float")
+        return values
+
+    def close(self) -> None:
+        """Release memory held for scoring (cached batches, activations)."""
+
+
+def check_labels(inputs_len: int, labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        labels = labels.reshape(len(labels), -1)
+        if labels.shape[1] != 1:
+            raise InvalidDataError(f"labels must be one class index per sample, got shape {labels.shape}")
+        labels = labels[:, 0]
+    if len(labels) != inputs_len:
+        raise InvalidDataError(f"inputs have {inputs_len} samples but labels have {len(labels)}; "
+                               "pass one label per input sample")
+    if inputs_len == 0:
+        raise InvalidDataError("the scoring data is empty; pass at least one sample")
+    return labels

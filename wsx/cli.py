@@ -1,0 +1,50 @@
+"""The ``wsx`` command. Each subcommand lives in ``wsx/commands/<name>.py`` with ``add_parser`` and ``run``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from .errors import WsxError
+
+# (name, module): one line per subcommand, in the order --help lists them.
+COMMANDS = [
+    ("demo", "wsx.commands.demo"),
+    ("explore", "wsx.commands.explore"),
+    ("plugins", "wsx.commands.plugins"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="wsx", description="Retraining-free weight-sharing exploration: find per-layer shared-value "
+        "counts that maximise compression within an accuracy target.")
+    parser.add_argument("--version", action="version", version=f"wsx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS:
+        mod = import_module(module)
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except WsxError as exc:
+        print(f"wsx: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wsx: interrupted; the model was restored", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

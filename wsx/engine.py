@@ -1,0 +1,334 @@
+"""The one driver: ``explore`` runs any strategy on any backend, plus ``apply``.
+
+The engine owns what every strategy shares: the seeded scoring subset, the (layer, knob) cache of
+approximated weights, the budget, the baseline, the final re-scoring of the front on all data (and on
+test data), and the guarantee that the user's model is restored bit for bit whatever happens.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from . import plugins
+from .approximation import Approximation
+from .backend import Backend
+from .clusterer import Clusterer
+from .errors import (BackendNotFoundError, BudgetTooSmallError, InvalidModelError, InvalidSettingError,
+                     PluginNotFoundError)
+from .executor import SerialExecutor
+from .metrics import resolve_target
+from .problem import ApproximationCache, Problem, Timers
+from .progress import Progress
+from .result import Baseline, Candidate, Result, pareto_front
+from .strategy import Strategy
+
+MIN_SUBSET = 1000  # fewer samples make top-1's standard error larger than typical AL differences
+
+
+# -- resolving names to plugin instances --------------------------------------------------------
+def resolve_backend_class(backend: Any, model: Any) -> type:
+    if isinstance(backend, type) and issubclass(backend, Backend):
+        return backend
+    table = plugins.backends()
+    if backend is None:
+        name = plugins.backend_for(model)
+        if name is None:
+            raise BackendNotFoundError(
+                f"no backend recognises a {type(model).__module__}.{type(model).__name__}; pass a "
+                "torch.nn.Module, a Keras model or a JAX (apply_fn, params) pair, or name one with "
+                f"backend= (available: {', '.join(sorted(table))})")
+        backend = name
+    for cls in table.values():  # aliases such as "keras" for the tensorflow backend
+        if backend in getattr(cls, "aliases", ()):
+            backend = cls.name
+    return plugins.get("backend", backend)
+
+
+def make_backend(model: Any, data: Any, backend: Any = None, **kwargs) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    return resolve_backend_class(backend, model)(model, data, **kwargs)
+
+
+def resolve_strategy(strategy: Any) -> Strategy:
+    if isinstance(strategy, Strategy):
+        return strategy
+    if isinstance(strategy, type) and issubclass(strategy, Strategy):
+        return strategy()
+    return plugins.get("strategy", strategy)()
+
+
+def resolve_clusterer(clusterer: Any, seed: int) -> Clusterer:
+    if isinstance(clusterer, Clusterer):
+        return clusterer
+    if isinstance(clusterer, type) and issubclass(clusterer, Clusterer):
+        return clusterer(seed=seed)
+    if clusterer is None:
+        table = plugins.clusterers()
+        usable = [cls for cls in table.values() if cls.available()[0]]
+        if not usable:
+            raise PluginNotFoundError("no clusterer is available; reinstall wsx")
+        cls = max(usable, key=lambda c: (getattr(c, "priority", 0), c.name))
+        return cls(seed=seed)
+    return plugins.get("clusterer", clusterer)(seed=seed)
+
+
+def resolve_approximation(approximation: Any, bits: int | None) -> Approximation:
+    if isinstance(approximation, Approximation):
+        appr = approximation
+    elif isinstance(approximation, type) and issubclass(approximation, Approximation):
+        appr = approximation()
+    else:
+        appr = plugins.get("approximation", approximation)()
+    if bits is not None:
+        if int(bits) != bits or bits < 1:
+            raise InvalidSettingError(f"bits={bits!r}: the width of a stored value must be a positive "
+                                      "whole number (32, 16 or 8)")
+        appr.bits = int(bits)
+    return appr
+
+
+def subset_indices(n: int, subset: Any, seed: int, min_samples: int = MIN_SUBSET) -> np.ndarray | None:
+    """Seeded, sorted sample indices for search-time scoring; None means all samples.
+
+    A float is a fraction of the samples, an int a count; either is raised to ``min_samples`` (or all
+    samples) so that search-time comparisons are not drowned in sampling noise.
+    """
+    if subset is None:
+        return None
+    if isinstance(subset, (bool, np.bool_)):
+        raise InvalidSettingError("subset must be a fraction in (0, 1], a sample count, or None")
+    if isinstance(subset, (int, np.integer)):
+        count = int(subset)
+    else:
+        frac = float(subset)
+        if not 0.0 < frac <= 1.0:
+            raise InvalidSettingError(f"subset={subset!r}: give a fraction in (0, 1], a sample count, or None")
+        count = int(math.ceil(frac * n))
+    if count < 1:
+        raise InvalidSettingError(f"subset={subset!r} selects no sample; give a positive count or fraction")
+    count = min(n, max(count, min_samples))
+    if count >= n:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=count, replace=False))
+
+
+def _knob_values(appr: Approximation, layers, knobs: Any) -> dict:
+    if knobs is None:
+        return {layer.name: appr.knob_values(layer) for layer in layers}
+    out = {}
+    for layer in layers:
+        values = knobs.get(layer.name) if isinstance(knobs, dict) else knobs
+        if values is None:
+            values = appr.knob_values(layer)
+        out[layer.name] = sorted({appr.check_knob(layer, v) for v in values})
+    return out
+
+
+# -- explore --------------------------------------------------------------------------------------
+def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "divide-and-conquer",
+            backend: Any = None, clusterer: Any = None, approximation: Any = "weight-sharing",
+            target: Any = "mlperf-heavy", subset: Any = 0.1, seed: int = 0, budget: int | None = None,
+            out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
+            time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
+            device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET) -> Result:
+    """Search per-layer knob values (k for weight sharing) and return the front of accuracy loss
+    against compression rate.
+
+    ``data`` is ``(inputs, labels)`` or a backend-native loader; ``metric`` "top1" or a callable
+    ``(outputs, labels) -> float`` (higher is better). ``target`` is "mlperf-heavy" (99 % of the
+    baseline), "mlperf-light" (98 %) or a fraction. Search-time scores use a seeded ``subset``
+    (fraction or count, at least ``min_subset`` samples); the front is re-scored on all data, and on
+    ``test_data`` when given. ``budget`` caps scorings, ``time_limit`` the search seconds; ``knobs``
+    overrides candidate knob values ({layer: [values]} or one list for all layers); ``bits`` is B.
+    With ``out`` the result is saved there. The user's model is bit-identical afterwards, whether the
+    call returns, raises or is interrupted.
+    """
+    t_start = time.perf_counter()
+    target_frac = resolve_target(target)
+    if budget is not None and (int(budget) != budget or budget < 1):
+        raise InvalidSettingError(f"budget={budget!r}: give a positive number of scorings, or None")
+    if time_limit is not None and not time_limit > 0:
+        raise InvalidSettingError(f"time_limit={time_limit!r}: give a positive number of seconds, or None")
+    strat = resolve_strategy(strategy)
+    appr = resolve_approximation(approximation, bits)
+    clus = resolve_clusterer(clusterer, seed) if appr.uses_clusterer else None
+    be = make_backend(model, data, backend, metric=metric, batch_size=batch_size, device=device)
+    executor = executor or SerialExecutor()
+    prog = Progress(progress)
+    snapshot = be.snapshot()
+    try:
+        layers = be.layers()
+        originals = {}
+        for layer in layers:
+            w = be.get_weights(layer.name)
+            if not np.all(np.isfinite(w)):
+                raise InvalidModelError(f"layer {layer.name!r} has NaN or Inf weights; fix the model or "
+                                        "exclude the layer before exploring")
+            originals[layer.name] = w
+        n = be.num_samples
+        sub = subset_indices(n, subset, seed, min_subset)
+        n_sub = n if sub is None else sub.size
+        timers = Timers()
+
+        def score(population, subset_idx):
+            with timers("scoring"):
+                return executor.score(be, population, subset_idx)
+
+        base_full = float(score([{}], None)[0])
+        base_sub = base_full if sub is None else float(score([{}], sub)[0])
+        timers.seconds.pop("scoring", None)
+        cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
+        problem = Problem(layers=layers, knob_values=_knob_values(appr, layers, knobs), approximation=appr,
+                          cache=cache, score_fn=lambda pop: score(pop, sub), baseline_accuracy=base_sub,
+                          target=target_frac, budget=budget, time_limit=time_limit, seed=seed,
+                          measured_on="subset" if sub is not None else "full", timers=timers, progress=prog)
+        if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
+                                                                if isinstance(subset, float) else int(subset)):
+            problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
+        needed = getattr(strat, "first_step_scorings", None)
+        if budget is not None and needed is not None and needed(problem) > budget:
+            raise BudgetTooSmallError(
+                f"budget={budget} scorings cannot cover {strat.name}'s first step ({needed(problem)} "
+                "scorings); raise budget, pass fewer knob values (knobs=...), or pick another strategy")
+        prog.message(f"wsx: {strat.name} on {be.name}, {len(layers)} layers, baseline {base_full:.4f}, "
+                     f"scoring on {n_sub}/{n} samples")
+        t_search = time.perf_counter()
+        strat.run(problem)
+        search_seconds = time.perf_counter() - t_search
+        scoring = timers.get("scoring")  # search-time scoring; the final re-scoring is timed apart
+        prog.finish()
+
+        # Re-score the front on all samples: search-time scores are noisy and selection-biased.
+        t_final = time.perf_counter()
+        front = _rescore_front(problem, score, sub, base_full, target_frac, n_sub)
+        extras = dict(problem.extras)
+        test_base = None
+        if test_data is not None:
+            test_be = make_backend(model, test_data, type(be), metric=metric, batch_size=batch_size,
+                                   device=device)
+            try:
+                test_base = _score_on_test(test_be, executor, front, problem, target_frac)
+            finally:
+                test_be.close()
+        final_seconds = time.perf_counter() - t_final
+        total = time.perf_counter() - t_start
+        clustering = timers.get("clustering")
+        timings = {"clustering": clustering, "scoring": scoring, "search": search_seconds,
+                   "final_scoring": final_seconds, "total": total,
+                   "overhead": max(total - clustering - scoring - final_seconds, 0.0)}
+        settings = {"target": target if isinstance(target, str) else float(target), "target_fraction": target_frac,
+                    "max_accuracy_loss": 100.0 * (1 - target_frac) * base_full, "subset": subset,
+                    "subset_samples": n_sub, "samples": n, "seed": seed, "budget": budget,
+                    "time_limit": time_limit, "bits": appr.bits, "metric": be.metric_.name,
+                    "strategy_params": _jsonable(strat.get_params()),
+                    "approximation_params": _jsonable(appr.get_params()),
+                    "clusterer_params": _jsonable(clus.get_params()) if clus else None,
+                    "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
+                    "executor": getattr(executor, "name", type(executor).__name__)}
+        result = Result(front=front, history=problem.history,
+                        baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
+                                          subset_accuracy=base_sub, test_accuracy=test_base),
+                        timings=timings, scorings=problem.scorings, settings=settings, strategy=strat.name,
+                        backend=be.name, clusterer=clus.name if clus else "", approximation=appr.name,
+                        layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras)
+        if out is not None:
+            result.save(out)
+        return result
+    finally:
+        prog.finish()
+        be.restore(snapshot)
+        be.close()
+
+
+def _rescore_front(problem: Problem, score, sub, base_full: float, target_frac: float, n_sub: int) -> list:
+    history = problem.history
+    if not history:
+        return []
+    candidates = pareto_front(history)
+    if sub is None:
+        return candidates
+    # Re-score the subset front near and above the target: 3 standard errors below it may be legal on all data.
+    p = min(max(problem.baseline_accuracy, 1e-3), 1 - 1e-3)
+    margin = 3.0 * math.sqrt(p * (1 - p) / n_sub) if problem.baseline_accuracy <= 1.0 else math.inf
+    chosen = [c for c in candidates if c.accuracy >= problem.target_accuracy - margin] or candidates[:1]
+    values = score([problem._materialise(c.knobs) for c in chosen], None)
+    full = []
+    for c, v in zip(chosen, values):
+        full.append(Candidate(knobs=dict(c.knobs), accuracy=float(v), accuracy_loss=100.0 * (base_full - v),
+                              compression_rate=c.compression_rate,
+                              meets_target=bool(v >= target_frac * base_full - 1e-12),
+                              measured_on="full", size_bits=c.size_bits, origin=c.origin))
+    return pareto_front(full)
+
+
+def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, target_frac: float) -> float:
+    values = executor.score(test_be, [{}] + [problem._materialise(c.knobs) for c in front], None)
+    base = float(values[0])
+    for c, v in zip(front, values[1:]):
+        c.test_accuracy = float(v)
+        c.test_accuracy_loss = 100.0 * (base - v)
+        c.test_meets_target = bool(v >= target_frac * base - 1e-12)
+    return base
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        out[k] = v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else repr(v)
+    return out
+
+
+# -- apply ----------------------------------------------------------------------------------------
+def _rebuild(kind: str, name: str, params: dict | None) -> Any:
+    """A plugin instance with the parameters a result recorded (unknown keys ignored)."""
+    import inspect
+
+    cls = plugins.get(kind, name)
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in (params or {}).items() if k in accepted})
+
+
+def approximated_weights(model: Any, candidate: Any, *, result: Result | None = None, backend: Any = None,
+                         clusterer: Any = None, approximation: Any = None, seed: int | None = None,
+                         bits: int | None = None) -> tuple[Backend, dict, dict]:
+    """(backend, {layer: approximated weights}, {layer: Approximated}) for a candidate, reproducing
+    the clustering of the run that produced it (same clusterer, parameters and seed)."""
+    knobs = candidate.knobs if isinstance(candidate, Candidate) else dict(candidate)
+    settings = result.settings if result is not None else {}
+    if seed is None:
+        seed = settings.get("seed", 0)
+    if approximation is None and result is not None and result.approximation:
+        approximation = _rebuild("approximation", result.approximation, settings.get("approximation_params"))
+    appr = resolve_approximation(approximation or "weight-sharing",
+                                 bits if bits is not None else settings.get("bits"))
+    if clusterer is None and result is not None and result.clusterer:
+        clusterer = _rebuild("clusterer", result.clusterer, settings.get("clusterer_params") or {"seed": seed})
+    clus = resolve_clusterer(clusterer, seed) if appr.uses_clusterer else None
+    be = make_backend(model, None, backend)
+    by_name = {layer.name: layer for layer in be.layers()}
+    weights, parts = {}, {}
+    for name, knob in knobs.items():
+        if name not in by_name:
+            raise InvalidSettingError(f"the candidate names layer {name!r}, which this model does not have "
+                                      f"(layers: {list(by_name)}); apply it to the model it was found on")
+        part = appr.apply(be.get_weights(name), knob, layer=by_name[name], clusterer=clus)
+        weights[name] = part.weights
+        parts[name] = part
+    return be, weights, parts
+
+
+def apply(model: Any, candidate: Any, *, result: Result | None = None, backend: Any = None,
+          clusterer: Any = None, approximation: Any = None, seed: int | None = None) -> Any:
+    """Write a candidate's shared weights into ``model`` (explicitly; explore never does).
+
+    Pass the ``result`` the candidate came from so the same clusterer, parameters and seed are used.
+    Returns the model (for JAX: the new params, pytrees being immutable).
+    """
+    be, weights, _ = approximated_weights(model, candidate, result=result, backend=backend,
+                                          clusterer=clusterer, approximation=approximation, seed=seed)
+    return be.write_weights(weights)

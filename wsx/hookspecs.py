@@ -1,0 +1,51 @@
+"""Every hook a wsx plugin may implement.
+
+A plugin is a module (or object) published in the ``wsx`` entry-point group of its distribution::
+
+    [project.entry-points.wsx]
+    my-strategy = "my_package.wsx_plugin"
+
+and implements any of the hooks below with ``@wsx.hookimpl``. The built-in backends, strategies,
+clusterers and approximations are published the same way. Hook names start with ``wsx_``; a
+misspelt hook makes plugin loading fail (``check_pending``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("wsx")
+hookimpl = pluggy.HookimplMarker("wsx")
+
+
+@hookspec
+def wsx_backends() -> list:
+    """Return Backend subclasses this plugin provides (``wsx.Backend``).
+
+    Each class has a unique ``name``; ``available()`` says whether its framework is installed and
+    ``extra`` names the pip extra that installs it. Import the framework lazily, inside methods.
+    """
+
+
+@hookspec
+def wsx_strategies() -> list:
+    """Return Strategy subclasses this plugin provides (``wsx.Strategy``)."""
+
+
+@hookspec
+def wsx_clusterers() -> list:
+    """Return Clusterer subclasses this plugin provides (``wsx.Clusterer``)."""
+
+
+@hookspec
+def wsx_approximations() -> list:
+    """Return Approximation subclasses this plugin provides (``wsx.Approximation``)."""
+
+
+@hookspec(firstresult=True)
+def wsx_backend_for(model: Any) -> str | None:
+    """Return the name of the backend that handles ``model``, or None if this plugin does not know it.
+
+    The first non-None answer wins; it is how ``explore(backend=None)`` picks a backend.
+    """

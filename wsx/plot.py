@@ -1,0 +1,44 @@
+"""Front plot: every scored candidate and the front, AL against CR, with the target line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_front(result, path: str | Path, title: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    hist = result.history
+    if hist:
+        ok = [c for c in hist if c.meets_target]
+        bad = [c for c in hist if not c.meets_target]
+        ax.scatter([c.compression_rate for c in bad], [c.accuracy_loss for c in bad], s=8, c="#e8a0a0",
+                   label=f"scored, misses target ({len(bad)})", alpha=0.6)
+        ax.scatter([c.compression_rate for c in ok], [c.accuracy_loss for c in ok], s=8, c="#9ab8e0",
+                   label=f"scored, meets target ({len(ok)})", alpha=0.6)
+    front = sorted(result.front, key=lambda c: c.compression_rate)
+    if front:
+        ax.plot([c.compression_rate for c in front], [c.accuracy_loss for c in front], "o-", c="#1f3f8f",
+                label=f"front ({front[0].measured_on} data)", ms=4)
+        test = [c for c in front if c.test_accuracy_loss is not None]
+        if test:
+            ax.plot([c.compression_rate for c in test], [c.test_accuracy_loss for c in test], "s--",
+                    c="#2a8f3f", ms=4, label="front on test data")
+    max_al = result.settings.get("max_accuracy_loss")
+    if max_al is not None:
+        ax.axhline(max_al, color="#c03030", lw=1, ls="--", label=f"target ({result.settings.get('target')})")
+    ax.set_xlabel("compression rate (x)")
+    ax.set_ylabel("accuracy loss (pp)")
+    if hist:
+        worst = max(max_al or 0.0, max((c.accuracy_loss for c in front), default=0.0))
+        ax.set_ylim(min(-0.5, min(c.accuracy_loss for c in hist) - 0.2), max(2.0, min(worst * 1.5 + 0.5, 20)))
+    ax.set_title(title or f"{result.strategy} on {result.backend} ({result.scorings} scorings)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,200 @@
+"""Candidates, the Result of an exploration, and its JSON / CSV form."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CorruptFileError
+
+RESULT_VERSION = 1
+
+
+@dataclass
+class Candidate:
+    """One scored knob combination. ``knobs`` maps layer name -> knob (k for weight sharing);
+    layers it does not name keep their original weights.
+
+    ``measured_on`` is "subset" for search-time scores and "full" once re-scored on all data.
+    ``test_*`` are filled when ``explore(test_data=...)`` re-scored the front on a disjoint split.
+    """
+
+    knobs: dict
+    accuracy: float
+    accuracy_loss: float
+    compression_rate: float
+    meets_target: bool
+    measured_on: str = "full"
+    size_bits: int = 0
+    origin: str = ""
+    test_accuracy: float | None = None
+    test_accuracy_loss: float | None = None
+    test_meets_target: bool | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["knobs"] = {k: _plain(v) for k, v in self.knobs.items()}
+        return {k: _plain(v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Candidate":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Baseline:
+    accuracy: float
+    bits: int
+    subset_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def pareto_mask(accuracy_loss: np.ndarray, compression_rate: np.ndarray) -> np.ndarray:
+    """True for candidates no other candidate dominates (lower AL, higher CR)."""
+    al = np.asarray(accuracy_loss, dtype=float)
+    cr = np.asarray(compression_rate, dtype=float)
+    order = np.lexsort((al, -cr))  # by CR descending, ties by AL ascending
+    mask = np.zeros(al.size, dtype=bool)
+    best_al = math.inf
+    last_cr = None
+    for idx in order:
+        if al[idx] < best_al:
+            mask[idx] = True
+            best_al = al[idx]
+            last_cr = cr[idx]
+        elif al[idx] == best_al and cr[idx] == last_cr:
+            mask[idx] = False  # exact duplicate point: keep the first only
+    return mask
+
+
+def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
+    """Pareto-efficient candidates in (min AL, max CR), sorted by CR ascending."""
+    if not candidates:
+        return []
+    mask = pareto_mask([c.accuracy_loss for c in candidates], [c.compression_rate for c in candidates])
+    front = [c for c, m in zip(candidates, mask) if m]
+    return sorted(front, key=lambda c: c.compression_rate)
+
+
+@dataclass
+class Result:
+    """What an exploration produced: the front (re-scored on all data), the full history, timings
+    (seconds: clustering, scoring, overhead, total, final_scoring), the scoring count and settings."""
+
+    front: list[Candidate]
+    history: list[Candidate]
+    baseline: Baseline
+    timings: dict
+    scorings: int
+    settings: dict
+    strategy: str = ""
+    backend: str = ""
+    clusterer: str = ""
+    approximation: str = ""
+    layers: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    extras: dict = field(default_factory=dict)
+
+    # -- views --------------------------------------------------------------------------------
+    def best(self) -> Candidate | None:
+        """The highest-CR front candidate meeting the target (on test data when it was measured)."""
+        ok = [c for c in self.front
+              if (c.test_meets_target if c.test_meets_target is not None else c.meets_target)]
+        return max(ok, key=lambda c: c.compression_rate) if ok else None
+
+    def to_frame(self):
+        import pandas as pd
+
+        rows = []
+        for i, c in enumerate(self.history):
+            row = {"index": i, "accuracy": c.accuracy, "accuracy_loss": c.accuracy_loss,
+                   "compression_rate": c.compression_rate, "meets_target": c.meets_target,
+                   "measured_on": c.measured_on, "size_bits": c.size_bits, "origin": c.origin}
+            for layer, knob in c.knobs.items():
+                row[f"knob[{layer}]"] = knob
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        return {
+            "wsx_result_version": RESULT_VERSION,
+            "baseline": asdict(self.baseline),
+            "front": [c.to_dict() for c in self.front],
+            "strategy": self.strategy, "backend": self.backend, "clusterer": self.clusterer,
+            "approximation": self.approximation,
+            "scorings": self.scorings, "timings": self.timings, "settings": self.settings,
+            "layers": self.layers, "notes": self.notes, "extras": self.extras,
+            "history": [c.to_dict() for c in self.history],
+        }
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, out: str | Path, *, plot: bool = True) -> Path:
+        """Write results.json, results.csv (history) and front.png into directory ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "results.json.tmp"
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=_plain))
+        tmp.replace(out / "results.json")
+        self.to_frame().to_csv(out / "results.csv", index=False)
+        if plot:
+            from .plot import plot_front
+
+            plot_front(self, out / "front.png")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Result":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.json"
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptFileError(f"cannot read {path} as a wsx results.json ({exc}); "
+                                   "point to the directory an exploration wrote with --out") from exc
+        if not isinstance(d, dict) or "front" not in d or "baseline" not in d:
+            raise CorruptFileError(f"{path} is not a wsx results.json (no 'front'/'baseline'); "
+                                   "point to the directory an exploration wrote with --out")
+        try:
+            return cls(
+                front=[Candidate.from_dict(c) for c in d["front"]],
+                history=[Candidate.from_dict(c) for c in d.get("history", [])],
+                baseline=Baseline(**d["baseline"]), timings=d.get("timings", {}),
+                scorings=d.get("scorings", 0), settings=d.get("settings", {}),
+                strategy=d.get("strategy", ""), backend=d.get("backend", ""),
+                clusterer=d.get("clusterer", ""), approximation=d.get("approximation", ""),
+                layers=d.get("layers", []), notes=d.get("notes", []), extras=d.get("extras", {}))
+        except (TypeError, KeyError) as exc:
+            raise CorruptFileError(f"{path} has a malformed entry ({exc}); re-run the exploration") from exc
+
+    def summary(self) -> str:
+        """The front as a text table."""
+        lines = [f"baseline accuracy {self.baseline.accuracy:.4f}, {self.baseline.bits} bits "
+                 f"(strategy {self.strategy}, {self.scorings} scorings, {self.timings.get('total', 0):.1f} s)"]
+        test = any(c.test_accuracy is not None for c in self.front)
+        head = f"{'#':>3} {'CR':>7} {'accuracy':>9} {'AL (pp)':>8} {'target':>6}"
+        if test:
+            head += f" {'test acc':>9} {'test AL':>8} {'test ok':>7}"
+        lines.append(head + "  knobs")
+        for i, c in enumerate(self.front):
+            line = (f"{i:>3} {c.compression_rate:>7.2f} {c.accuracy:>9.4f} {c.accuracy_loss:>8.2f} "
+                    f"{'yes' if c.meets_target else 'no':>6}")
+            if test:
+                line += (f" {c.test_accuracy:>9.4f} {c.test_accuracy_loss:>8.2f} "
+                         f"{'yes' if c.test_meets_target else 'no':>7}")
+            knobs = ", ".join(f"{v}" for v in c.knobs.values())
+            lines.append(f"{line}  [{knobs}]")
+        return "\n".join(lines)
