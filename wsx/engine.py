@@ -122,10 +122,20 @@ def _knob_values(appr: Approximation, layers, knobs: Any) -> dict:
         return {layer.name: appr.knob_values(layer) for layer in layers}
     out = {}
     for layer in layers:
-        values = knobs.get(layer.name) if isinstance(knobs, dict) else knobs
-        if values is None:
-            values = appr.knob_values(layer)
-        out[layer.name] = sorted({appr.check_knob(layer, v) for v in values})
+        if isinstance(knobs, dict):  # per layer: every value must be valid
+            values = knobs.get(layer.name)
+            out[layer.name] = (appr.knob_values(layer) if values is None
+                               else sorted({appr.check_knob(layer, v) for v in values}))
+            continue
+        valid = set()  # one list for all layers: values a layer cannot take are dropped for it
+        for v in knobs:
+            try:
+                valid.add(appr.check_knob(layer, v))
+            except InvalidSettingError:
+                pass
+        if not valid:
+            appr.check_knob(layer, max(knobs))  # raises, naming the layer and the valid range
+        out[layer.name] = sorted(valid)
     return out
 
 

@@ -7,6 +7,7 @@ breaking ``import wsx`` or the other plugins.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 import warnings
@@ -99,7 +100,7 @@ def reload() -> None:
     """Forget and re-discover plugins (after installing one in a running interpreter)."""
     global _registry
     _registry = None
-    md.distributions.cache_clear() if hasattr(md.distributions, "cache_clear") else None
+    importlib.invalidate_caches()
 
 
 def register(plugin: Any, name: str | None = None) -> None:
@@ -160,6 +161,17 @@ def get(kind: str, name: str) -> type:
 
 def backend_for(model: Any) -> str | None:
     return manager().pm.hook.wsx_backend_for(model=model)
+
+
+def module_available(module: str, extra: str | None) -> tuple[bool, str]:
+    """(True, "") if ``module`` can be imported, without importing it (keeps `wsx plugins` fast)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a None entry in sys.modules also means "missing"
+        found = False
+    return (True, "") if found else (False, unavailable_reason(extra, module))
 
 
 def unavailable_reason(extra: str | None, module: str) -> str:

@@ -159,7 +159,7 @@ class Problem:
         return [self.cache.proxies[(name, kn)] for kn in knobs]
 
     def accuracy_loss(self, accuracy: float) -> float:
-        return 100.0 * (self.baseline_accuracy - accuracy)
+        return float(100.0 * (self.baseline_accuracy - accuracy))
 
     def meets_target(self, accuracy: float) -> bool:
         return bool(accuracy >= self.target_accuracy - 1e-12)
