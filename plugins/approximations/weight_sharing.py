@@ -1,4 +1,28 @@
-"""Weight sharing: each layer keeps k distinct values; a weight is a ceil(log2 k)-bit index."""
+"""Weight sharing: each codebook keeps k distinct values; a weight is a ceil(log2 k)-bit index.
+
+Sharing granularity (thesis §4.2.2) decides which weights share one codebook:
+
+- ``"layer"`` (default): one codebook per layer, size = W·ceil(log2 k) + k·B (thesis eq. 4.1);
+- ``"channel"``: one codebook per output channel (``channel_axis``: 0 for torch layouts, -1 for
+  Keras kernels, which put output channels last);
+- ``"kernel"``: one codebook per 2-D kernel, i.e. per (output, input) channel pair of a conv weight.
+
+With G codebooks of k values each, size = W·ceil(log2 k) + G·k·B, and k is capped at the weights per
+codebook (more values than weights buy nothing). A tensor with too few axes for the granularity
+falls back to the next coarser one (a Linear weight has no 2-D kernels: per channel; a bias: per
+layer).
+
+``preserve_zeros=True`` keeps exact zeros (an already-pruned layer) exactly zero: 0.0 takes one of
+the k codebook entries and the non-zero weights share the other k-1 values, found without the zeros
+pulling any centroid towards them. The size formula is unchanged, because the zero is one of the k
+stored values. With k=1 that single value is the zero.
+
+Payload (what an artifact stores): ``codebook`` and ``indices``. Per layer: the k sorted values and
+one index per weight in the layer's flattened order. Grouped: ``codebook`` of shape (G, k), sorted
+per row (a group with fewer distinct values than k repeats its last value), ``indices`` of shape
+(G, W/G) in group order, and ``granularity``. With output channels first (torch) group g owns the
+flattened weights [g·W/G, (g+1)·W/G); other layouts transpose first (``group_axes``).
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,11 +30,13 @@ from typing import Sequence
 import numpy as np
 
 from wsx.approximation import Approximated, Approximation
-from wsx.clusterer import Clusterer, Clustering
+from wsx.clusterer import Clusterer
 from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
-from wsx.metrics import index_bits, weight_sharing_bits
+from wsx.metrics import index_bits
+
+GRANULARITIES = ("layer", "channel", "kernel")
 
 
 def log_k_range(n_values: int = 100, k_min: int = 2, k_max: int = 1024, cap: int | None = None) -> list[int]:
@@ -22,37 +48,100 @@ def log_k_range(n_values: int = 100, k_min: int = 2, k_max: int = 1024, cap: int
     return [int(k) for k in ks]
 
 
+def group_axes(shape: tuple, granularity: str, channel_axis: int = 0) -> tuple[tuple[int, ...], int, str]:
+    """(axis order that makes each codebook's weights one contiguous run, number of codebooks G,
+    granularity actually used) for a tensor of ``shape``."""
+    ndim = len(shape)
+    identity = tuple(range(ndim))
+    if granularity == "kernel" and ndim < 3:
+        granularity = "channel"
+    if granularity == "channel" and ndim < 2:
+        granularity = "layer"
+    if granularity == "layer":
+        return identity, 1, "layer"
+    out = channel_axis % ndim
+    if granularity == "channel":
+        order = (out,) + tuple(a for a in identity if a != out)
+        return order, int(shape[out]), "channel"
+    inp = out + 1 if out < ndim - 1 else out - 1  # input channels sit next to output channels
+    order = (out, inp) + tuple(a for a in identity if a not in (out, inp))
+    return order, int(shape[out]) * int(shape[inp]), "kernel"
+
+
 class WeightSharing(Approximation):
-    """One codebook of k shared values per layer (knob: k); proxy: k-means inertia."""
+    """k shared values per codebook (knob: k); proxy: k-means inertia (summed over codebooks).
+
+    ``granularity`` ("layer", "channel", "kernel") and ``channel_axis`` pick which weights share a
+    codebook; ``preserve_zeros`` keeps exact zeros exact (see the module docstring).
+    """
 
     name = "weight-sharing"
     knob_name = "k"
     uses_clusterer = True
 
-    def __init__(self, *, bits: int = 32, k_values: int = 100, k_min: int = 2, k_max: int = 1024):
+    def __init__(self, *, bits: int = 32, k_values: int = 100, k_min: int = 2, k_max: int = 1024,
+                 granularity: str = "layer", channel_axis: int = 0, preserve_zeros: bool = False):
         self.bits = bits
         self.k_values = k_values
         self.k_min = k_min
         self.k_max = k_max
+        self.granularity = granularity
+        self.channel_axis = channel_axis
+        self.preserve_zeros = preserve_zeros
+
+    # -- sizes ----------------------------------------------------------------------------------
+    def _groups(self, layer: LayerInfo) -> tuple[tuple[int, ...], int, str]:
+        if self.granularity not in GRANULARITIES:
+            raise InvalidSettingError(f"unknown granularity {self.granularity!r}; use one of {list(GRANULARITIES)}")
+        if layer.size == 0:
+            return tuple(range(len(layer.shape))), 1, "layer"
+        return group_axes(tuple(layer.shape), self.granularity, self.channel_axis)
+
+    def _effective_k(self, layer: LayerInfo, knob: int) -> int:
+        _, groups, _ = self._groups(layer)
+        return min(int(knob), max(layer.size // groups, 1))
 
     def knob_values(self, layer: LayerInfo) -> list[int]:
-        return log_k_range(self.k_values, self.k_min, self.k_max, cap=layer.size)
+        _, groups, _ = self._groups(layer)
+        return log_k_range(self.k_values, self.k_min, self.k_max, cap=max(layer.size // groups, 1))
 
     def size_bits(self, layer: LayerInfo, knob: int) -> int:
-        return weight_sharing_bits(layer.size, int(knob), self.bits)
+        _, groups, _ = self._groups(layer)
+        k = self._effective_k(layer, knob)
+        return int(layer.size) * index_bits(k) + groups * k * int(self.bits)
 
     def group_key(self, layer: LayerInfo, knob: int) -> int:
-        return index_bits(int(knob))
+        return index_bits(self._effective_k(layer, knob))
 
     def check_knob(self, layer: LayerInfo, knob) -> int:
-        if int(knob) != knob or not 1 <= int(knob) <= layer.size:
+        if isinstance(knob, (bool, np.bool_)) or int(knob) != knob or not 1 <= int(knob) <= layer.size:
             raise InvalidSettingError(f"k={knob!r} for layer {layer.name!r} is outside [1, {layer.size}] "
                                       "(its weight count); pick a whole k in that range")
         return int(knob)
 
-    def _approximated(self, weights: np.ndarray, c: Clustering) -> Approximated:
-        shared = c.reconstruct().reshape(weights.shape).astype(np.float32)
-        return Approximated(shared, c.inertia, {"codebook": c.centroids, "indices": c.labels})
+    # -- clustering -----------------------------------------------------------------------------
+    def _cluster_group(self, clusterer: Clusterer, w: np.ndarray, ks: list[int]) -> list[tuple]:
+        """(sorted codebook, int64 indices, inertia) of one group's 1-D weights for every k."""
+        zero = w == 0
+        if not self.preserve_zeros or not zero.any():
+            return [(c.centroids, c.labels, c.inertia) for c in clusterer.cluster_many(w, ks)]
+        nonzero = w[~zero]
+        out = []
+        wanted = sorted({min(k - 1, nonzero.size) for k in ks if k > 1 and nonzero.size})
+        found = dict(zip(wanted, clusterer.cluster_many(nonzero, wanted))) if wanted else {}
+        for k in ks:
+            m = min(k - 1, nonzero.size)
+            if m == 0:  # only the zero is stored
+                out.append((np.zeros(1), np.zeros(w.size, np.int64), float(np.sum(nonzero ** 2))))
+                continue
+            c = found[m]
+            at = int(np.searchsorted(c.centroids, 0.0))
+            has_zero = at < c.centroids.size and c.centroids[at] == 0.0
+            codebook = c.centroids if has_zero else np.insert(c.centroids, at, 0.0)
+            labels = np.full(w.size, at, dtype=np.int64)
+            labels[~zero] = c.labels + ((c.labels >= at) & (not has_zero))
+            out.append((codebook, labels, c.inertia))
+        return out
 
     def apply(self, weights: np.ndarray, knob: int, *, layer: LayerInfo,
               clusterer: Clusterer | None = None) -> Approximated:
@@ -62,8 +151,44 @@ class WeightSharing(Approximation):
                    clusterer: Clusterer | None = None) -> list[Approximated]:
         if clusterer is None:
             raise InvalidSettingError("weight sharing needs a clusterer; pass clusterer= to explore")
-        ks = [self.check_knob(layer, kn) for kn in knobs]
-        return [self._approximated(weights, c) for c in clusterer.cluster_many(weights, ks)]
+        ks = [self._effective_k(layer, self.check_knob(layer, kn)) for kn in knobs]
+        w = np.asarray(weights)
+        order, groups, granularity = self._groups(layer)
+        if groups == 1:
+            parts = self._cluster_group(clusterer, w.astype(np.float64).ravel(), ks)
+            return [Approximated(codebook[labels].reshape(w.shape).astype(np.float32), float(inertia),
+                                 {"codebook": codebook, "indices": labels})
+                    for codebook, labels, inertia in parts]
+        moved = np.transpose(w, order).astype(np.float64)
+        rows = moved.reshape(groups, -1)
+        per_group = [self._cluster_group(clusterer, row, ks) for row in rows]
+        inverse = np.argsort(order)
+        out = []
+        for i, k in enumerate(ks):
+            codebook = np.empty((groups, k))
+            indices = np.empty(rows.shape, dtype=np.int64)
+            inertia = 0.0
+            for g, parts in enumerate(per_group):
+                values, labels, err = parts[i]
+                codebook[g, :values.size] = values
+                codebook[g, values.size:] = values[-1]
+                indices[g] = labels
+                inertia += float(err)
+            shared = np.take_along_axis(codebook, indices, axis=1).reshape(moved.shape)
+            out.append(Approximated(np.transpose(shared, inverse).astype(np.float32), inertia,
+                                    {"codebook": codebook, "indices": indices, "granularity": granularity}))
+        return out
+
+    def decode(self, payload: dict, layer: LayerInfo) -> np.ndarray:
+        """The float32 weights a payload stands for (what ``apply`` wrote)."""
+        codebook = np.asarray(payload["codebook"], dtype=np.float64)
+        indices = np.asarray(payload["indices"], dtype=np.int64)
+        if codebook.ndim == 1:
+            return codebook[indices].reshape(layer.shape).astype(np.float32)
+        order, _, _ = self._groups(layer)
+        moved = tuple(layer.shape[a] for a in order)
+        shared = np.take_along_axis(codebook, indices, axis=1).reshape(moved)
+        return np.transpose(shared, np.argsort(order)).astype(np.float32)
 
 
 @hookimpl

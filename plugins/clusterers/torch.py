@@ -1,0 +1,167 @@
+"""The sorted 1-D k-means of ``sorted1d`` with the layer-sized work in torch, on CPU or CUDA.
+
+Why: a torch model's weights already live on its device; sorting, prefix sums and labels stay there
+(``cluster_tensor``), and only O(k) numbers cross to the host per step. Results equal ``sorted1d``'s
+up to floating-point summation order. torch is imported inside methods, so ``import wsx`` never
+imports it.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from wsx.clusterer import Clustering, _check_k
+from wsx.errors import InvalidModelError
+from wsx.hookspecs import hookimpl
+from wsx.plugins import unavailable_reason
+
+from .sorted1d import Sorted1DClusterer, SortedWeights, _stats
+
+
+@dataclass(frozen=True)
+class TensorClustering:
+    """``Clustering`` with torch tensors on the input's device (centroids float64 ascending,
+    labels int64 in input order)."""
+
+    centroids: Any
+    labels: Any
+    inertia: float
+
+    def reconstruct(self):
+        return self.centroids[self.labels]
+
+    def numpy(self) -> Clustering:
+        return Clustering(self.centroids.cpu().numpy(), self.labels.cpu().numpy(), self.inertia)
+
+
+class TorchSortedWeights(SortedWeights):
+    """``SortedWeights`` whose O(n) arrays are float64 torch tensors on one device."""
+
+    def __init__(self, t):
+        import torch
+
+        self.torch = torch
+        self.device = t.device
+        self.n = n = int(t.numel())
+        self.sorted, self.order = torch.sort(t)
+        self.mean = float(self.sorted.mean())
+        x = self.sorted - self.mean  # centred: keeps the prefix sums well conditioned
+        self.p1 = torch.zeros(n + 1, dtype=torch.float64, device=self.device)
+        self.p2 = torch.zeros(n + 1, dtype=torch.float64, device=self.device)
+        torch.cumsum(x, 0, out=self.p1[1:])
+        torch.cumsum(x * x, 0, out=self.p2[1:])
+        # on CPU the O(k) steps read the same memory through numpy views: no per-call tensor overhead
+        self._host = (self.sorted.numpy(), self.p1.numpy(), self.p2.numpy()) if t.device.type == "cpu" else None
+
+    def _index(self, pos: np.ndarray):
+        return self.torch.as_tensor(np.asarray(pos, dtype=np.int64), device=self.device)
+
+    def search(self, values: np.ndarray) -> np.ndarray:
+        if self._host is not None:
+            return np.searchsorted(self._host[0], values, side="left").astype(np.int64)
+        v = self.torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
+        return self.torch.searchsorted(self.sorted, v, side="left").cpu().numpy().astype(np.int64)
+
+    def prefix(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._host is not None:
+            return self._host[1][pos], self._host[2][pos]
+        idx = self._index(pos)
+        return self.p1[idx].cpu().numpy(), self.p2[idx].cpu().numpy()
+
+    def values(self, pos: np.ndarray) -> np.ndarray:
+        if self._host is not None:
+            return self._host[0][pos]
+        return self.sorted[self._index(pos)].cpu().numpy()
+
+    def distinct(self) -> int:
+        return int((self.sorted[1:] != self.sorted[:-1]).sum()) + 1
+
+    def labels_tensor(self, bounds: np.ndarray):
+        torch = self.torch
+        inner = self._index(bounds[1:-1])
+        by_rank = torch.searchsorted(inner, torch.arange(self.n, device=self.device), right=True)
+        out = torch.empty(self.n, dtype=torch.int64, device=self.device)
+        out[self.order] = by_rank
+        return out
+
+    def labels(self, bounds: np.ndarray) -> np.ndarray:
+        return self.labels_tensor(bounds).cpu().numpy()
+
+
+class TorchClusterer(Sorted1DClusterer):
+    """``sorted1d`` in torch: ``cluster`` takes numpy like every clusterer (working on ``device``,
+    default CPU); ``cluster_tensor`` / ``cluster_many_tensor`` take a tensor and keep everything on
+    its device."""
+
+    name = "torch"
+    extra = "torch"
+    priority: ClassVar[int] = 50
+
+    def __init__(self, *, seed: int = 0, init: str = "density", refine: bool = True, max_iter: int = 1000,
+                 device: str | None = None):
+        self.seed = seed
+        self.init = init
+        self.refine = refine
+        self.max_iter = max_iter
+        self.device = device
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if importlib.util.find_spec("torch") is None:
+            return False, unavailable_reason("torch", "torch")
+        return True, ""
+
+    def _prepare(self, w: np.ndarray) -> TorchSortedWeights:
+        import torch
+
+        return TorchSortedWeights(torch.as_tensor(w, dtype=torch.float64, device=self.device or "cpu"))
+
+    # -- tensors in, tensors out ------------------------------------------------------------------
+    def _as_1d_tensor(self, t):
+        import torch
+
+        t = torch.as_tensor(t).detach().reshape(-1).to(torch.float64)
+        if t.numel() == 0:
+            raise InvalidModelError("cannot cluster an empty weight tensor; exclude that layer")
+        if not bool(torch.isfinite(t).all()):
+            raise InvalidModelError(
+                "weights contain NaN or Inf; fix the model (or exclude the layer) before exploring")
+        return t
+
+    def _trivial_tensor(self, data: TorchSortedWeights, k: int) -> TensorClustering:
+        """k = 1, or k >= the number of distinct values: exact, no iteration."""
+        torch = data.torch
+        if k == 1:
+            mean = torch.full((1,), data.mean, dtype=torch.float64, device=data.device)
+            labels = torch.zeros(data.n, dtype=torch.int64, device=data.device)
+            return TensorClustering(mean, labels, float(data.p2[-1] - data.p1[-1] ** 2 / data.n))
+        uniq, inv = torch.unique(data.sorted, sorted=True, return_inverse=True)
+        labels = torch.empty(data.n, dtype=torch.int64, device=data.device)
+        labels[data.order] = inv
+        return TensorClustering(uniq, labels, 0.0)
+
+    def _finish_tensor(self, data: TorchSortedWeights, b: np.ndarray) -> TensorClustering:
+        cnt, t1, sse = _stats(data, b)
+        c = data.torch.as_tensor(t1 / cnt + data.mean, dtype=data.torch.float64, device=data.device)
+        return TensorClustering(c, data.labels_tensor(b), float(sse.sum()))
+
+    def cluster_many_tensor(self, weights, ks: Sequence[int]) -> list[TensorClustering]:
+        """Cluster a tensor (any shape, flattened) for every k; results stay on its device."""
+        self._check_params()
+        t = self._as_1d_tensor(weights)
+        ks = [_check_k(k, t.numel()) for k in ks]
+        data = TorchSortedWeights(t)
+        distinct = data.distinct()
+        return [self._trivial_tensor(data, k) if k == 1 or k >= distinct
+                else self._finish_tensor(data, self._bounds_for(data, k)) for k in ks]
+
+    def cluster_tensor(self, weights, k: int) -> TensorClustering:
+        return self.cluster_many_tensor(weights, [k])[0]
+
+
+@hookimpl
+def wsx_clusterers():
+    return [TorchClusterer]
