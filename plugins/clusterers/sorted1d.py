@@ -154,9 +154,9 @@ def lloyd(data: SortedWeights, c: np.ndarray, k: int, max_iter: int) -> np.ndarr
     for _ in range(max_iter):
         b = _bounds(data, c)
         if c.size < k or np.any(b[1:] == b[:-1]):
+            # near k = n, means -> bounds -> repair can cycle back to the same bounds: a fixed point too
             b = _repair(data, b, k)
-            prev = None
-        elif prev is not None and np.array_equal(b, prev):
+        if prev is not None and np.array_equal(b, prev):
             break
         prev = b
         c = _means(data, b)
