@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from wsx.backend import Backend, Population, check_labels
-from wsx.errors import InvalidDataError, InvalidModelError
-from wsx.hookspecs import hookimpl
+from wsx.backend import Backend, check_labels
+from wsx.errors import InvalidModelError
 from wsx.layers import LayerInfo
-from wsx.plugins import unavailable_reason
+
+from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
+                       backend_hooks, check_shape, is_data_pair, list_batches, name_filter)
 
 LAYER_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                "Linear")
@@ -24,23 +25,34 @@ def _is_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-class TorchBackend(Backend):
+class TorchBackend(PopulationScoring, Backend):
     """Scores a ``torch.nn.Module`` with substituted weights through ``torch.func.functional_call``,
     so the user's parameters are never written during a search.
 
     ``data`` is ``(inputs, labels)`` (numpy arrays or tensors) or an iterable of ``(inputs, labels)``
     batches such as a DataLoader (read once, kept in memory). ``device`` defaults to CUDA when
     available; a model living elsewhere is scored on a copy, never moved.
-    ``include`` / ``exclude`` filter layers of interest by parameter name.
+    ``include`` / ``exclude`` filter layers of interest by parameter name (exact or fnmatch pattern).
+
+    Population scoring stacks the candidates' weights (``torch.func.vmap`` over ``functional_call``;
+    BatchNorm and Dropout run in eval mode) and the prefix cache cuts the ``torch.fx`` graph before
+    the changed layer. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
+    ``prefix_cache=False`` turns the cache off; memory bounds ``prefix_cache_bytes`` and
+    ``vmap_bytes`` (see ``wsx_backends._scoring``). Cached activations
+    assume the model is not edited behind the backend's back (``set_weights`` and ``restore`` clear
+    them; call ``close()`` after editing the model yourself).
     """
 
     name = "torch"
     extra = "torch"
+    requires = ("torch",)
+    zoo_framework = "torch"
     supports_gpu = True
 
     def __init__(self, model: Any, data: Any = None, *, metric: Any = "top1", batch_size: int = 256,
                  device: str | None = None, include: Sequence[str] | None = None,
-                 exclude: Sequence[str] | None = None):
+                 exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES):
         super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
         import torch
 
@@ -55,17 +67,13 @@ class TorchBackend(Backend):
         # Scoring runs on a copy when the device differs: the user's model never moves.
         self.net_ = model if self.device_ == model_device else copy.deepcopy(model).to(self.device_)
         self._params = dict(self.net_.named_parameters())
+        # functional_call re-derives tied weights on every call unless told there are none
+        self._tied = len(list(self.net_.named_parameters(remove_duplicate=False))) > len(self._params)
         # data=None gives weight access only (wsx.apply / wsx.export)
         self._inputs, self._labels = self._load_data(data) if data is not None else (None, np.zeros(0, int))
-        self._device_batches: dict = {}
-
-    @classmethod
-    def available(cls) -> tuple[bool, str]:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return False, unavailable_reason("torch", "torch")
-        return True, ""
+        self._traced: Any = None
+        self._init_scoring(vmap=vmap, prefix_cache=prefix_cache, prefix_cache_bytes=prefix_cache_bytes,
+                           vmap_bytes=vmap_bytes)
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -75,16 +83,10 @@ class TorchBackend(Backend):
     def _load_data(self, data: Any):
         import torch
 
-        if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple):
+        if is_data_pair(data):
             inputs, labels = data
         else:
-            try:
-                batches = list(data)
-            except TypeError:
-                raise InvalidDataError("data must be (inputs, labels) arrays or an iterable of "
-                                       f"(inputs, labels) batches, got {type(data).__name__}") from None
-            if not batches:
-                raise InvalidDataError("the data loader yielded no batches; pass at least one sample")
+            batches = list_batches(data)
             inputs = torch.cat([torch.as_tensor(b[0]) for b in batches])
             labels = torch.cat([torch.as_tensor(b[1]) for b in batches])
         inputs = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
@@ -94,30 +96,20 @@ class TorchBackend(Backend):
                                  else np.asarray(labels))
         return inputs.cpu(), labels_np.astype(np.int64)
 
-    @property
-    def num_samples(self) -> int:
-        return len(self._labels)
+    def _keep_batches(self, idx: np.ndarray) -> bool:
+        return self._inputs[:1].element_size() * self._inputs[0].numel() * idx.size <= DEVICE_CACHE_BYTES
 
-    def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[Any, np.ndarray]]:
+    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, np.ndarray]]:
         import torch
 
-        idx = np.arange(self.num_samples) if subset is None else np.asarray(subset)
-        key = (idx.size, hash(idx.tobytes()))
-        cached = self._device_batches.get(key)
-        if cached is not None:
-            yield from cached
-            return
-        keep = self._inputs[:1].element_size() * self._inputs[0].numel() * idx.size <= DEVICE_CACHE_BYTES
-        out = []
         for start in range(0, idx.size, self.batch_size):
             sel = idx[start:start + self.batch_size]
             x = self._inputs[torch.from_numpy(sel)].to(self.device_)
-            item = (x, self._labels[sel])
-            if keep:
-                out.append(item)
-            yield item
-        if keep:
-            self._device_batches = {key: out}  # only the latest index set is kept
+            yield BatchRef(x, (skey, start)), self._labels[sel]
+
+    def _probe_inputs(self):
+        self._require_data()
+        return self._inputs[:1].to(self.device_)
 
     # -- layers -------------------------------------------------------------------------------
     def _layers(self) -> Iterable[LayerInfo]:
@@ -141,15 +133,12 @@ class TorchBackend(Backend):
         for pid in order:
             w, kind, modules = seen[pid]
             pname = names_by_id[pid]
-            if self.include is not None and pname not in self.include:
-                continue
-            if self.exclude is not None and pname in self.exclude:
-                continue
-            found.append(LayerInfo(pname, tuple(w.shape), int(w.numel()), kind, tuple(modules)))
+            if name_filter(pname, self.include, self.exclude):
+                found.append(LayerInfo(pname, tuple(w.shape), int(w.numel()), kind, tuple(modules)))
         if not found:
             raise InvalidModelError(
                 f"{type(self.model).__name__} has no layers of interest ({', '.join(LAYER_TYPES)} with a "
-                "weight); wsx shares the weights of convolution and linear layers")
+                "weight, after include/exclude); wsx shares the weights of convolution and linear layers")
         return found
 
     def get_weights(self, name: str) -> np.ndarray:
@@ -161,12 +150,24 @@ class TorchBackend(Backend):
     def set_weights(self, name: str, array: np.ndarray) -> None:
         import torch
 
-        param = dict(self.model.named_parameters())[name]
-        array = np.asarray(array)
-        if tuple(array.shape) != tuple(param.shape):
-            raise InvalidModelError(f"weights for {name!r} have shape {array.shape}, expected {tuple(param.shape)}")
+        params = dict(self.model.named_parameters())
+        if name not in params:
+            raise KeyError(f"no parameter {name!r}; layers are {[i.name for i in self.layers()]}")
+        param = params[name]
+        array = check_shape(name, array, param.shape)
         with torch.no_grad():
             param.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(param.dtype))
+            if self.net_ is not self.model:
+                self._params[name].copy_(param.to(self.device_))
+        self._invalidate()
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict(keep_vars=True).items()}
+
+    def tensor_aliases(self) -> dict[str, str]:
+        by_id = {id(p): n for n, p in self.model.named_parameters() if n in {i.name for i in self.layers()}}
+        return {k: by_id[id(v)] for k, v in self.model.state_dict(keep_vars=True).items()
+                if id(v) in by_id and by_id[id(v)] != k}
 
     def snapshot(self) -> Any:
         state = {k: v.detach().clone() for k, v in self.model.state_dict(keep_vars=True).items()}
@@ -178,28 +179,22 @@ class TorchBackend(Backend):
 
         state, modes = snapshot
         current = self.model.state_dict(keep_vars=True)
+        changed = False
         with torch.no_grad():
             for k, v in state.items():
                 if not torch.equal(current[k], v):
                     current[k].copy_(v)
+                    changed = True
         for name, m in self.model.named_modules():
             if name in modes:
                 m.training = modes[name]
+        if changed:
+            if self.net_ is not self.model:
+                self.net_.load_state_dict(self.model.state_dict())
+            self._invalidate()
 
     # -- scoring ------------------------------------------------------------------------------
-    def _prepare(self, population: Population) -> Any:
-        import torch
-
-        out = []
-        for cand in population:
-            subs = {}
-            for name, arr in cand.items():
-                ref = self._params[name]
-                subs[name] = torch.from_numpy(np.ascontiguousarray(arr)).to(device=self.device_, dtype=ref.dtype)
-            out.append(subs)
-        return out
-
-    def score(self, population: Population, subset: np.ndarray | None = None) -> np.ndarray:
+    def score(self, population, subset: np.ndarray | None = None) -> np.ndarray:
         import torch
 
         modes = [(m, m.training) for m in self.net_.modules()]
@@ -211,24 +206,79 @@ class TorchBackend(Backend):
             for m, flag in modes:
                 m.training = flag
 
-    def _forward_population(self, inputs: Any, prepared: Any) -> Sequence[np.ndarray]:
+    def _to_native(self, name: str, array: np.ndarray):
+        import torch
+
+        ref = self._params[name]
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.device_, dtype=ref.dtype)
+
+    def _original(self, name: str):
+        return self._params[name].detach()
+
+    def _stack(self, tensors):
+        import torch
+
+        return torch.stack(tensors)
+
+    def _forward(self, subs: dict, inputs: Any, split: Split | None, live: Any) -> np.ndarray:
         from torch.func import functional_call
 
-        outs = []
-        for subs in prepared:
-            y = functional_call(self.net_, subs, (inputs,)) if subs else self.net_(inputs)
-            outs.append(y.float().cpu().numpy())
-        return outs
+        tied = self._tied
+        if split is not None:
+            y = functional_call(split.suffix, subs, tuple(live), tie_weights=tied) if subs else split.suffix(*live)
+        else:
+            y = functional_call(self.net_, subs, (inputs,), tie_weights=tied) if subs else self.net_(inputs)
+        return y.float().cpu().numpy()
+
+    def _forward_stacked(self, stacked: dict, inputs: Any, split: Split | None, live: Any) -> np.ndarray:
+        from torch.func import functional_call, vmap
+
+        module, args = (split.suffix, tuple(live)) if split is not None else (self.net_, (inputs,))
+        tied = self._tied
+        y = vmap(lambda p, a: functional_call(module, p, a, tie_weights=tied), in_dims=(0, None))(stacked, args)
+        return y.float().cpu().numpy()
+
+    def _on_accelerator(self) -> bool:
+        return self.device_.type != "cpu"
+
+    def _activation_bytes_per_sample(self) -> int:
+        """Bytes of every leaf module's output for one sample (bounds a vmapped call's memory)."""
+        total = [0]
+
+        def hook(_m, _i, out):
+            if hasattr(out, "numel"):
+                total[0] += out.numel() * out.element_size()
+
+        leaves = [m for m in self.net_.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        try:
+            self.net_(self._probe_inputs())
+        finally:
+            for h in handles:
+                h.remove()
+        return 2 * total[0]  # functional ops between modules are not hooked
+
+    def _make_split(self, changed: tuple) -> Split | None:
+        from . import _torch_fx
+
+        if self._traced is None:
+            try:
+                self._traced = _torch_fx.trace(self.net_)
+            except Exception as exc:  # control flow on values, unsupported ops: full forwards
+                self._traced = exc
+        if isinstance(self._traced, Exception):
+            raise self._traced
+        parts = _torch_fx.split(self._traced, self.net_, {id(self._params[n]) for n in changed})
+        if parts is None:
+            return None
+        prefix_gm, suffix_gm, n_live = parts
+        return Split(changed, prefix_gm, suffix_gm, {"live": n_live})
+
+    def _live_nbytes(self, live) -> int:
+        return sum(t.numel() * t.element_size() for t in live if hasattr(t, "numel"))
 
     def close(self) -> None:
-        self._device_batches = {}
+        self._close_scoring()
 
 
-@hookimpl
-def wsx_backends():
-    return [TorchBackend]
-
-
-@hookimpl
-def wsx_backend_for(model):
-    return "torch" if _is_module(model) else None
+wsx_backends, wsx_backend_for = backend_hooks(TorchBackend)

@@ -27,6 +27,8 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     extra: ClassVar[str | None] = None
+    # Modules the backend imports when used; ``available`` reports the first one missing.
+    requires: ClassVar[tuple[str, ...]] = ()
     # Capabilities: tests and the engine branch on these, never on backend names.
     supports_population_vmap: ClassVar[bool] = False
     supports_gpu: ClassVar[bool] = False
@@ -43,6 +45,12 @@ class Backend(ABC):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
+        from .plugins import module_available
+
+        for module in cls.requires:
+            ok, reason = module_available(module, cls.extra)
+            if not ok:
+                return ok, reason
         return True, ""
 
     @classmethod
@@ -132,6 +140,75 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release memory held for scoring (cached batches, activations)."""
+
+    # -- export and resume (wsx.artifact, wsx.journal) ----------------------------------------
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every tensor of the model by name, as numpy copies (export stores the ones that are not
+        layers of interest as they are). Default: the layers of interest only; backends override
+        to add biases, normalisation statistics and other buffers."""
+        return {info.name: self.get_weights(info.name) for info in self.layers()}
+
+    def tensor_aliases(self) -> dict[str, str]:
+        """{other name: layer name} for tensors that are the very same storage as a layer of
+        interest (tied weights), so an artifact restores them with the layer's shared values."""
+        return {}
+
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 hex digests of the model's tensors and of the scoring data, so that a journal
+        written for one model and data set is never resumed on another."""
+        import hashlib
+
+        model = hashlib.sha256()
+        aliases = self.tensor_aliases()
+        for name, arr in sorted(self.tensors().items()):
+            arr = np.ascontiguousarray(arr)
+            model.update(f"{name}|{arr.shape}|{arr.dtype.str}|{aliases.get(name, '')}\n".encode())
+            model.update(arr.tobytes())
+        data = hashlib.sha256(f"samples={self.num_samples}\n".encode())
+        if self.data is not None:
+            # Inputs and labels are hashed as separate streams so batch boundaries do not matter;
+            # rows past a batch's labels pad a short batch and are left out.
+            inputs_hash, labels_hash, kinds = hashlib.sha256(), hashlib.sha256(), set()
+            for inputs, labels in self._iter_batches(None):
+                labels = np.ascontiguousarray(labels)
+                for arr in _numeric_arrays(inputs):
+                    kinds.add(f"{arr.dtype.str}{arr.shape[1:]}")
+                    inputs_hash.update(np.ascontiguousarray(arr[:len(labels)]).tobytes())
+                labels_hash.update(labels.tobytes())
+            data.update(f"{sorted(kinds)}|{inputs_hash.hexdigest()}|{labels_hash.hexdigest()}".encode())
+        return {"model": model.hexdigest(), "data": data.hexdigest()}
+
+
+def _numeric_arrays(x: Any):
+    """The numeric arrays (at least 1-D) in a batch: numpy, framework tensors on any device, and
+    containers or small records (dataclasses) of them. Keys, counts and other metadata a backend
+    attaches to a batch are skipped, so the data fingerprint depends on the samples alone."""
+    if isinstance(x, (str, bytes, int, float, bool, type(None))):
+        return
+    if isinstance(x, (tuple, list)):
+        for part in x:
+            yield from _numeric_arrays(part)
+        return
+    if isinstance(x, dict):
+        for key in sorted(x, key=str):
+            yield from _numeric_arrays(x[key])
+        return
+    for convert in (np.asarray, lambda t: t.cpu().numpy(), lambda t: t.numpy()):
+        try:
+            arr = convert(x)
+        except Exception:  # noqa: BLE001 - try the next conversion
+            continue
+        if arr.dtype.kind in "biufc":
+            if arr.ndim >= 1:
+                yield arr
+            return
+        break
+    import dataclasses
+
+    fields = ({f.name: getattr(x, f.name) for f in dataclasses.fields(x)} if dataclasses.is_dataclass(x)
+              else getattr(x, "__dict__", None))
+    if fields:
+        yield from _numeric_arrays(dict(fields))
 
 
 def check_labels(inputs_len: int, labels: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ What is checked, and why the rest of wsx needs it:
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from ..clusterer import Clusterer, Clustering
 from ..errors import InvalidModelError, InvalidSettingError
+from ._common import check_init_params
 
 __all__ = ["CHECKS", "Context", "check_clusterer", "checks", "context", "optimal_inertia", "typical_weights"]
 
@@ -144,19 +144,7 @@ def check_params(ctx: Context) -> None:
         f"{name}.available() must return (bool, str)"
     prio = getattr(cls, "priority", 0)
     assert isinstance(prio, int) and not isinstance(prio, bool), f"{name}.priority must be an int"
-    obj = ctx.make()
-    sig = inspect.signature(cls.__init__)
-    params = {p: v for p, v in sig.parameters.items() if p != "self"}
-    assert "seed" in params, f"{name}.__init__ must take seed="
-    for p, v in params.items():
-        assert v.kind in (v.KEYWORD_ONLY, v.VAR_KEYWORD), \
-            f"{name}.__init__ parameter {p!r} must be keyword-only (def __init__(self, *, ...))"
-        if v.kind == v.KEYWORD_ONLY:
-            assert hasattr(obj, p), f"{name} must store constructor parameter {p!r} as self.{p}"
-    got = obj.get_params()
-    missing = [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY and p not in got]
-    assert not missing, f"{name}.get_params() lacks constructor parameters {missing}"
-    assert cls(**got).get_params() == got, f"{name}(**get_params()) does not rebuild an equal object"
+    check_init_params(cls, ctx.make(), name, required=("seed",))
 
 
 def check_shapes(ctx: Context) -> None:

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import numpy as np
 
+# (kernel size, padding) of conv1, conv2, conv3; other LeNet-5 variants (the Fashion-MNIST
+# benchmark's 5x5 one) pass their own
+DIGITS_CONVS = ((3, 1), (3, 1), (2, 0))
 
-def torch_module():
+
+def torch_module(convs=DIGITS_CONVS):
     import torch
     from torch import nn
+
+    (k1, p1), (k2, p2), (k3, p3) = convs
 
     class LeNet5(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
-            self.conv2 = nn.Conv2d(6, 16, 3, padding=1)
-            self.conv3 = nn.Conv2d(16, 120, 2)
+            self.conv1 = nn.Conv2d(1, 6, k1, padding=p1)
+            self.conv2 = nn.Conv2d(6, 16, k2, padding=p2)
+            self.conv3 = nn.Conv2d(16, 120, k3, padding=p3)
             self.fc1 = nn.Linear(120, 84)
             self.fc2 = nn.Linear(84, 10)
             self.pool = nn.MaxPool2d(2)
@@ -31,9 +37,80 @@ def torch_module():
     return LeNet5()
 
 
-def torch_model(weights: dict[str, np.ndarray]):
+def torch_model(weights: dict[str, np.ndarray], convs=DIGITS_CONVS):
     import torch
 
-    model = torch_module()
+    model = torch_module(convs)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return model.eval()
+
+
+# Torch stores conv kernels (out, in, kh, kw) and linear weights (out, in); Keras and Flax use
+# (kh, kw, in, out) and (in, out). The same trained values, moved to each framework's layout.
+def _conv_hwio(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
+
+
+def _dense_io(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(w))
+
+
+CONVS = ("conv1", "conv2", "conv3")
+DENSES = ("fc1", "fc2")
+
+
+def keras_model(weights: dict[str, np.ndarray]):
+    """The LeNet as a Keras 3 Sequential (NHWC input 8x8x1); kernels are named ``lenet5/conv1/kernel``..."""
+    import keras
+
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(120, 2, activation="relu", name="conv3"),
+        layers.Flatten(),
+        layers.Dense(84, activation="relu", name="fc1"),
+        layers.Dense(10, name="fc2"),
+    ], name="lenet5")
+    for name in CONVS:
+        model.get_layer(name).set_weights([_conv_hwio(weights[f"{name}.weight"]), weights[f"{name}.bias"]])
+    for name in DENSES:
+        model.get_layer(name).set_weights([_dense_io(weights[f"{name}.weight"]), weights[f"{name}.bias"]])
+    return model
+
+
+def flax_module():
+    """The LeNet as a Flax linen module (NHWC input)."""
+    import flax.linen as nn
+
+    class LeNet5(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            def pool(y):
+                return nn.max_pool(y, (2, 2), strides=(2, 2))
+
+            x = pool(nn.relu(nn.Conv(6, (3, 3), padding="SAME", name="conv1")(x)))
+            x = pool(nn.relu(nn.Conv(16, (3, 3), padding="SAME", name="conv2")(x)))
+            x = nn.relu(nn.Conv(120, (2, 2), padding="VALID", name="conv3")(x))
+            x = nn.relu(nn.Dense(84, name="fc1")(x.reshape((x.shape[0], -1))))
+            return nn.Dense(10, name="fc2")(x)
+
+    return LeNet5()
+
+
+def jax_model(weights: dict[str, np.ndarray]):
+    """The LeNet as a JAX ``(apply_fn, params)`` pair from Flax: ``apply_fn(params, x)`` with x NHWC.
+    Weight leaves are named ``params/conv1/kernel``..."""
+    import jax.numpy as jnp
+
+    params = {}
+    for name in CONVS:
+        params[name] = {"kernel": jnp.asarray(_conv_hwio(weights[f"{name}.weight"])),
+                        "bias": jnp.asarray(weights[f"{name}.bias"])}
+    for name in DENSES:
+        params[name] = {"kernel": jnp.asarray(_dense_io(weights[f"{name}.weight"])),
+                        "bias": jnp.asarray(weights[f"{name}.bias"])}
+    return flax_module().apply, {"params": params}

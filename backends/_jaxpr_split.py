@@ -1,0 +1,95 @@
+"""Cut a traced JAX function around some of its parameter leaves (for the prefix cache).
+
+``jax.make_jaxpr`` turns ``f(*leaves, x)`` into a list of equations. An equation *depends* on the
+changed leaves if it reads one of them or a value computed by a dependent equation. The others form
+the prefix; the values they produce that dependent equations (or the outputs) read are the *live*
+values. The prefix jaxpr returns them; the suffix jaxpr takes ``(*leaves, x, *live)``. Both are run
+with ``jax.extend.core.jaxpr_as_fun``, so they compile and vmap like any JAX function.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def cut(closed, changed: Sequence[int]):
+    """(prefix fn, suffix fn, live count) for the leaf positions ``changed`` (the last invar is the
+    input batch), or None when the prefix would not touch the inputs or the jaxpr has effects."""
+    import jax.extend.core as jc
+
+    jaxpr = closed.jaxpr
+    if jaxpr.effects:
+        return None
+    depends = {jaxpr.invars[i] for i in changed}
+    on_input = {jaxpr.invars[-1]}  # values computed from the inputs x
+    before, after = [], []
+    for eqn in jaxpr.eqns:
+        reads = [v for v in eqn.invars if isinstance(v, jc.Var)]
+        if any(v in on_input for v in reads):
+            on_input.update(eqn.outvars)
+        if any(v in depends for v in reads):
+            after.append(eqn)
+            depends.update(eqn.outvars)
+        else:
+            before.append(eqn)
+    if not after or not before:
+        return None
+    produced = {v for eqn in before for v in eqn.outvars}
+    live: list = []
+    for v in [v for eqn in after for v in eqn.invars] + list(jaxpr.outvars):
+        if isinstance(v, jc.Var) and v in produced and v not in live:
+            live.append(v)
+    if not any(v in on_input for v in live):  # the prefix would not touch the inputs: nothing to save
+        return None
+    def info(part: str, invars, outvars):
+        return jc.DebugInfo("wsx prefix cache", part, tuple(f"in{i}" for i in range(len(invars))),
+                            tuple(f"out{i}" for i in range(len(outvars))))
+
+    suffix_in = list(jaxpr.invars) + live
+    prefix = jc.Jaxpr(jaxpr.constvars, jaxpr.invars, live, before,
+                      debug_info=info("prefix", jaxpr.invars, live))
+    suffix = jc.Jaxpr(jaxpr.constvars, suffix_in, jaxpr.outvars, after,
+                      debug_info=info("suffix", suffix_in, jaxpr.outvars))
+    return (jc.jaxpr_as_fun(jc.ClosedJaxpr(prefix, closed.consts)),
+            jc.jaxpr_as_fun(jc.ClosedJaxpr(suffix, closed.consts)), len(live))
+
+
+def first_use(closed, n_leaves: int) -> tuple[list[int], list[str]]:
+    """Leaf positions ordered by the first equation reading them, and each leaf's consumer kind."""
+    import jax.extend.core as jc
+
+    jaxpr = closed.jaxpr
+    pos = {v: i for i, v in enumerate(jaxpr.invars[:n_leaves])}
+    first: dict[int, int] = {}
+    kind = ["Array"] * n_leaves
+    follow = {v: i for v, i in pos.items()}  # a leaf, or a value reshaped / cast from it
+    for step, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if not isinstance(v, jc.Var) or v not in follow:
+                continue
+            i = follow[v]
+            first.setdefault(i, step)
+            name = eqn.primitive.name
+            if kind[i] == "Array":
+                if name.startswith("conv"):
+                    kind[i] = "Conv"
+                elif name == "dot_general":
+                    kind[i] = "Dense"
+                elif name in ("convert_element_type", "reshape", "transpose", "copy", "copy_p"):
+                    for out in eqn.outvars:
+                        follow[out] = i
+    order = sorted(range(n_leaves), key=lambda i: (first.get(i, len(jaxpr.eqns)), i))
+    return order, kind
+
+
+def activation_bytes(closed) -> int:
+    """Bytes of every value the jaxpr computes."""
+    total = 0
+    for eqn in closed.jaxpr.eqns:
+        for v in eqn.outvars:
+            aval: Any = getattr(v, "aval", None)
+            if aval is not None and hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                size = 1
+                for d in aval.shape:
+                    size *= int(d)
+                total += size * aval.dtype.itemsize
+    return total
