@@ -223,7 +223,8 @@ def test_cli_explore_module_attr(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(tmp_path))
     from wsx.cli import main
 
-    code = main(["explore", "--model", "mymodels:model", "--data", "mymodels:data", "--budget", "200",
+    code = main(["explore", "--model", "mymodels:model", "--data", "mymodels:data", "--strategy", "nsga2",
+                 "--budget", "200",
                  "--quiet", "--json", "--out", str(tmp_path / "out")])
     assert code == 0
     res = json.loads(capsys.readouterr().out)

@@ -17,7 +17,7 @@ from .approximation import Approximated, Approximation
 from .backend import Backend
 from .clusterer import Clusterer, Clustering
 from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError,
-                     InvalidModelError, InvalidSettingError, MetricError, PluginNotFoundError,
+                     InvalidModelError, InvalidSettingError, JournalMismatchError, MetricError, PluginNotFoundError,
                      PluginUnavailableError, WsxError)
 from .hookspecs import hookimpl
 from .layers import LayerInfo
@@ -34,7 +34,7 @@ __all__ = [
     "Result", "Candidate", "Baseline", "LayerInfo", "compression_rate", "weight_sharing_bits",
     "WsxError", "PluginNotFoundError", "PluginUnavailableError", "BackendNotFoundError",
     "InvalidModelError", "InvalidDataError", "InvalidSettingError", "MetricError",
-    "BudgetTooSmallError", "CorruptFileError",
+    "BudgetTooSmallError", "CorruptFileError", "JournalMismatchError",
 ]
 
 

@@ -12,6 +12,8 @@ COMMANDS = [
     ("demo", "wsx.commands.demo"),
     ("explore", "wsx.commands.explore"),
     ("plugins", "wsx.commands.plugins"),
+    ("export", "wsx.commands.export"),
+    ("inspect", "wsx.commands.inspect"),
 ]
 
 

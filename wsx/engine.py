@@ -17,7 +17,7 @@ from .approximation import Approximation
 from .backend import Backend
 from .clusterer import Clusterer
 from .errors import (BackendNotFoundError, BudgetTooSmallError, InvalidModelError, InvalidSettingError,
-                     PluginNotFoundError)
+                     MetricError, PluginNotFoundError)
 from .executor import SerialExecutor
 from .metrics import resolve_target
 from .problem import ApproximationCache, Problem, Timers
@@ -145,7 +145,8 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
             target: Any = "mlperf-heavy", subset: Any = 0.1, seed: int = 0, budget: int | None = None,
             out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
             time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
-            device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET) -> Result:
+            device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET,
+            restart: bool = False) -> Result:
     """Search per-layer knob values (k for weight sharing) and return the front of accuracy loss
     against compression rate.
 
@@ -155,8 +156,10 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     (fraction or count, at least ``min_subset`` samples); the front is re-scored on all data, and on
     ``test_data`` when given. ``budget`` caps scorings, ``time_limit`` the search seconds; ``knobs``
     overrides candidate knob values ({layer: [values]} or one list for all layers); ``bits`` is B.
-    With ``out`` the result is saved there. The user's model is bit-identical afterwards, whether the
-    call returns, raises or is interrupted.
+    With ``out`` the result is saved there and every scoring is journaled as it is made
+    (``out/journal.jsonl``): the same call after a crash resumes where it stopped, rescoring nothing;
+    a journal of another model, data or settings is refused unless ``restart=True`` discards it.
+    The user's model is bit-identical afterwards, whether the call returns, raises or is interrupted.
     """
     t_start = time.perf_counter()
     target_frac = resolve_target(target)
@@ -171,8 +174,12 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     executor = executor or SerialExecutor()
     prog = Progress(progress)
     snapshot = be.snapshot()
+    journal = None
     try:
         layers = be.layers()
+        if not layers:
+            raise InvalidModelError(f"backend {be.name!r} found no layers of interest in the model; wsx shares "
+                                    "the weights of convolution and linear layers (check include/exclude)")
         originals = {}
         for layer in layers:
             w = be.get_weights(layer.name)
@@ -187,7 +194,11 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
 
         def score(population, subset_idx):
             with timers("scoring"):
-                return executor.score(be, population, subset_idx)
+                values = np.asarray(executor.score(be, population, subset_idx), dtype=np.float64)
+            if values.shape != (len(population),) or not np.all(np.isfinite(values)):
+                raise MetricError(f"backend {be.name!r} returned {values!r} for {len(population)} candidates; "
+                                  "score() must return one finite metric value per candidate")
+            return values
 
         base_full = float(score([{}], None)[0])
         base_sub = base_full if sub is None else float(score([{}], sub)[0])
@@ -205,6 +216,17 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
             raise BudgetTooSmallError(
                 f"budget={budget} scorings cannot cover {strat.name}'s first step ({needed(problem)} "
                 "scorings); raise budget, pass fewer knob values (knobs=...), or pick another strategy")
+        fingerprint = None
+        if out is not None:
+            from .journal import Journal
+
+            fingerprint = be.fingerprint()
+            journal = Journal.attach(problem, out, fingerprint, _search_settings(
+                be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem), restart=restart)
+            fingerprint["settings"] = journal.settings_digest
+            if journal.replayed:
+                problem.note(f"resumed from {journal.path}: {journal.replayed} scorings replayed, not re-scored")
+                prog.message(f"wsx: resuming from {journal.path} ({journal.replayed} scorings already made)")
         prog.message(f"wsx: {strat.name} on {be.name}, {len(layers)} layers, baseline {base_full:.4f}, "
                      f"scoring on {n_sub}/{n} samples")
         t_search = time.perf_counter()
@@ -217,6 +239,9 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
         t_final = time.perf_counter()
         front = _rescore_front(problem, score, sub, base_full, target_frac, n_sub)
         extras = dict(problem.extras)
+        if journal is not None:
+            extras["journal"] = journal.info()
+            journal.close()
         test_base = None
         if test_data is not None:
             test_be = make_backend(model, test_data, type(be), metric=metric, batch_size=batch_size,
@@ -240,6 +265,8 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
                     "clusterer_params": _jsonable(clus.get_params()) if clus else None,
                     "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
                     "executor": getattr(executor, "name", type(executor).__name__)}
+        if fingerprint is not None:
+            settings["fingerprint"] = fingerprint
         result = Result(front=front, history=problem.history,
                         baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
                                           subset_accuracy=base_sub, test_accuracy=test_base),
@@ -251,6 +278,8 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
         return result
     finally:
         prog.finish()
+        if journal is not None:
+            journal.close()
         be.restore(snapshot)
         be.close()
 
@@ -284,6 +313,17 @@ def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, ta
         c.test_accuracy_loss = 100.0 * (base - v)
         c.test_meets_target = bool(v >= target_frac * base - 1e-12)
     return base
+
+
+def _search_settings(be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem) -> dict:
+    """Everything that decides which candidates a search scores and what they score (a journal is
+    only resumed under the same); budget and time limit only decide where it stops, so they may change."""
+    return {"backend": be.name, "metric": be.metric_.name, "strategy": strat.name,
+            "strategy_params": _jsonable(strat.get_params()), "approximation": appr.name,
+            "approximation_params": _jsonable(appr.get_params()), "clusterer": clus.name if clus else None,
+            "clusterer_params": _jsonable(clus.get_params()) if clus else None, "target_fraction": target_frac,
+            "subset": subset, "min_subset": min_subset, "subset_samples": n_sub, "seed": seed,
+            "knob_values": problem.knob_values}
 
 
 def _jsonable(d: dict) -> dict:

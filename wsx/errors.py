@@ -44,5 +44,9 @@ class CorruptFileError(WsxError):
     """A results, journal or artifact file is damaged or was not written by wsx."""
 
 
+class JournalMismatchError(WsxError):
+    """An --out directory holds the journal of a run with another model, data or settings."""
+
+
 class SearchStopped(Exception):
     """Internal: the budget or the time limit ended the search; what was scored stands."""

@@ -251,6 +251,19 @@ class Problem:
     def _on_scored(self, key: tuple, knobs: dict, value: float) -> None:
         """Hook for journals: called right after each scoring."""
 
+    def replay(self, knobs: Mapping[str, Any], value: float, origin: str = "") -> bool:
+        """Take a scoring made by an earlier, interrupted run (wsx.journal) as if evaluate had just
+        made it: it joins the history and counts against the budget, but is not scored again.
+        Returns False for a candidate already known."""
+        knobs = self._check(knobs)
+        key = knob_key(knobs)
+        if key in self.scores:
+            return False
+        self.scores[key] = float(value)
+        self.scorings += 1
+        self.history.append(self.candidate(knobs, value, origin))
+        return True
+
     def _materialise(self, knobs: Mapping[str, Any]) -> dict:
         out = {}
         for name, kn in knobs.items():

@@ -142,7 +142,8 @@ class Result:
 
     # -- files --------------------------------------------------------------------------------
     def save(self, out: str | Path, *, plot: bool = True) -> Path:
-        """Write results.json, results.csv (history) and front.png into directory ``out``."""
+        """Write results.json, results.csv (history), front.png and report.html into directory ``out``
+        (``plot=False``: the JSON and CSV only)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "results.json.tmp"
@@ -153,6 +154,9 @@ class Result:
             from .plot import plot_front
 
             plot_front(self, out / "front.png")
+            from .report import write_report
+
+            write_report(self, out / "report.html", front_png=out / "front.png")
         return out
 
     @classmethod

@@ -18,7 +18,10 @@ def add_common(p) -> None:
     p.add_argument("--time-limit", type=float, default=None, help="search seconds")
     p.add_argument("--bits", type=int, default=32, help="bits of a stored value in the baseline (B)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="directory for results.json, results.csv and front.png")
+    p.add_argument("--out", default=None, help="directory for results.json, results.csv, front.png, report.html "
+                   "and journal.jsonl; re-running the same command there resumes an interrupted run")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the journal in --out (from a run with other model, data or settings) and start over")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -40,7 +43,8 @@ def explore_kwargs(args) -> dict:
     return dict(strategy=args.strategy, backend=args.backend, clusterer=args.clusterer,
                 approximation=args.approximation, target=parse_target(args.target),
                 subset=parse_subset(args.subset), budget=args.budget, time_limit=args.time_limit,
-                bits=args.bits, seed=args.seed, out=args.out, progress=not (args.quiet or args.json))
+                bits=args.bits, seed=args.seed, out=args.out, progress=not (args.quiet or args.json),
+                restart=args.restart)
 
 
 def report(result, args) -> None:
@@ -61,4 +65,4 @@ def report(result, args) -> None:
     else:
         print(f"no candidate meets {result.settings['target']} on all data")
     if args.out:
-        print(f"wrote {args.out}/results.json, results.csv, front.png")
+        print(f"wrote {args.out}/results.json, results.csv, front.png, report.html, journal.jsonl")

@@ -1,0 +1,244 @@
+"""``report.html``: one self-contained page (figures inlined as PNG) that explains a Result.
+
+Sections: the front with the target line; k per layer for the chosen candidates (thesis Fig. 5.15);
+each layer's sensitivity, AL against k from the layer-wise step (Fig. 5.3 / 5.4); where the time
+went; the front as a table; the settings. Nothing is fetched when the page is opened.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+MAX_CHOSEN = 6  # candidates in the per-layer k chart
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def front_figure(result, png: str | Path | None = None) -> str | None:
+    """The front plot of ``wsx.plot`` (history, front, target line) as base64 PNG; ``png`` is that
+    plot already drawn (Result.save has just written front.png)."""
+    import tempfile
+
+    from .plot import plot_front
+
+    if not result.history and not result.front:
+        return None
+    if png is not None and Path(png).is_file():
+        return base64.b64encode(Path(png).read_bytes()).decode()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_front(result, Path(tmp) / "front.png")
+        return base64.b64encode(path.read_bytes()).decode()
+
+
+def chosen_candidates(result) -> list:
+    """The candidates the k chart shows: the front's target-meeting ones, highest CR first."""
+    ok = [c for c in result.front if c.meets_target] or list(result.front)
+    return sorted(ok, key=lambda c: -c.compression_rate)[:MAX_CHOSEN]
+
+
+def k_figure(result) -> str | None:
+    """Grouped bars: the knob (k) of every layer, one bar per chosen candidate."""
+    chosen = chosen_candidates(result)
+    layers = [layer["name"] for layer in result.layers] or sorted({n for c in chosen for n in c.knobs})
+    if not chosen or not layers:
+        return None
+    if not all(isinstance(v, (int, float)) for c in chosen for v in c.knobs.values()):
+        return None  # a knob that is not one number (weight-sharing+pruning's pair) has no bar height
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(layers) + 2), 4), dpi=110)
+    width = 0.8 / len(chosen)
+    for j, c in enumerate(chosen):
+        ks = [c.knobs.get(name) for name in layers]
+        xs = [i + (j - (len(chosen) - 1) / 2) * width for i in range(len(layers))]
+        bars = ax.bar([x for x, k in zip(xs, ks) if k is not None], [k for k in ks if k is not None], width,
+                      label=f"CR {c.compression_rate:.2f}, AL {c.accuracy_loss:.2f} pp")
+        for bar, k in zip(bars, [k for k in ks if k is not None]):
+            ax.annotate(f"{k}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom", fontsize=6)
+    numeric = all(isinstance(v, (int, float)) and v > 0 for c in chosen for v in c.knobs.values())
+    if numeric:
+        ax.set_yscale("log", base=2)
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"{_knob_name(result)} (shared values)" if _knob_name(result) == "k" else _knob_name(result))
+    ax.set_title("per-layer knob of the chosen candidates (layers left untouched have no bar)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _knob_name(result) -> str:
+    return "k" if result.approximation in ("", "weight-sharing") else "knob"
+
+
+def layer_curves(result) -> dict:
+    """{layer: [(knob, AL, meets target)]}: the layer-wise step's record, or else the history's
+    single-layer candidates (any strategy that varied one layer at a time)."""
+    curves = (result.extras or {}).get("layerwise")
+    if curves:
+        return {name: [tuple(p) for p in points] for name, points in curves.items()}
+    found: dict = {}
+    for c in result.history:
+        if len(c.knobs) == 1:
+            (name, knob), = c.knobs.items()
+            found.setdefault(name, []).append((knob, c.accuracy_loss, c.meets_target))
+    return found
+
+
+def sensitivity_figure(result) -> str | None:
+    """One panel per layer: AL against the knob, target line, phi (kept knob values) ringed."""
+    curves = layer_curves(result)
+    if not curves:
+        return None
+    plt = _pyplot()
+    phi = (result.extras or {}).get("phi") or {}
+    names = list(curves)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), dpi=100, squeeze=False)
+    max_al = result.settings.get("max_accuracy_loss")
+    for ax, name in zip(axes.ravel(), names):
+        pts = sorted((p for p in curves[name] if isinstance(p[0], (int, float))), key=lambda p: p[0])
+        if not pts:
+            ax.set_visible(False)
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", c="#999999", lw=0.8)
+        for meets, color in ((True, "#1f6fbf"), (False, "#d05050")):
+            sel = [p for p in pts if bool(p[2]) == meets]
+            ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=10, c=color,
+                       label="meets target" if meets else "misses target")
+        kept = [p for p in pts if p[0] in set(phi.get(name, []))]
+        if kept:
+            ax.scatter([p[0] for p in kept], [p[1] for p in kept], s=60, facecolors="none", edgecolors="k",
+                       label="kept (phi)")
+        if max_al is not None:
+            ax.axhline(max_al, color="#c03030", ls="--", lw=1)
+        if all(p[0] > 0 for p in pts):
+            ax.set_xscale("log", base=2)
+        top = max(2.0, (max_al or 0) * 3)
+        ax.set_ylim(min(-0.5, min(p[1] for p in pts) - 0.2), min(max(p[1] for p in pts) + 1, top * 5))
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(_knob_name(result), fontsize=7)
+        ax.set_ylabel("AL (pp)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    axes.ravel()[0].legend(fontsize=6)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle("layer sensitivity: accuracy loss when only this layer is shared (dashed: target)", fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+TIMING_PARTS = ("clustering", "scoring", "final_scoring", "overhead")
+
+
+def timing_figure(result) -> str | None:
+    """One stacked bar: clustering, search scoring, final re-scoring and overhead seconds."""
+    t = result.timings or {}
+    parts = [(name, float(t.get(name, 0.0))) for name in TIMING_PARTS]
+    if not any(v > 0 for _, v in parts):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 1.7), dpi=110)
+    left = 0.0
+    for (name, v), color in zip(parts, ("#6a9fd8", "#e0a040", "#60b070", "#b0b0b0")):
+        ax.barh([0], [v], left=left, color=color, label=f"{name.replace('_', ' ')} {v:.1f} s")
+        left += v
+    ax.set_yticks([])
+    ax.set_xlabel("seconds")
+    ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _img(b64: str | None, alt: str) -> str:
+    if b64 is None:
+        return f"<p class=muted>({html.escape(alt)}: nothing to show for this run)</p>"
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _table(header: list | None, rows: list) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or [])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
+th{background:#f4f4f4}img{max-width:100%}pre{background:#f7f7f7;padding:1em;font-size:.8em;overflow:auto}
+.muted{color:#888}"""
+
+
+def render(result, front_png: str | Path | None = None) -> str:
+    """The report page as one HTML string."""
+    b = result.baseline
+    best = result.best()
+    s = result.settings or {}
+    summary = [
+        ("strategy", result.strategy), ("backend", result.backend), ("clusterer", result.clusterer or "-"),
+        ("approximation", result.approximation), ("layers of interest", len(result.layers)),
+        ("baseline accuracy", f"{b.accuracy:.4f}"), ("baseline size", f"{b.bits} bits"),
+        ("target", f"{s.get('target')} (max AL {s.get('max_accuracy_loss', float('nan')):.3f} pp)"),
+        ("scorings", result.scorings), ("total time", f"{(result.timings or {}).get('total', 0):.1f} s"),
+        ("best meeting the target", "none" if best is None else
+         f"CR {best.compression_rate:.2f}, accuracy {best.accuracy:.4f}, AL {best.accuracy_loss:.2f} pp"),
+    ]
+    front_rows = [[i, f"{c.compression_rate:.2f}", f"{c.accuracy:.4f}", f"{c.accuracy_loss:.2f}",
+                   "yes" if c.meets_target else "no", c.measured_on,
+                   ", ".join(f"{k}={v}" for k, v in c.knobs.items())] for i, c in enumerate(result.front)]
+    t = result.timings or {}
+    timing_rows = [[k.replace("_", " "), f"{float(v):.2f}"] for k, v in t.items()]
+    layer_rows = [[layer.get("name"), "x".join(map(str, layer.get("shape", []))), layer.get("size"),
+                   layer.get("kind")] for layer in result.layers]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    settings = {k: v for k, v in s.items() if k != "knob_values"}
+    parts = [
+        "<!doctype html><html><head><meta charset=utf-8>",
+        f"<title>wsx report: {html.escape(result.strategy)} on {html.escape(result.backend)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>wsx exploration report</h1>{_table(None, summary)}",
+        f"<ul>{notes}</ul>" if notes else "",
+        "<h2>Front: accuracy loss against compression rate</h2>", _img(front_figure(result, front_png), "front"),
+        _table(["#", "CR", "accuracy", "AL (pp)", "target", "measured on", "knobs"], front_rows),
+        "<h2>Per-layer k of the chosen candidates</h2>", _img(k_figure(result), "per-layer k"),
+        "<h2>Layer sensitivity (layer-wise step)</h2>", _img(sensitivity_figure(result), "layer sensitivity"),
+        "<h2>Where the time went</h2>", _img(timing_figure(result), "timing"),
+        _table(["part", "seconds"], timing_rows),
+        "<h2>Layers of interest</h2>", _table(["name", "shape", "weights", "kind"], layer_rows),
+        "<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(settings, indent=1, default=str))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(result, path: str | Path, front_png: str | Path | None = None) -> Path:
+    """Write ``report.html`` for ``result`` at ``path`` (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render(result, front_png), encoding="utf-8")
+    tmp.replace(path)
+    return path
