@@ -12,6 +12,7 @@ COMMANDS = [
     ("demo", "wsx.commands.demo"),
     ("explore", "wsx.commands.explore"),
     ("plugins", "wsx.commands.plugins"),
+    ("bench", "wsx.commands.bench"),
     ("export", "wsx.commands.export"),
     ("inspect", "wsx.commands.inspect"),
 ]

@@ -1,13 +1,18 @@
 """Divide and conquer (thesis ch. 5): layer-wise reduction of each layer's knob range to phi_i, then
-NSGA-II over the combinations of phi_i."""
+NSGA-II over the combinations of phi_i — every candidate scored, or on a regression surrogate."""
 from __future__ import annotations
 
 import numpy as np
 
 from wsx.hookspecs import hookimpl
+from wsx.result import pareto_mask
 from wsx.strategy import Strategy
 
+from . import doe as doe_mod
+from ._common import (budget_left, check_time, compression_rates, is_scored, margin_of, pick_for_scoring,
+                      seed_of, size_tables)
 from .nsga import run_nsga2
+from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
 
 
 def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
@@ -30,22 +35,45 @@ def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
 class DivideAndConquer(Strategy):
     """Layer-wise exploration over each layer's knob values (others untouched), phi_i = best AL per
     index bit-width among candidates meeting the target, then a combination search over phi:
-    ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III).
 
-    ``pop_size`` and ``generations`` set NSGA-II (thesis: 100 x 100; the cache makes repeated
-    candidates free). ``seed=None`` takes the exploration's seed.
+    - ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III);
+      ``pop_size`` and ``generations`` set it (thesis: 100 x 100; repeated candidates are free);
+      it ends early after ``patience`` generations without a change of the front (``None``: never).
+    - ``combination="regression"`` (approach IV) samples the phi space with the design ``doe``
+      (see ``doe.SAMPLERS``; "auto" scores a pilot of each and keeps the best hold-out R²), scores
+      the samples, fits AL ≈ c + Σ α_i·f_i with f = ``features`` ("inertia", "local-al", "k"),
+      reports R², RMSE and MAE on a 20 % hold-out, runs NSGA-II on the surrogate
+      (``surrogate_pop_size`` x ``surrogate_generations``; 200 x 100 by default, the thesis used
+      500 x 200 — on an additive surrogate both converge, the smaller costs a fifth of the overhead) and scores the
+      surrogate's front for real. ``samples`` fixes the sample count (default:
+      ``sample_fraction`` of the budget left after the layer-wise step; 500 without a budget);
+      the rest of the budget goes to ``rounds`` rounds of front scoring, each refitting the
+      surrogate on everything scored so far.
+
+    ``seed=None`` takes the exploration's seed.
     """
 
     name = "divide-and-conquer"
 
     def __init__(self, *, combination: str = "scoring", pop_size: int = 100, generations: int = 100,
-                 crossover: float = 0.9, mutation: float = 0.2, seed: int | None = None):
+                 crossover: float = 0.9, mutation: float = 0.2, seed: int | None = None,
+                 doe: str = "kmeans", features: str = "inertia", samples: int | None = None,
+                 sample_fraction: float = 0.6, surrogate_pop_size: int = 200,
+                 surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10):
         self.combination = combination
+        self.patience = patience
         self.pop_size = pop_size
         self.generations = generations
         self.crossover = crossover
         self.mutation = mutation
         self.seed = seed
+        self.doe = doe
+        self.features = features
+        self.samples = samples
+        self.sample_fraction = sample_fraction
+        self.surrogate_pop_size = surrogate_pop_size
+        self.surrogate_generations = surrogate_generations
+        self.rounds = rounds
 
     def _check(self) -> None:
         from wsx.errors import InvalidSettingError
@@ -53,11 +81,21 @@ class DivideAndConquer(Strategy):
         if self.combination not in self._combiners():
             raise InvalidSettingError(f"combination={self.combination!r} is unknown; use one of "
                                       f"{sorted(self._combiners())}")
-        if self.pop_size < 2 or self.generations < 1:
-            raise InvalidSettingError("pop_size must be >= 2 and generations >= 1")
+        if self.pop_size < 2 or self.generations < 1 or (self.patience is not None and self.patience < 1):
+            raise InvalidSettingError("pop_size must be >= 2, generations >= 1 and patience >= 1 or None")
+        if self.combination == "regression":
+            if self.doe != "auto" and self.doe not in doe_mod.SAMPLERS:
+                raise InvalidSettingError(f"doe={self.doe!r} is unknown; use 'auto' or one of "
+                                          f"{sorted(doe_mod.SAMPLERS)}")
+            if self.features not in FEATURES:
+                raise InvalidSettingError(f"features={self.features!r}; use one of {list(FEATURES)}")
+            if not 0.0 < self.sample_fraction < 1.0 or self.rounds < 1:
+                raise InvalidSettingError("sample_fraction must be in (0, 1) and rounds >= 1")
+            if self.surrogate_pop_size < 2 or self.surrogate_generations < 1:
+                raise InvalidSettingError("surrogate_pop_size must be >= 2 and surrogate_generations >= 1")
 
     def _combiners(self) -> dict:
-        return {"scoring": self._combine_scoring}
+        return {"scoring": self._combine_scoring, "regression": self._combine_regression}
 
     def first_step_scorings(self, problem) -> int:
         return sum(len(v) for v in problem.knob_values.values())
@@ -89,7 +127,136 @@ class DivideAndConquer(Strategy):
         with problem.stage("nsga2 over phi", self.pop_size * self.generations):
             self.nsga_ = run_nsga2(problem, self.phi_, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
                                    pop_size=self.pop_size, generations=self.generations,
-                                   crossover=self.crossover, mutation=self.mutation, seed=seed)
+                                   crossover=self.crossover, mutation=self.mutation, seed=seed,
+                                   patience=self.patience)
+
+
+    # -- approach IV: DoE + regression surrogate + NSGA-II on the surrogate ----------------------------
+    def _combine_regression(self, problem) -> None:
+        seed = seed_of(self, problem)
+        names = problem.layer_names
+        phi = {n: list(self.phi_[n]) for n in names}
+        sizes = [len(phi[n]) for n in names]
+        space = doe_mod.space_size(sizes)
+        left = budget_left(problem, default=0)
+        if self.samples is not None:
+            n_samples = int(self.samples)
+        elif problem.budget is None:
+            n_samples = 500
+        else:
+            n_samples = int(self.sample_fraction * left)
+        n_samples = max(0, min(n_samples, space, left if problem.budget is not None else n_samples))
+        tables = feature_tables(problem, phi, self.features, self.layerwise_)
+        self.surrogate_ = AdditiveSurrogate(phi, tables, positive=self.features != "k")
+        self.sample_idx_ = np.zeros((0, len(names)), dtype=int)
+        self.sample_al_ = np.zeros(0)
+        report = {"features": self.features, "samples": 0, "space": int(space)}
+        problem.extras["regression"] = report
+
+        design = self.doe
+        if design == "auto":
+            design, report["doe_pilot"] = self._pick_design(problem, phi, sizes, n_samples, seed)
+        report["doe"] = design
+        with problem.stage(f"doe {design}", max(n_samples - len(self.sample_al_), 0)):
+            rows = doe_mod.sample(design, sizes, n_samples - len(self.sample_al_), seed,
+                                  exclude={tuple(r) for r in self.sample_idx_})
+            self._score_rows(problem, phi, rows, origin=f"doe:{design}")
+        report["samples"] = int(len(self.sample_al_))
+        report.update(self.surrogate_.holdout(self.sample_idx_, self.sample_al_, seed))
+        report["by_feature"] = self._feature_r2(problem, phi, seed)
+        report["model"] = self.surrogate_.describe()
+        self._surrogate_rounds(problem, phi, seed, report)
+
+    def _score_rows(self, problem, phi: dict, rows: np.ndarray, origin: str) -> list:
+        names = list(phi)
+        pop = [{n: phi[n][int(i)] for n, i in zip(names, row)} for row in rows]
+        try:
+            got = problem.evaluate(pop, origin=origin)
+        finally:  # keep what was scored even when the budget stops the search
+            done = [(row, problem.scores.get(tuple(sorted(p.items())))) for row, p in zip(rows, pop)]
+            done = [(row, v) for row, v in done if v is not None]
+            if done:
+                self.sample_idx_ = np.vstack([self.sample_idx_, np.array([r for r, _ in done], dtype=int)])
+                self.sample_al_ = np.concatenate([self.sample_al_,
+                                                  [problem.accuracy_loss(v) for _, v in done]])
+        return got
+
+    def _pick_design(self, problem, phi: dict, sizes: list, n_samples: int, seed: int):
+        """Score a pilot of every design; keep the one whose model has the best R² on the pooled
+        hold-outs of all pilots (a common test set)."""
+        from sklearn.metrics import r2_score
+        from sklearn.model_selection import train_test_split
+
+        designs = sorted(doe_mod.SAMPLERS)
+        n_pilot = max(len(phi) + 3, n_samples // (2 * len(designs)))
+        parts = {}
+        for d in designs:
+            start = len(self.sample_al_)
+            rows = doe_mod.sample(d, sizes, n_pilot, seed, exclude={tuple(r) for r in self.sample_idx_})
+            self._score_rows(problem, phi, rows, origin=f"doe-pilot:{d}")
+            parts[d] = np.arange(start, len(self.sample_al_))
+        split = {d: train_test_split(idx, test_size=0.2, random_state=seed) if idx.size >= 5 else (idx, idx[:0])
+                 for d, idx in parts.items()}
+        pooled = np.concatenate([te for _, te in split.values()])
+        table = {}
+        for d, (tr, _) in split.items():
+            if tr.size < 2 or pooled.size < 2:
+                table[d] = float("nan")
+                continue
+            model = AdditiveSurrogate(phi, dict(zip(phi, self.surrogate_.tables)),
+                                      positive=self.surrogate_.positive)
+            model.fit(self.sample_idx_[tr], self.sample_al_[tr])
+            table[d] = float(r2_score(self.sample_al_[pooled], model.predict(self.sample_idx_[pooled])))
+        finite = {d: v for d, v in table.items() if np.isfinite(v)}
+        best = max(finite, key=finite.get) if finite else "kmeans"
+        return best, {"per_design": n_pilot, "r2": table}
+
+    def _feature_r2(self, problem, phi: dict, seed: int) -> dict:
+        """Hold-out R² of the same samples with each feature set (thesis Table 5.3); no scoring."""
+        out = {}
+        for f in FEATURES:
+            model = AdditiveSurrogate(phi, feature_tables(problem, phi, f, self.layerwise_), positive=f != "k")
+            out[f] = model.holdout(self.sample_idx_, self.sample_al_, seed)["r2"]
+        return out
+
+    def _surrogate_rounds(self, problem, phi: dict, seed: int, report: dict) -> None:
+        names = list(phi)
+        costs = size_tables(problem, phi)
+        max_al = problem.max_accuracy_loss
+        report["rounds"] = []
+        for r in range(self.rounds):
+            check_time(problem)
+            margin = margin_of(report["rounds"][-1].get("rmse") if report["rounds"] else report.get("rmse"), max_al)
+
+            def objectives(X):
+                return self.surrogate_.predict(X), compression_rates(problem, phi, X, costs)
+
+            with problem.stage(f"nsga2 on surrogate ({r + 1})", None):
+                res = run_nsga2(problem, phi, objectives=objectives, pop_size=self.surrogate_pop_size,
+                                generations=self.surrogate_generations, crossover=self.crossover,
+                                mutation=self.mutation, seed=seed + r, max_al=max_al + margin)
+            X = np.unique(np.clip(np.round(res.pop.get("X")), 0, np.array(phi_sizes(phi)) - 1).astype(int), axis=0)
+            pred, cr = objectives(X)
+            front = np.flatnonzero(pareto_mask(pred, cr))
+            fresh = [i for i in front if not is_scored(problem, {n: phi[n][int(j)] for n, j in zip(names, X[i])})]
+            left = budget_left(problem, default=10**9)
+            quota = min(left, 64 if problem.budget is None else max(1, left // (self.rounds - r)))
+            picks = pick_for_scoring(cr[fresh], pred[fresh], quota, max_al, margin)
+            report["rounds"].append({"round": r + 1, "surrogate_front": int(front.size), "scored": len(picks)})
+            if not picks:
+                break
+            rows = X[[fresh[i] for i in picks]]
+            with problem.stage(f"score surrogate front ({r + 1})", len(rows)):
+                self._score_rows(problem, phi, rows, origin=f"surrogate-front:{r + 1}")
+            if r + 1 < self.rounds:  # refit on everything scored in phi space
+                fit = self.surrogate_.holdout(self.sample_idx_, self.sample_al_, seed)
+                report["rounds"][-1].update(r2=fit["r2"], rmse=fit["rmse"], mae=fit["mae"])
+            if problem.budget is not None and problem.budget_left == 0:
+                break
+
+
+def phi_sizes(phi: dict) -> list[int]:
+    return [len(v) for v in phi.values()]
 
 
 @hookimpl

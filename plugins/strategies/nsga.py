@@ -5,16 +5,30 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from wsx.errors import InvalidSettingError
+from wsx.hookspecs import hookimpl
+from wsx.strategy import Strategy
 
-def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable, pop_size: int,
-              generations: int, crossover: float = 0.9, mutation: float = 0.2, seed: int = 0,
-              constrained: bool = True, initial: Sequence[Mapping] | None = None):
+
+def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | None = None,
+              pop_size: int, generations: int, crossover: float = 0.9, mutation: float = 0.2,
+              seed: int = 0, constrained: bool = True, initial: Sequence[Mapping] | None = None,
+              objectives: Callable | None = None, max_al: float | None = None, patience: int | None = None):
     """Run NSGA-II where gene i indexes ``choices[layer_i]``.
 
-    ``evaluate(population of knob dicts)`` returns Candidates (real scoring, or a surrogate's
-    prediction wrapped as Candidates). ``initial`` knob dicts seed the first generation.
-    Returns pymoo's result object.
+    Either ``evaluate(population of knob dicts)`` returns Candidates (real scoring through
+    ``problem.evaluate``), or ``objectives(index matrix)`` returns arrays (AL, CR) — the fast path
+    for surrogates, whose predictions never become Candidates. The constraint is AL <= ``max_al``
+    (default: the problem's target). ``initial`` knob dicts seed the first generation. Each
+    generation checks the problem's time limit. With ``patience`` the run also ends once that many
+    generations in a row left the population's non-dominated set unchanged (a converged front keeps
+    paying full scorings for nothing). Returns pymoo's result object.
     """
+    from ._common import check_time
+
+    if (evaluate is None) == (objectives is None):
+        raise ValueError("give exactly one of evaluate= and objectives=")
+    limit = problem.max_accuracy_loss if max_al is None else max_al
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem as PymooProblem
     from pymoo.operators.crossover.sbx import SBX
@@ -36,11 +50,17 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable, p
                              xl=np.zeros(len(names)), xu=np.maximum(upper, 1e-9), vtype=int)
 
         def _evaluate(self, X, out, *args, **kwargs):
+            check_time(problem)
             X = np.clip(np.round(X), 0, upper).astype(int)
-            cands = evaluate([decode(row) for row in X])
-            out["F"] = np.array([[c.accuracy_loss, -c.compression_rate] for c in cands])
+            if objectives is not None:
+                al, cr = (np.asarray(v, dtype=float) for v in objectives(X))
+            else:
+                cands = evaluate([decode(row) for row in X])
+                al = np.array([c.accuracy_loss for c in cands])
+                cr = np.array([c.compression_rate for c in cands])
+            out["F"] = np.column_stack([al, -cr])
             if constrained:
-                out["G"] = np.array([[c.accuracy_loss - problem.max_accuracy_loss] for c in cands])
+                out["G"] = (al - limit).reshape(-1, 1)
 
     sampling = IntegerRandomSampling()
     if initial:
@@ -53,4 +73,70 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable, p
                       crossover=SBX(prob=crossover, eta=15, vtype=float, repair=RoundingRepair()),
                       mutation=PM(prob=mutation, eta=20, vtype=float, repair=RoundingRepair()),
                       eliminate_duplicates=True)
-    return minimize(Combination(), algorithm, ("n_gen", generations), seed=seed, verbose=False)
+    return minimize(Combination(), algorithm, _Stalled(generations, patience), seed=seed, verbose=False)
+
+
+def _stall_termination():
+    from pymoo.core.termination import Termination
+
+    class Stalled(Termination):
+        """At most ``generations``; earlier once the non-dominated set stayed the same for ``patience``
+        generations in a row."""
+
+        def __init__(self, generations: int, patience: int | None):
+            super().__init__()
+            self.generations, self.patience = generations, patience
+            self.front, self.still = None, 0
+
+        def _update(self, algorithm):
+            front = frozenset(map(tuple, np.round(algorithm.opt.get("F"), 9)))
+            self.still = self.still + 1 if front == self.front else 0
+            self.front = front
+            done = algorithm.n_gen / self.generations
+            if self.patience:
+                done = max(done, self.still / self.patience)
+            return min(done, 1.0)
+
+    return Stalled
+
+
+def _Stalled(generations: int, patience: int | None):
+    return _stall_termination()(generations, patience)
+
+
+class NSGA2(Strategy):
+    """Pure NSGA-II over every layer's full knob range, every candidate scored (thesis §6.1, V).
+
+    No search-space reduction and no surrogate: the baseline the reducing strategies must beat.
+    ``pop_size`` x ``generations`` bounds the scorings (the budget usually stops it first; repeated
+    candidates are free); ``patience`` generations without a change of the front end it early
+    (``None``: never). ``seed=None`` takes the exploration's seed.
+    """
+
+    name = "nsga2"
+
+    def __init__(self, *, pop_size: int = 100, generations: int = 100, crossover: float = 0.9,
+                 mutation: float = 0.2, seed: int | None = None, patience: int | None = 10):
+        self.pop_size = pop_size
+        self.patience = patience
+        self.generations = generations
+        self.crossover = crossover
+        self.mutation = mutation
+        self.seed = seed
+
+    def _run(self, problem) -> None:
+        from ._common import seed_of
+
+        if self.pop_size < 2 or self.generations < 1 or (self.patience is not None and self.patience < 1):
+            raise InvalidSettingError("pop_size must be >= 2, generations >= 1 and patience >= 1 or None")
+        choices = {n: problem.knob_values[n] for n in problem.layer_names}
+        with problem.stage("nsga2", self.pop_size * self.generations):
+            self.nsga_ = run_nsga2(problem, choices, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
+                                   pop_size=self.pop_size, generations=self.generations,
+                                   crossover=self.crossover, mutation=self.mutation, seed=seed_of(self, problem),
+                                   patience=self.patience)
+
+
+@hookimpl
+def wsx_strategies():
+    return [NSGA2]

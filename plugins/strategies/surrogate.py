@@ -1,0 +1,107 @@
+"""Additive surrogate of the accuracy loss: AL ≈ c + Σ_i α_i · f_i(k_i) (thesis §5.3.2).
+
+f_i is a per-layer feature table over layer i's knob values: the k-means inertia (thesis default),
+the layer's local AL measured by the layer-wise scan (Table 5.3), or k itself (Table 5.3's weak
+baseline). The model is scikit-learn's LinearRegression; inertia and local-AL coefficients are kept
+non-negative (more error never helps), which also keeps the knapsack's item values meaningful.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+FEATURES = ("inertia", "local-al", "k")
+
+
+def feature_tables(problem, choices: Mapping[str, Sequence], feature: str,
+                   layerwise: Mapping[str, Sequence] | None = None) -> dict[str, np.ndarray]:
+    """{layer: feature value per choice} for ``feature``; "local-al" needs the layer-wise scan."""
+    if feature not in FEATURES:
+        raise ValueError(f"unknown feature {feature!r}; use one of {list(FEATURES)}")
+    out = {}
+    for name, ks in choices.items():
+        if feature == "inertia":
+            out[name] = np.asarray(problem.proxies(name, ks), dtype=float)
+        elif feature == "k":
+            out[name] = np.asarray(ks, dtype=float)
+        else:
+            if layerwise is None:
+                raise ValueError("feature 'local-al' needs the layer-wise scan")
+            by_knob = {c.knobs[name]: c.accuracy_loss for c in layerwise[name]}
+            out[name] = np.asarray([by_knob[k] for k in ks], dtype=float)
+    return out
+
+
+class AdditiveSurrogate:
+    """Linear model over per-layer feature tables, indexed by choice (position in ``choices[layer]``)."""
+
+    def __init__(self, choices: Mapping[str, Sequence], tables: Mapping[str, np.ndarray], *,
+                 positive: bool = True):
+        self.names = list(choices)
+        self.choices = {n: list(choices[n]) for n in self.names}
+        self.position = {n: {k: i for i, k in enumerate(self.choices[n])} for n in self.names}
+        self.tables = [np.asarray(tables[n], dtype=float) for n in self.names]
+        self.positive = positive
+        self.coef_ = np.ones(len(self.names))
+        self.intercept_ = 0.0
+        self.fitted_ = False
+
+    # -- encoding ----------------------------------------------------------------------------------
+    def indices(self, population: Sequence[Mapping]) -> np.ndarray:
+        """Choice indices (n, L); a layer a knob dict leaves out counts as its last (largest) choice
+        only if that is the original weights, so knob dicts should name every layer."""
+        return np.asarray([[self.position[n][p[n]] for n in self.names] for p in population], dtype=int)
+
+    def features(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=int).reshape(-1, len(self.names))
+        return np.column_stack([t[idx[:, j]] for j, t in enumerate(self.tables)])
+
+    # -- model -----------------------------------------------------------------------------------
+    def _model(self):
+        from sklearn.linear_model import LinearRegression
+
+        return LinearRegression(positive=self.positive)
+
+    def fit(self, idx: np.ndarray, al: np.ndarray) -> "AdditiveSurrogate":
+        return self.fit_features(self.features(idx), al)
+
+    def fit_features(self, X: np.ndarray, al: np.ndarray) -> "AdditiveSurrogate":
+        """Fit on a feature matrix directly (rows may leave layers unapproximated: feature 0)."""
+        m = self._model().fit(np.asarray(X, dtype=float), np.asarray(al, dtype=float))
+        self.coef_, self.intercept_, self.fitted_ = np.asarray(m.coef_, dtype=float), float(m.intercept_), True
+        return self
+
+    def predict(self, idx: np.ndarray) -> np.ndarray:
+        return self.predict_features(self.features(idx))
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+
+    def contributions(self) -> list[np.ndarray]:
+        """α_i · f_i per choice of each layer (the knapsack's item values); the intercept is apart."""
+        return [c * t for c, t in zip(self.coef_, self.tables)]
+
+    def holdout(self, idx: np.ndarray, al: np.ndarray, seed: int, test_size: float = 0.2) -> dict:
+        """R², RMSE and MAE on a seeded ``test_size`` hold-out, then refit on everything."""
+        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+        from sklearn.model_selection import train_test_split
+
+        idx = np.asarray(idx, dtype=int)
+        al = np.asarray(al, dtype=float)
+        scores = {"n_train": int(len(al)), "n_test": 0, "r2": float("nan"), "rmse": float("nan"),
+                  "mae": float("nan")}
+        if len(al) >= 5:
+            tr, te = train_test_split(np.arange(len(al)), test_size=test_size, random_state=seed)
+            self.fit(idx[tr], al[tr])
+            pred = self.predict(idx[te])
+            scores.update(n_train=int(len(tr)), n_test=int(len(te)), r2=float(r2_score(al[te], pred)),
+                          rmse=float(np.sqrt(mean_squared_error(al[te], pred))),
+                          mae=float(mean_absolute_error(al[te], pred)))
+        if len(al) >= 2:
+            self.fit(idx, al)
+        return scores
+
+    def describe(self) -> dict:
+        return {"coef": {n: float(c) for n, c in zip(self.names, self.coef_)},
+                "intercept": float(self.intercept_)}

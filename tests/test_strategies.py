@@ -1,0 +1,219 @@
+"""Strategies: the conformance suite over every registered strategy, plus what each one promises."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import wsx
+from wsx.testing.strategies import CHECKS, relative_error, synthetic_problem, true_accuracy
+
+# Cheaper settings where the defaults would only make the suite slower (same code paths).
+FAST = {
+    "divide-and-conquer": {"pop_size": 16, "generations": 8},
+    "nsga2": {"pop_size": 16, "generations": 8},
+}
+CASES = [(name, FAST.get(name, {})) for name in sorted(wsx.plugins.strategies())]
+CASES.append(("divide-and-conquer", {"combination": "regression", "surrogate_pop_size": 24,
+                                     "surrogate_generations": 8, "rounds": 2}))
+
+
+def _id(case) -> str:
+    name, params = case
+    return name + ("[regression]" if params.get("combination") == "regression" else "")
+
+
+@pytest.mark.parametrize("check", list(CHECKS), ids=list(CHECKS))
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_conformance(case, check):
+    name, params = case
+    CHECKS[check](wsx.plugins.strategies()[name], params)
+
+
+def test_thesis_family_is_registered():
+    assert {"greedy", "greedy-filter", "greedy-pareto", "divide-and-conquer", "nsga2", "random",
+            "knapsack"} <= set(wsx.plugins.strategies())
+
+
+# -- knapsack ------------------------------------------------------------------------------------------
+def _brute_front(costs, values):
+    pts = []
+    for combo in itertools.product(*[range(len(c)) for c in costs]):
+        pts.append((sum(c[i] for c, i in zip(costs, combo)), sum(v[i] for v, i in zip(values, combo))))
+    front = []
+    for s, v in sorted(pts):
+        if not front or v < front[-1][1] - 1e-12:
+            front.append((s, v))
+    return front
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_knapsack_dp_is_exact(seed):
+    from wsx_plugins.strategies.knapsack import pareto_dp, solve
+
+    rng = np.random.default_rng(seed)
+    groups = int(rng.integers(2, 5))
+    costs = [rng.integers(1, 20, size=int(rng.integers(1, 6))).astype(float) for _ in range(groups)]
+    values = [rng.random(len(c)) * 10 for c in costs]
+    s, v, choice = pareto_dp(costs, values)
+    assert [(a, round(b, 9)) for a, b in zip(s, v)] == [(a, round(b, 9)) for a, b in _brute_front(costs, values)]
+    for row, ss, vv in zip(choice, s, v):  # the choices reproduce each point
+        assert sum(c[i] for c, i in zip(costs, row)) == ss
+        assert math.isclose(sum(x[i] for x, i in zip(values, row)), vv)
+    for capacity in range(0, int(sum(c.max() for c in costs)) + 2):
+        feasible = [sum(x[i] for x, i in zip(values, combo))
+                    for combo in itertools.product(*[range(len(c)) for c in costs])
+                    if sum(c[i] for c, i in zip(costs, combo)) <= capacity]
+        got = solve(costs, values, capacity)
+        if not feasible:
+            assert got is None
+        else:
+            assert math.isclose(got[0], min(feasible))
+
+
+def test_knapsack_finds_the_true_best_on_an_additive_problem():
+    """The synthetic metric is additive in per-layer errors, so the scanned local ALs are an exact
+    surrogate: the knapsack front holds the highest CR meeting the target of the whole space."""
+    problem = synthetic_problem(budget=200)
+    wsx.plugins.strategies()["knapsack"]().run(problem)
+    names = problem.layer_names
+    best = 0.0
+    for combo in itertools.product(*[problem.knob_values[n] for n in names]):
+        knobs = dict(zip(names, combo))
+        acc = true_accuracy({n: relative_error(problem, n, k) for n, k in knobs.items()})
+        if problem.meets_target(acc):
+            best = max(best, problem.compression_rate(knobs))
+    found = max(c.compression_rate for c in problem.history if c.meets_target)
+    assert found == pytest.approx(best)
+
+
+# -- divide and conquer with regression ------------------------------------------------------------------
+def test_regression_fits_an_additive_problem():
+    problem = synthetic_problem(budget=120)
+    strat = wsx.plugins.strategies()["divide-and-conquer"](combination="regression", doe="lhs",
+                                                           surrogate_pop_size=24, surrogate_generations=8)
+    strat.run(problem)
+    reg = problem.extras["regression"]
+    assert reg["samples"] > 10 and reg["n_test"] >= 2
+    assert reg["r2"] > 0.99 and reg["rmse"] < 1e-6 and reg["mae"] < 1e-6
+    assert reg["by_feature"]["inertia"] > 0.99 and reg["by_feature"]["k"] < 0.99
+    assert any(c.origin.startswith("surrogate-front") for c in problem.history)
+
+
+def test_regression_doe_auto_picks_the_best_pilot():
+    problem = synthetic_problem(budget=150, interaction=30.0)
+    strat = wsx.plugins.strategies()["divide-and-conquer"](combination="regression", doe="auto",
+                                                           surrogate_pop_size=24, surrogate_generations=8)
+    strat.run(problem)
+    reg = problem.extras["regression"]
+    r2 = reg["doe_pilot"]["r2"]
+    from wsx_plugins.strategies.doe import SAMPLERS
+
+    assert set(r2) == set(SAMPLERS)
+    assert reg["doe"] == max((d for d in r2 if np.isfinite(r2[d])), key=r2.get)
+
+
+# -- greedy ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.05, 0.15, 0.33, 1.0])
+def test_greedy_filter_scores_ratio_of_each_layer(ratio):
+    problem = synthetic_problem()
+    wsx.plugins.strategies()["greedy-filter"](inertia_filter_ratio=ratio).run(problem)
+    for name in problem.layer_names:
+        scored = [c for c in problem.history if c.origin.endswith(f":{name}")]
+        n = len(problem.knob_values[name])
+        assert len(scored) == max(1, math.ceil(ratio * n - 1e-9))
+        # the kept candidates are those of lowest inertia
+        kept = {c.knobs[name] for c in scored}
+        worst_kept = max(problem.proxy(name, k) for k in kept)
+        assert all(problem.proxy(name, k) >= worst_kept for k in problem.knob_values[name] if k not in kept)
+
+
+def test_greedy_keeps_the_best_al_per_layer_in_order():
+    problem = synthetic_problem()
+    strat = wsx.plugins.strategies()["greedy"](order="last-to-first")
+    strat.run(problem)
+    origins = [c.origin.rsplit(":", 1)[1] for c in problem.history]
+    assert origins == sorted(origins, key=problem.layer_names.index, reverse=True)
+    for name in problem.layer_names:  # additive metric: the lowest-error k of each layer, ties to the smaller k
+        errs = [relative_error(problem, name, k) for k in problem.knob_values[name]]
+        assert strat.knobs_[name] == problem.knob_values[name][int(np.argmin(errs))]
+
+
+def test_greedy_passes_stop_when_nothing_changes():
+    problem = synthetic_problem()
+    strat = wsx.plugins.strategies()["greedy"](passes=5)
+    strat.run(problem)
+    assert strat.passes_ == 2  # the second pass confirms the first on an additive metric
+
+
+def test_greedy_pareto_population_is_efficient_in_al_and_bits():
+    problem = synthetic_problem()
+    strat = wsx.plugins.strategies()["greedy-pareto"](inertia_filter_ratio=1.0, max_population=None)
+    strat.run(problem)
+    last = problem.layer_names[-1]
+    pop = [c for c in problem.history if c.knobs in strat.population_]
+    bits = {id(c): math.ceil(math.log2(c.knobs[last])) for c in pop}
+    for a in pop:
+        assert not any(b.accuracy_loss <= a.accuracy_loss and bits[id(b)] <= bits[id(a)]
+                       and (b.accuracy_loss, bits[id(b)]) != (a.accuracy_loss, bits[id(a)]) for b in pop)
+    # every layer's exploration extended every member of the previous population
+    assert len(problem.history) > len(problem.layer_names) * len(problem.knob_values[last])
+
+
+# -- designs of experiments ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("design", ["uniform", "lhs", "lhs-spacefilling", "halton", "maximin", "kmeans"])
+def test_doe_samplers_give_valid_distinct_indices(design):
+    from wsx_plugins.strategies.doe import sample
+
+    sizes = [3, 5, 7, 2]
+    rows = sample(design, sizes, 40, seed=3)
+    assert rows.shape == (40, 4) and rows.dtype.kind == "i"
+    assert (rows >= 0).all() and (rows < np.array(sizes)).all()
+    assert len({tuple(r) for r in rows}) == 40
+    assert np.array_equal(rows, sample(design, sizes, 40, seed=3))
+    # every level of every factor is visited by a 40-point design of this small space
+    assert all(len(set(rows[:, j])) == s for j, s in enumerate(sizes))
+    small = sample(design, [2, 2], 10, seed=0, exclude={(0, 0)})
+    assert sorted(map(tuple, small)) == [(0, 1), (1, 0), (1, 1)]
+
+
+def test_lhs_is_a_latin_hypercube():
+    from wsx_plugins.strategies.doe import sample
+
+    rows = sample("lhs", [10, 10, 10], 10, seed=1)
+    assert all(sorted(rows[:, j]) == list(range(10)) for j in range(3))
+
+
+# -- surrogate predictions stay out of the history ---------------------------------------------------------
+def test_surrogate_strategies_record_only_real_scorings():
+    for strat in (wsx.plugins.strategies()["knapsack"](),
+                  wsx.plugins.strategies()["divide-and-conquer"](combination="regression", surrogate_pop_size=24,
+                                                                 surrogate_generations=8)):
+        problem = synthetic_problem(budget=90)
+        strat.run(problem)
+        assert problem.scorings == len(problem.history) <= 90
+        assert all(c.measured_on == "subset" for c in problem.history)
+
+
+def test_greedy_pareto_group_filter_keeps_every_bit_width():
+    from wsx_plugins.strategies.greedy import inertia_filter
+
+    problem = synthetic_problem()
+    name = problem.layer_names[0]
+    bits = lambda ks: {math.ceil(math.log2(k)) for k in ks}  # noqa: E731
+    whole = inertia_filter(problem, name, 0.15)
+    grouped = inertia_filter(problem, name, 0.15, per_group=True)
+    assert bits(grouped) == bits(problem.knob_values[name])
+    keep = math.ceil(0.15 * len(problem.knob_values[name]))
+    assert whole == sorted(problem.knob_values[name])[-keep:]  # lowest inertia = largest k
+    assert len(bits(whole)) < len(bits(grouped))
+
+
+def test_bench_command_is_registered():
+    from wsx.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--problem", "lenet5-digits", "--strategies", "nsga2,knapsack",
+                                      "--budget", "50", "--seeds", "0,1", "--out", "x"])
+    assert args.command == "bench" and args.budget == 50 and args.seeds == "0,1"
