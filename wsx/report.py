@@ -144,7 +144,8 @@ def sensitivity_figure(result) -> str | None:
         ax.set_ylabel("AL (pp)", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
-    axes.ravel()[0].legend(fontsize=6)
+    if axes.ravel()[0].get_legend_handles_labels()[0]:  # no phi marks when phi was not recorded
+        axes.ravel()[0].legend(fontsize=6)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
     fig.suptitle("layer sensitivity: accuracy loss when only this layer is shared (dashed: target)", fontsize=9)
