@@ -60,6 +60,12 @@ def name_filter(name: str, include: Sequence[str] | None, exclude: Sequence[str]
     return not (exclude is not None and any(fnmatchcase(name, p) for p in exclude))
 
 
+def is_layer_of(obj: Any, types: Sequence[str], package: str) -> bool:
+    """``obj`` is (a subclass of) one of the framework's own layer classes named in ``types``; a user
+    class that merely shares a name does not count."""
+    return any(c.__name__ in types and c.__module__.startswith(package) for c in type(obj).__mro__)
+
+
 def subset_key(idx: np.ndarray | None, n: int) -> tuple:
     """A stable key for a scoring subset (None = all ``n`` samples)."""
     if idx is None:

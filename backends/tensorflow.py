@@ -15,7 +15,7 @@ from wsx.errors import InvalidModelError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
-                       backend_hooks, check_shape, name_filter, numpy_data)
+                       backend_hooks, check_shape, is_layer_of, name_filter, numpy_data)
 
 LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
                "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Dense")
@@ -84,8 +84,7 @@ class TensorflowBackend(PopulationScoring, Backend):
         found: dict = {}
         seen: set[int] = set()
         for layer in self.model._flatten_layers(include_self=False, recursive=True):
-            if not any(c.__name__ in LAYER_TYPES and c.__module__.startswith("keras")
-                       for c in type(layer).__mro__):
+            if not is_layer_of(layer, LAYER_TYPES, "keras"):
                 continue
             for var in layer.weights:
                 if var.name not in KERNEL_NAMES or id(var) in seen or len(var.shape) < 2:

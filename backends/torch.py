@@ -12,7 +12,7 @@ from wsx.errors import InvalidModelError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
-                       backend_hooks, check_shape, is_data_pair, list_batches, name_filter)
+                       backend_hooks, check_shape, is_data_pair, is_layer_of, list_batches, name_filter)
 
 LAYER_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                "Linear")
@@ -119,8 +119,7 @@ class TorchBackend(PopulationScoring, Backend):
         seen: dict[int, list] = {}
         order: list[int] = []
         for mname, module in self.model.named_modules():
-            if not any(c.__name__ in LAYER_TYPES and c.__module__.startswith("torch.nn")
-                       for c in type(module).__mro__):
+            if not is_layer_of(module, LAYER_TYPES, "torch.nn"):
                 continue
             w = getattr(module, "weight", None)
             if w is None or id(w) not in names_by_id:
@@ -141,19 +140,19 @@ class TorchBackend(PopulationScoring, Backend):
                 "weight, after include/exclude); wsx shares the weights of convolution and linear layers")
         return found
 
-    def get_weights(self, name: str) -> np.ndarray:
+    def _param(self, name: str):
         param = dict(self.model.named_parameters()).get(name)
         if param is None:
             raise KeyError(f"no parameter {name!r}; layers are {[i.name for i in self.layers()]}")
-        return param.detach().cpu().numpy().copy()
+        return param
+
+    def get_weights(self, name: str) -> np.ndarray:
+        return self._param(name).detach().cpu().numpy().copy()
 
     def set_weights(self, name: str, array: np.ndarray) -> None:
         import torch
 
-        params = dict(self.model.named_parameters())
-        if name not in params:
-            raise KeyError(f"no parameter {name!r}; layers are {[i.name for i in self.layers()]}")
-        param = params[name]
+        param = self._param(name)
         array = check_shape(name, array, param.shape)
         with torch.no_grad():
             param.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(param.dtype))

@@ -59,6 +59,13 @@ CONVS = ("conv1", "conv2", "conv3")
 DENSES = ("fc1", "fc2")
 
 
+def _hwio_layout(weights: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{layer: (kernel, bias)} in the Keras / Flax layout."""
+    out = {name: (_conv_hwio(weights[f"{name}.weight"]), weights[f"{name}.bias"]) for name in CONVS}
+    out.update({name: (_dense_io(weights[f"{name}.weight"]), weights[f"{name}.bias"]) for name in DENSES})
+    return out
+
+
 def keras_model(weights: dict[str, np.ndarray]):
     """The LeNet as a Keras 3 Sequential (NHWC input 8x8x1); kernels are named ``lenet5/conv1/kernel``..."""
     import keras
@@ -75,10 +82,8 @@ def keras_model(weights: dict[str, np.ndarray]):
         layers.Dense(84, activation="relu", name="fc1"),
         layers.Dense(10, name="fc2"),
     ], name="lenet5")
-    for name in CONVS:
-        model.get_layer(name).set_weights([_conv_hwio(weights[f"{name}.weight"]), weights[f"{name}.bias"]])
-    for name in DENSES:
-        model.get_layer(name).set_weights([_dense_io(weights[f"{name}.weight"]), weights[f"{name}.bias"]])
+    for name, (kernel, bias) in _hwio_layout(weights).items():
+        model.get_layer(name).set_weights([kernel, bias])
     return model
 
 
@@ -106,11 +111,6 @@ def jax_model(weights: dict[str, np.ndarray]):
     Weight leaves are named ``params/conv1/kernel``..."""
     import jax.numpy as jnp
 
-    params = {}
-    for name in CONVS:
-        params[name] = {"kernel": jnp.asarray(_conv_hwio(weights[f"{name}.weight"])),
-                        "bias": jnp.asarray(weights[f"{name}.bias"])}
-    for name in DENSES:
-        params[name] = {"kernel": jnp.asarray(_dense_io(weights[f"{name}.weight"])),
-                        "bias": jnp.asarray(weights[f"{name}.bias"])}
+    params = {name: {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
+              for name, (kernel, bias) in _hwio_layout(weights).items()}
     return flax_module().apply, {"params": params}
