@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from wsx.errors import SearchStopped
+from wsx.problem import knob_key
+from wsx.result import pareto_front
 
 
 def seed_of(strategy, problem) -> int:
@@ -20,7 +22,7 @@ def seed_of(strategy, problem) -> int:
 
 def check_time(problem) -> None:
     """Raise SearchStopped once the problem's time limit is spent (for long steps that do not score)."""
-    if problem.time_limit is not None and problem.elapsed >= problem.time_limit:
+    if problem._time_up():
         problem.stop_reason = "time limit reached"
         raise SearchStopped(problem.stop_reason)
 
@@ -32,20 +34,32 @@ def budget_left(problem, default: int) -> int:
 
 
 def is_scored(problem, knobs: Mapping) -> bool:
-    from wsx.problem import knob_key
-
     return knob_key(knobs) in problem.scores
 
 
-def layerwise_scan(problem, names: Sequence[str] | None = None) -> dict:
+def knobs_at(choices: Mapping[str, Sequence], row) -> dict:
+    """The knob dict an index row names (entry j indexes the j-th layer's ``choices``)."""
+    return {n: choices[n][int(i)] for n, i in zip(choices, row)}
+
+
+def evenly_spaced(size: int, n: int) -> np.ndarray:
+    """At most ``n`` distinct indices spread evenly over range(size), both ends included."""
+    return np.unique(np.round(np.linspace(0, size - 1, n)).astype(int))
+
+
+def layerwise_scorings(problem) -> int:
+    """Scorings of the layer-wise scan: sum_i |K_i|."""
+    return sum(len(v) for v in problem.knob_values.values())
+
+
+def layerwise_scan(problem) -> dict:
     """Score every knob value of each layer with the other layers untouched (thesis §5.2).
 
     Returns {layer: [Candidate per knob value, in knob order]}. Costs sum_i |K_i| scorings.
     """
-    names = list(names or problem.layer_names)
     out = {}
-    with problem.stage("layer-wise", sum(len(problem.knob_values[n]) for n in names)):
-        for name in names:
+    with problem.stage("layer-wise", layerwise_scorings(problem)):
+        for name in problem.layer_names:
             population = [{name: kn} for kn in problem.knob_values[name]]
             out[name] = problem.evaluate(population, origin=f"layer-wise:{name}")
     return out
@@ -70,7 +84,7 @@ def pick_for_scoring(cr: np.ndarray, predicted_al: np.ndarray, n: int, max_al: f
         return []
     ok = np.flatnonzero(predicted_al <= max_al + margin)
     if ok.size == 0:  # nothing predicted legal: score the lowest-AL points
-        ok = np.argsort(predicted_al)[: max(1, n)]
+        ok = np.argsort(predicted_al)[:n]
     ok = ok[np.argsort(cr[ok], kind="stable")]
     if ok.size <= n:
         return [int(i) for i in ok]
@@ -79,8 +93,7 @@ def pick_for_scoring(cr: np.ndarray, predicted_al: np.ndarray, n: int, max_al: f
     rest = ok[:-top]
     spread = n - top
     if spread > 0 and rest.size:
-        pos = np.unique(np.round(np.linspace(0, rest.size - 1, spread)).astype(int))
-        chosen.extend(rest[pos])
+        chosen.extend(rest[evenly_spaced(rest.size, spread)])
     return sorted({int(i) for i in chosen}, key=lambda i: cr[i])
 
 
@@ -101,31 +114,25 @@ def compression_rates(problem, choices: Mapping[str, Sequence], idx: np.ndarray,
     """CR of many index rows at once (layers outside ``choices`` keep their baseline size)."""
     tables = tables if tables is not None else size_tables(problem, choices)
     idx = np.asarray(idx, dtype=int).reshape(-1, len(tables))
-    rest = sum(problem.layer(n).size * problem.approximation.bits for n in problem.layer_names
+    rest = sum(problem.approximation.baseline_bits(problem.layer(n)) for n in problem.layer_names
                if n not in choices)
     total = sum(t[idx[:, j]] for j, t in enumerate(tables)) + rest
     return problem.total_baseline_bits / total
 
 
-def pareto_local_search(problem, choices: Mapping[str, Sequence], origin: str, max_al: float,
-                        max_scorings: int | None = None) -> int:
+def pareto_local_search(problem, choices: Mapping[str, Sequence], origin: str, max_al: float) -> int:
     """Spend leftover budget around the scored front: each Pareto-efficient candidate (knobs naming
     every layer, AL within ``max_al``; highest CR first) not yet expanded has its one-step neighbours
     (one layer's knob moved to the next value down or up its list) scored; repeat until none is
-    left, the budget or ``max_scorings`` is spent. While no such candidate meets ``max_al`` the
-    front of all of them is expanded, lowest AL first. Returns the number of scorings made.
+    left or the budget is spent. While no such candidate meets ``max_al`` the front of all of them
+    is expanded, lowest AL first. Returns the number of scorings made.
     """
-    from wsx.problem import knob_key
-    from wsx.result import pareto_front
-
     names = list(choices)
     pos = {n: {k: i for i, k in enumerate(choices[n])} for n in names}
     expanded: set = set()
     start = problem.scorings
     while True:
         cap = budget_left(problem, default=10**9)
-        if max_scorings is not None:
-            cap = min(cap, max_scorings - (problem.scorings - start))
         if cap <= 0:
             break
         full = [c for c in problem.history if len(c.knobs) == len(names)

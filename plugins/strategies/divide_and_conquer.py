@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from wsx.hookspecs import hookimpl
+from wsx.problem import knob_key
 from wsx.result import pareto_mask
 from wsx.strategy import Strategy
 
 from . import doe as doe_mod
-from ._common import (budget_left, check_time, compression_rates, is_scored, margin_of, pick_for_scoring,
-                      seed_of, size_tables)
-from .nsga import run_nsga2
+from ._common import (budget_left, check_time, compression_rates, index_bits_of, is_scored, knobs_at,
+                      layerwise_scorings, margin_of, pick_for_scoring, seed_of, size_tables)
+from .nsga import check_settings, run_nsga2
 from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
 
 
@@ -25,7 +26,7 @@ def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
     best: dict = {}
     for c in pool:
         knob = c.knobs[name]
-        group = problem.approximation.group_key(problem.layer(name), knob)
+        group = index_bits_of(problem, name, knob)
         key = (c.accuracy_loss, problem.layer_size_bits(name, knob))  # tie: the smaller layer
         if group not in best or key < best[group][0]:
             best[group] = (key, knob)
@@ -81,8 +82,7 @@ class DivideAndConquer(Strategy):
         if self.combination not in self._combiners():
             raise InvalidSettingError(f"combination={self.combination!r} is unknown; use one of "
                                       f"{sorted(self._combiners())}")
-        if self.pop_size < 2 or self.generations < 1 or (self.patience is not None and self.patience < 1):
-            raise InvalidSettingError("pop_size must be >= 2, generations >= 1 and patience >= 1 or None")
+        check_settings(self.pop_size, self.generations, self.patience)
         if self.combination == "regression":
             if self.doe != "auto" and self.doe not in doe_mod.SAMPLERS:
                 raise InvalidSettingError(f"doe={self.doe!r} is unknown; use 'auto' or one of "
@@ -98,7 +98,7 @@ class DivideAndConquer(Strategy):
         return {"scoring": self._combine_scoring, "regression": self._combine_regression}
 
     def first_step_scorings(self, problem) -> int:
-        return sum(len(v) for v in problem.knob_values.values())
+        return layerwise_scorings(problem)
 
     def _run(self, problem) -> None:
         self._check()
@@ -123,13 +123,12 @@ class DivideAndConquer(Strategy):
         self._combiners()[self.combination](problem)
 
     def _combine_scoring(self, problem) -> None:
-        seed = problem.seed if self.seed is None else self.seed
+        seed = seed_of(self, problem)
         with problem.stage("nsga2 over phi", self.pop_size * self.generations):
             self.nsga_ = run_nsga2(problem, self.phi_, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
                                    pop_size=self.pop_size, generations=self.generations,
                                    crossover=self.crossover, mutation=self.mutation, seed=seed,
                                    patience=self.patience)
-
 
     # -- approach IV: DoE + regression surrogate + NSGA-II on the surrogate ----------------------------
     def _combine_regression(self, problem) -> None:
@@ -138,14 +137,14 @@ class DivideAndConquer(Strategy):
         phi = {n: list(self.phi_[n]) for n in names}
         sizes = [len(phi[n]) for n in names]
         space = doe_mod.space_size(sizes)
-        left = budget_left(problem, default=0)
+        left = problem.budget_left
         if self.samples is not None:
             n_samples = int(self.samples)
-        elif problem.budget is None:
+        elif left is None:
             n_samples = 500
         else:
             n_samples = int(self.sample_fraction * left)
-        n_samples = max(0, min(n_samples, space, left if problem.budget is not None else n_samples))
+        n_samples = max(0, min(n_samples, space if left is None else min(space, left)))
         tables = feature_tables(problem, phi, self.features, self.layerwise_)
         self.surrogate_ = AdditiveSurrogate(phi, tables, positive=self.features != "k")
         self.sample_idx_ = np.zeros((0, len(names)), dtype=int)
@@ -168,12 +167,11 @@ class DivideAndConquer(Strategy):
         self._surrogate_rounds(problem, phi, seed, report)
 
     def _score_rows(self, problem, phi: dict, rows: np.ndarray, origin: str) -> list:
-        names = list(phi)
-        pop = [{n: phi[n][int(i)] for n, i in zip(names, row)} for row in rows]
+        pop = [knobs_at(phi, row) for row in rows]
         try:
             got = problem.evaluate(pop, origin=origin)
         finally:  # keep what was scored even when the budget stops the search
-            done = [(row, problem.scores.get(tuple(sorted(p.items())))) for row, p in zip(rows, pop)]
+            done = [(row, problem.scores.get(knob_key(p))) for row, p in zip(rows, pop)]
             done = [(row, v) for row, v in done if v is not None]
             if done:
                 self.sample_idx_ = np.vstack([self.sample_idx_, np.array([r for r, _ in done], dtype=int)])
@@ -220,25 +218,25 @@ class DivideAndConquer(Strategy):
         return out
 
     def _surrogate_rounds(self, problem, phi: dict, seed: int, report: dict) -> None:
-        names = list(phi)
         costs = size_tables(problem, phi)
+        upper = np.array([len(v) - 1 for v in phi.values()])
         max_al = problem.max_accuracy_loss
+
+        def objectives(X):  # reads the surrogate as refitted by the latest round
+            return self.surrogate_.predict(X), compression_rates(problem, phi, X, costs)
+
         report["rounds"] = []
         for r in range(self.rounds):
             check_time(problem)
             margin = margin_of(report["rounds"][-1].get("rmse") if report["rounds"] else report.get("rmse"), max_al)
-
-            def objectives(X):
-                return self.surrogate_.predict(X), compression_rates(problem, phi, X, costs)
-
             with problem.stage(f"nsga2 on surrogate ({r + 1})", None):
                 res = run_nsga2(problem, phi, objectives=objectives, pop_size=self.surrogate_pop_size,
                                 generations=self.surrogate_generations, crossover=self.crossover,
                                 mutation=self.mutation, seed=seed + r, max_al=max_al + margin)
-            X = np.unique(np.clip(np.round(res.pop.get("X")), 0, np.array(phi_sizes(phi)) - 1).astype(int), axis=0)
+            X = np.unique(np.clip(np.round(res.pop.get("X")), 0, upper).astype(int), axis=0)
             pred, cr = objectives(X)
             front = np.flatnonzero(pareto_mask(pred, cr))
-            fresh = [i for i in front if not is_scored(problem, {n: phi[n][int(j)] for n, j in zip(names, X[i])})]
+            fresh = [i for i in front if not is_scored(problem, knobs_at(phi, X[i]))]
             left = budget_left(problem, default=10**9)
             quota = min(left, 64 if problem.budget is None else max(1, left // (self.rounds - r)))
             picks = pick_for_scoring(cr[fresh], pred[fresh], quota, max_al, margin)
@@ -251,12 +249,8 @@ class DivideAndConquer(Strategy):
             if r + 1 < self.rounds:  # refit on everything scored in phi space
                 fit = self.surrogate_.holdout(self.sample_idx_, self.sample_al_, seed)
                 report["rounds"][-1].update(r2=fit["r2"], rmse=fit["rmse"], mae=fit["mae"])
-            if problem.budget is not None and problem.budget_left == 0:
+            if problem.budget_left == 0:  # None (no budget) never equals 0
                 break
-
-
-def phi_sizes(phi: dict) -> list[int]:
-    return [len(v) for v in phi.values()]
 
 
 @hookimpl

@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-# name -> sampler(sizes, n, rng) -> unit-cube points (n, d); see SAMPLERS below.
 POOL_FACTOR = 20  # candidate-pool size per wanted sample for pool-based designs (maximin, kmeans)
 
 

@@ -11,7 +11,7 @@ from wsx.hookspecs import hookimpl
 from wsx.result import pareto_mask
 from wsx.strategy import Strategy
 
-from ._common import index_bits_of
+from ._common import evenly_spaced, index_bits_of
 
 ORDERS = ("first-to-last", "last-to-first")
 
@@ -154,8 +154,7 @@ class GreedyPareto(Strategy):
         keep = [c for c, m in zip(scored, pareto_mask(al, -cost)) if m]
         keep.sort(key=lambda c: (c.size_bits, c.accuracy_loss))
         if self.max_population is not None and len(keep) > self.max_population:
-            pos = np.unique(np.round(np.linspace(0, len(keep) - 1, self.max_population)).astype(int))
-            keep = [keep[i] for i in pos]
+            keep = [keep[i] for i in evenly_spaced(len(keep), self.max_population)]
         return keep
 
 

@@ -15,9 +15,9 @@ from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.strategy import Strategy
 
-from ._common import (budget_left, check_time, is_scored, layerwise_scan, margin_of, pareto_local_search,
-                      pick_for_scoring, seed_of, size_tables)
-from .surrogate import AdditiveSurrogate
+from ._common import (budget_left, check_time, evenly_spaced, is_scored, knobs_at, layerwise_scan,
+                      layerwise_scorings, margin_of, pareto_local_search, pick_for_scoring, seed_of, size_tables)
+from .surrogate import AdditiveSurrogate, feature_tables, holdout_metrics
 
 FEATURES = ("isotonic", "local-al", "inertia")
 
@@ -43,7 +43,7 @@ def pareto_dp(costs: Sequence[np.ndarray], values: Sequence[np.ndarray],
         prev_min = np.concatenate([[np.inf], np.minimum.accumulate(Vo)[:-1]])
         kept = order[Vo < prev_min]  # strictly better value than every cheaper (or equal) state
         if max_states is not None and kept.size > max_states:
-            kept = kept[np.unique(np.round(np.linspace(0, kept.size - 1, max_states)).astype(int))]
+            kept = kept[evenly_spaced(kept.size, max_states)]
         back.append((kept // c.size, kept % c.size))
         s, v = S[kept], V[kept]
     choice = np.zeros((s.size, len(back)), dtype=int)
@@ -74,11 +74,10 @@ def layer_tables(problem, scan: dict, feature: str) -> dict[str, np.ndarray]:
     """
     from sklearn.isotonic import IsotonicRegression
 
+    local_al = feature_tables(problem, problem.knob_values, "local-al", scan)
     out = {}
-    for name in problem.layer_names:
-        ks = problem.knob_values[name]
-        by_knob = {c.knobs[name]: c.accuracy_loss for c in scan[name]}
-        local = np.clip(np.array([by_knob[k] for k in ks], dtype=float), 0.0, None)
+    for name, ks in problem.knob_values.items():
+        local = np.clip(local_al[name], 0.0, None)
         if feature == "local-al":
             out[name] = local
             continue
@@ -122,7 +121,7 @@ class Knapsack(Strategy):
         self.seed = seed
 
     def first_step_scorings(self, problem) -> int:
-        return sum(len(v) for v in problem.knob_values.values())
+        return layerwise_scorings(problem)
 
     def _run(self, problem) -> None:
         if self.features not in FEATURES:
@@ -142,7 +141,7 @@ class Knapsack(Strategy):
             s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), self.max_states)
             pred = v + self.surrogate_.intercept_
             cr = problem.total_baseline_bits / s
-            fresh = [i for i in range(len(s)) if not is_scored(problem, self._knobs(choices, choice[i]))]
+            fresh = [i for i in range(len(s)) if not is_scored(problem, knobs_at(choices, choice[i]))]
             left = budget_left(problem, default=10**9)
             quota = 32 if problem.budget is None else max(1, left // max(self.rounds - r, 1))
             margin = min(margin_of(fit.get("rmse"), max_al), max_al)
@@ -153,13 +152,13 @@ class Knapsack(Strategy):
             problem.extras["knapsack"] = {"features": self.features, "rounds": self.rounds_}
             if not picks:
                 break
-            pop = [self._knobs(choices, choice[fresh[i]]) for i in picks]
+            pop = [knobs_at(choices, choice[fresh[i]]) for i in picks]
             with problem.stage(f"knapsack round {r + 1}", len(pop)):
                 problem.evaluate(pop, origin=f"knapsack:{r + 1}")
             if self.refit:
                 fit = self._refit(problem, choices, seed)
                 info.update(fit)
-            if problem.budget is not None and problem.budget_left == 0:
+            if problem.budget_left == 0:  # None (no budget) never equals 0
                 break
             if problem.budget is None and r + 1 >= self.rounds:
                 break
@@ -171,7 +170,6 @@ class Knapsack(Strategy):
     def _refit(self, problem, choices: dict, seed: int) -> dict:
         """Refit α, c on scored candidates within the region of interest; hold-out metrics are
         measured on combinations (candidates approximating every layer) only."""
-        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
         from sklearn.model_selection import train_test_split
 
         sur = self.surrogate_
@@ -198,16 +196,10 @@ class Knapsack(Strategy):
             tr, te = train_test_split(combos, test_size=0.2, random_state=seed)
             train = np.setdiff1d(np.arange(len(y)), te)
             sur.fit_features(X[train], y[train])
-            pred = sur.predict_features(X[te])
-            out.update(r2=float(r2_score(y[te], pred)), rmse=float(np.sqrt(mean_squared_error(y[te], pred))),
-                       mae=float(mean_absolute_error(y[te], pred)))
+            out.update(holdout_metrics(y[te], sur.predict_features(X[te])))
         if len(y) >= len(sur.names) + 2:
             sur.fit_features(X, y)
         return out
-
-    @staticmethod
-    def _knobs(choices: dict, row) -> dict:
-        return {n: choices[n][int(i)] for n, i in zip(choices, row)}
 
 
 @hookimpl

@@ -9,6 +9,8 @@ from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.strategy import Strategy
 
+from ._common import check_time, seed_of
+
 
 def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | None = None,
               pop_size: int, generations: int, crossover: float = 0.9, mutation: float = 0.2,
@@ -24,8 +26,6 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | 
     generations in a row left the population's non-dominated set unchanged (a converged front keeps
     paying full scorings for nothing). Returns pymoo's result object.
     """
-    from ._common import check_time
-
     if (evaluate is None) == (objectives is None):
         raise ValueError("give exactly one of evaluate= and objectives=")
     limit = problem.max_accuracy_loss if max_al is None else max_al
@@ -73,35 +73,35 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | 
                       crossover=SBX(prob=crossover, eta=15, vtype=float, repair=RoundingRepair()),
                       mutation=PM(prob=mutation, eta=20, vtype=float, repair=RoundingRepair()),
                       eliminate_duplicates=True)
-    return minimize(Combination(), algorithm, _Stalled(generations, patience), seed=seed, verbose=False)
+    return minimize(Combination(), algorithm, _stall_termination(generations, patience), seed=seed, verbose=False)
 
 
-def _stall_termination():
+def _stall_termination(generations: int, patience: int | None):
+    """At most ``generations``; earlier once the non-dominated set stayed the same for ``patience``
+    generations in a row. The class is built here so that pymoo is imported only when used."""
     from pymoo.core.termination import Termination
 
     class Stalled(Termination):
-        """At most ``generations``; earlier once the non-dominated set stayed the same for ``patience``
-        generations in a row."""
-
-        def __init__(self, generations: int, patience: int | None):
+        def __init__(self):
             super().__init__()
-            self.generations, self.patience = generations, patience
             self.front, self.still = None, 0
 
         def _update(self, algorithm):
             front = frozenset(map(tuple, np.round(algorithm.opt.get("F"), 9)))
             self.still = self.still + 1 if front == self.front else 0
             self.front = front
-            done = algorithm.n_gen / self.generations
-            if self.patience:
-                done = max(done, self.still / self.patience)
+            done = algorithm.n_gen / generations
+            if patience:
+                done = max(done, self.still / patience)
             return min(done, 1.0)
 
-    return Stalled
+    return Stalled()
 
 
-def _Stalled(generations: int, patience: int | None):
-    return _stall_termination()(generations, patience)
+def check_settings(pop_size: int, generations: int, patience: int | None) -> None:
+    """The NSGA-II settings every strategy running it takes."""
+    if pop_size < 2 or generations < 1 or (patience is not None and patience < 1):
+        raise InvalidSettingError("pop_size must be >= 2, generations >= 1 and patience >= 1 or None")
 
 
 class NSGA2(Strategy):
@@ -125,13 +125,9 @@ class NSGA2(Strategy):
         self.seed = seed
 
     def _run(self, problem) -> None:
-        from ._common import seed_of
-
-        if self.pop_size < 2 or self.generations < 1 or (self.patience is not None and self.patience < 1):
-            raise InvalidSettingError("pop_size must be >= 2, generations >= 1 and patience >= 1 or None")
-        choices = {n: problem.knob_values[n] for n in problem.layer_names}
+        check_settings(self.pop_size, self.generations, self.patience)
         with problem.stage("nsga2", self.pop_size * self.generations):
-            self.nsga_ = run_nsga2(problem, choices, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
+            self.nsga_ = run_nsga2(problem, problem.knob_values, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
                                    pop_size=self.pop_size, generations=self.generations,
                                    crossover=self.crossover, mutation=self.mutation, seed=seed_of(self, problem),
                                    patience=self.patience)

@@ -7,7 +7,8 @@ from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.strategy import Strategy
 
-from ._common import seed_of
+from ._common import knobs_at, seed_of
+from .doe import space_size
 
 
 class RandomSearch(Strategy):
@@ -28,9 +29,8 @@ class RandomSearch(Strategy):
         if self.samples < 1 or self.batch < 1:
             raise InvalidSettingError("samples and batch must be >= 1")
         rng = np.random.default_rng(seed_of(self, problem))
-        names = problem.layer_names
-        sizes = np.array([len(problem.knob_values[n]) for n in names])
-        space = int(np.prod(sizes, dtype=object))
+        sizes = np.array([len(v) for v in problem.knob_values.values()])
+        space = space_size(sizes)
         total = int(min(self.samples if problem.budget is None else problem.budget_left, space))
         seen: set = set()
         with problem.stage("random", total):
@@ -41,8 +41,7 @@ class RandomSearch(Strategy):
                     if row not in seen:
                         seen.add(row)
                         rows.append(row)
-                problem.evaluate([{n: problem.knob_values[n][i] for n, i in zip(names, row)} for row in rows],
-                                 origin="random")
+                problem.evaluate([knobs_at(problem.knob_values, row) for row in rows], origin="random")
 
 
 @hookimpl

@@ -33,26 +33,27 @@ def feature_tables(problem, choices: Mapping[str, Sequence], feature: str,
     return out
 
 
+def holdout_metrics(al, pred) -> dict:
+    """R², RMSE and MAE of predictions ``pred`` of the measured ``al``."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {"r2": float(r2_score(al, pred)), "rmse": float(np.sqrt(mean_squared_error(al, pred))),
+            "mae": float(mean_absolute_error(al, pred))}
+
+
 class AdditiveSurrogate:
     """Linear model over per-layer feature tables, indexed by choice (position in ``choices[layer]``)."""
 
     def __init__(self, choices: Mapping[str, Sequence], tables: Mapping[str, np.ndarray], *,
                  positive: bool = True):
         self.names = list(choices)
-        self.choices = {n: list(choices[n]) for n in self.names}
-        self.position = {n: {k: i for i, k in enumerate(self.choices[n])} for n in self.names}
+        self.position = {n: {k: i for i, k in enumerate(choices[n])} for n in self.names}
         self.tables = [np.asarray(tables[n], dtype=float) for n in self.names]
         self.positive = positive
         self.coef_ = np.ones(len(self.names))
         self.intercept_ = 0.0
-        self.fitted_ = False
 
     # -- encoding ----------------------------------------------------------------------------------
-    def indices(self, population: Sequence[Mapping]) -> np.ndarray:
-        """Choice indices (n, L); a layer a knob dict leaves out counts as its last (largest) choice
-        only if that is the original weights, so knob dicts should name every layer."""
-        return np.asarray([[self.position[n][p[n]] for n in self.names] for p in population], dtype=int)
-
     def features(self, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=int).reshape(-1, len(self.names))
         return np.column_stack([t[idx[:, j]] for j, t in enumerate(self.tables)])
@@ -69,7 +70,7 @@ class AdditiveSurrogate:
     def fit_features(self, X: np.ndarray, al: np.ndarray) -> "AdditiveSurrogate":
         """Fit on a feature matrix directly (rows may leave layers unapproximated: feature 0)."""
         m = self._model().fit(np.asarray(X, dtype=float), np.asarray(al, dtype=float))
-        self.coef_, self.intercept_, self.fitted_ = np.asarray(m.coef_, dtype=float), float(m.intercept_), True
+        self.coef_, self.intercept_ = np.asarray(m.coef_, dtype=float), float(m.intercept_)
         return self
 
     def predict(self, idx: np.ndarray) -> np.ndarray:
@@ -84,7 +85,6 @@ class AdditiveSurrogate:
 
     def holdout(self, idx: np.ndarray, al: np.ndarray, seed: int, test_size: float = 0.2) -> dict:
         """R², RMSE and MAE on a seeded ``test_size`` hold-out, then refit on everything."""
-        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
         from sklearn.model_selection import train_test_split
 
         idx = np.asarray(idx, dtype=int)
@@ -94,10 +94,8 @@ class AdditiveSurrogate:
         if len(al) >= 5:
             tr, te = train_test_split(np.arange(len(al)), test_size=test_size, random_state=seed)
             self.fit(idx[tr], al[tr])
-            pred = self.predict(idx[te])
-            scores.update(n_train=int(len(tr)), n_test=int(len(te)), r2=float(r2_score(al[te], pred)),
-                          rmse=float(np.sqrt(mean_squared_error(al[te], pred))),
-                          mae=float(mean_absolute_error(al[te], pred)))
+            scores.update(n_train=int(len(tr)), n_test=int(len(te)),
+                          **holdout_metrics(al[te], self.predict(idx[te])))
         if len(al) >= 2:
             self.fit(idx, al)
         return scores

@@ -31,6 +31,7 @@ import numpy as np
 from ..clusterer import Clusterer, Clustering
 from ..layers import LayerInfo
 from ..problem import ApproximationCache, Problem, Timers, knob_key
+from ._common import check_init_params
 
 __all__ = ["CHECKS", "check_strategy", "synthetic_problem", "true_accuracy", "SyntheticProblem"]
 
@@ -128,21 +129,16 @@ def _budget_for(cls, params) -> int:
 
 
 def check_params(cls, params: dict) -> None:
-    sig = inspect.signature(cls.__init__)
-    for p in list(sig.parameters.values())[1:]:
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         assert p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD), f"{cls.__name__}: parameter {p.name!r} must be keyword-only"
         assert p.default is not p.empty, f"{cls.__name__}: parameter {p.name!r} needs a default"
     assert cls.name, f"{cls.__name__} has no name"
-    default = cls()
-    names = [p for p in sig.parameters if p != "self"]
-    assert set(default.get_params()) == set(names), \
-        f"{cls.__name__}.get_params() {sorted(default.get_params())} != constructor params {sorted(names)}"
+    check_init_params(cls, cls(), cls.__name__)
     s = cls(**params)
     got = s.get_params()
     for k, v in params.items():
         assert got[k] == v, f"{cls.__name__}: parameter {k!r} stored as {got[k]!r}, given {v!r}"
-    clone = type(s)(**got)
-    assert clone.get_params() == got, f"{cls.__name__}: get_params() does not rebuild an equal object"
+    assert type(s)(**got).get_params() == got, f"{cls.__name__}: get_params() does not rebuild an equal object"
     other = cls().set_params(**got)
     assert other.get_params() == got, f"{cls.__name__}: set_params(**get_params()) does not round-trip"
     repr(s)
