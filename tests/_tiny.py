@@ -23,7 +23,7 @@ def forward(weights: dict, x: np.ndarray) -> np.ndarray:
 
 
 class TinyBackend(Backend):
-    """Scores a dict of numpy weights; ``outputs_hook(values)`` lets a test corrupt the scores."""
+    """Scores a dict of numpy weights; ``bad_scores`` (a value) lets a test corrupt the scores."""
 
     name = "tiny"
 

@@ -38,6 +38,16 @@ def _width(bits: int) -> int:
     return 8 if bits <= 8 else 16 if bits <= 16 else 32
 
 
+def _nbytes(bits: int) -> int:
+    """Bytes that hold ``bits`` bits: ceil(bits / 8)."""
+    return -(-bits // 8)
+
+
+def _size_bits(entry: dict, bits: int) -> int:
+    """size_i of a manifest entry: W * ceil(log2 k) + G * k * B (eq. 4.1 with G codebooks)."""
+    return entry["weights"] * entry["index_bits"] + entry["groups"] * entry["k"] * bits
+
+
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integers < 2**bits into ceil(n * bits / 8) bytes, MSB first."""
     values = np.asarray(values).ravel()
@@ -51,7 +61,7 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     if n and (values.min() < 0 or int(values.max()) >> bits):
         raise ValueError(f"indices do not fit in {bits} bits")
     width = _width(bits)
-    out = np.empty(-(-n * bits // 8), dtype=np.uint8)
+    out = np.empty(_nbytes(n * bits), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
         chunk = values[start:start + _CHUNK].astype(f">u{width // 8}")
         planes = np.unpackbits(chunk.view(np.uint8).reshape(-1, width // 8), axis=1)[:, width - bits:]
@@ -63,17 +73,17 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Inverse of ``pack_bits``: ``count`` integers of ``bits`` bits each."""
-    width = _width(max(bits, 1))
     if bits == 0:
         return np.zeros(count, dtype=np.uint8)
+    width = _width(bits)
     packed = np.asarray(packed, dtype=np.uint8).ravel()
-    if packed.size != -(-count * bits // 8):
+    if packed.size != _nbytes(count * bits):
         raise ValueError(f"{packed.size} bytes cannot hold exactly {count} indices of {bits} bits")
     out = np.empty(count, dtype=f"u{width // 8}")
     for start in range(0, count, _CHUNK):
         m = min(_CHUNK, count - start)
         at = start * bits // 8
-        planes = np.unpackbits(packed[at:at + -(-m * bits // 8)], count=m * bits).reshape(m, bits)
+        planes = np.unpackbits(packed[at:at + _nbytes(m * bits)], count=m * bits).reshape(m, bits)
         wide = np.zeros((m, width), dtype=np.uint8)
         wide[:, width - bits:] = planes
         out[start:start + m] = np.packbits(wide, axis=1).view(f">u{width // 8}").ravel()
@@ -217,9 +227,9 @@ def export(model: Any, candidate: Any, path: str | os.PathLike, *, result: Any =
     missing = sorted(set(weights) - {e["name"] for e in entries})
     if missing:
         raise InvalidModelError(f"layers {missing} are not among the backend's tensors; cannot export")
+    compressed = {e["name"]: _size_bits(e, b_value) for e in entries}
     baseline = sum(layer.size * b_value for layer in by_name.values())
-    size = sum(e["weights"] * e["index_bits"] + e["groups"] * e["k"] * b_value for e in entries) + \
-        sum(layer.size * b_value for n, layer in by_name.items() if n not in weights)
+    size = sum(compressed.get(n, layer.size * b_value) for n, layer in by_name.items())
     manifest = {
         "format": FORMAT, "version": VERSION, "wsx_version": __version__, "backend": be.name,
         "approximation": result.approximation if result is not None and result.approximation else "weight-sharing",
@@ -306,9 +316,9 @@ def _check_manifest(path, m: Any, arrays: dict) -> None:
         if cb.shape != (groups, k) or cb.dtype.name != e["codebook_dtype"] or not np.all(np.isfinite(cb)):
             raise _fail(path, f"the codebook of layer {name!r} has shape {cb.shape} / dtype {cb.dtype}, "
                         f"expected ({groups}, {k}) finite {e['codebook_dtype']}")
-        if ix.dtype != np.uint8 or ix.ndim != 1 or ix.size != -(-e["weights"] * b // 8):
+        if ix.dtype != np.uint8 or ix.ndim != 1 or ix.size != _nbytes(e["weights"] * b):
             raise _fail(path, f"the packed indices of layer {name!r} have {ix.size} bytes, expected "
-                        f"{-(-e['weights'] * b // 8)}")
+                        f"{_nbytes(e['weights'] * b)}")
         if b == 0 and e["weights"] > _MAX_IMPLICIT:
             raise _fail(path, f"layer {name!r} declares {e['weights']} weights with no index bytes")
         layer_names.add(name)
@@ -343,16 +353,17 @@ def inspect(path: str | os.PathLike) -> dict:
     bits = manifest["bits"]
     rows, packed_total, formula_total = [], 0, 0
     for e in manifest["layers"]:
-        stored = int(arrays[INDICES + e["name"]].nbytes + arrays[CODEBOOK + e["name"]].nbytes)
-        size_bits = e["weights"] * e["index_bits"] + e["groups"] * e["k"] * bits
+        index_bytes = int(arrays[INDICES + e["name"]].nbytes)
+        codebook_bytes = int(arrays[CODEBOOK + e["name"]].nbytes)
+        size_bits = _size_bits(e, bits)
         rows.append({"name": e["name"], "shape": e["shape"], "weights": e["weights"], "k": e["k"],
                      "groups": e["groups"], "granularity": e["granularity"], "index_bits": e["index_bits"],
-                     "index_bytes": int(arrays[INDICES + e["name"]].nbytes),
-                     "codebook_bytes": int(arrays[CODEBOOK + e["name"]].nbytes), "bytes": stored,
-                     "formula_bytes": -(-size_bits // 8), "baseline_bytes": e["weights"] * bits // 8,
+                     "index_bytes": index_bytes, "codebook_bytes": codebook_bytes,
+                     "bytes": index_bytes + codebook_bytes, "formula_bytes": _nbytes(size_bits),
+                     "baseline_bytes": e["weights"] * bits // 8,
                      "compression_rate": e["weights"] * bits / size_bits})
-        packed_total += stored
-        formula_total += -(-size_bits // 8)
+        packed_total += index_bytes + codebook_bytes
+        formula_total += _nbytes(size_bits)
     compressed = {e["name"] for e in manifest["layers"]}
     others = {n: a for n, a in arrays.items() if not n.startswith((INDICES, CODEBOOK))}
     uncompressed_interest = [n for n in manifest.get("layers_of_interest", {}) if n not in compressed]

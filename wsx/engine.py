@@ -216,14 +216,11 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
             raise BudgetTooSmallError(
                 f"budget={budget} scorings cannot cover {strat.name}'s first step ({needed(problem)} "
                 "scorings); raise budget, pass fewer knob values (knobs=...), or pick another strategy")
-        fingerprint = None
         if out is not None:
             from .journal import Journal
 
-            fingerprint = be.fingerprint()
-            journal = Journal.attach(problem, out, fingerprint, _search_settings(
+            journal = Journal.attach(problem, out, be.fingerprint(), _search_settings(
                 be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem), restart=restart)
-            fingerprint["settings"] = journal.settings_digest
             if journal.replayed:
                 problem.note(f"resumed from {journal.path}: {journal.replayed} scorings replayed, not re-scored")
                 prog.message(f"wsx: resuming from {journal.path} ({journal.replayed} scorings already made)")
@@ -265,8 +262,8 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
                     "clusterer_params": _jsonable(clus.get_params()) if clus else None,
                     "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
                     "executor": getattr(executor, "name", type(executor).__name__)}
-        if fingerprint is not None:
-            settings["fingerprint"] = fingerprint
+        if journal is not None:
+            settings["fingerprint"] = journal.fingerprint
         result = Result(front=front, history=problem.history,
                         baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
                                           subset_accuracy=base_sub, test_accuracy=test_base),

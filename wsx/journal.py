@@ -113,12 +113,15 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 class Journal:
-    """Appends scorings of one Problem to ``OUT/journal.jsonl``; built by ``attach``."""
+    """Appends scorings of one Problem to ``OUT/journal.jsonl``; built by ``attach``.
 
-    def __init__(self, path: Path, problem, replayed: int):
+    ``fingerprint`` is the header's (model, data and settings digests), as a Result records it.
+    """
+
+    def __init__(self, path: Path, replayed: int, fingerprint: dict):
         self.path = path
-        self.problem = problem
         self.replayed = replayed
+        self.fingerprint = fingerprint
         self.written = 0
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._synced = time.monotonic()
@@ -137,13 +140,12 @@ class Journal:
         out.mkdir(parents=True, exist_ok=True)
         path = out / FILENAME
         settings = canonical(settings)
-        header = {"format": FORMAT, "version": VERSION,
+        from . import __version__
+
+        header = {"format": FORMAT, "version": VERSION, "wsx_version": __version__,
                   "fingerprint": {"model": fingerprint.get("model"), "data": fingerprint.get("data"),
                                   "settings": settings_digest(settings)},
                   "settings": settings}
-        from . import __version__
-
-        header["wsx_version"] = __version__
         replayed = 0
         if path.exists() and not restart:
             old, records, intact = read(path)
@@ -163,17 +165,14 @@ class Journal:
                 f.flush()
                 os.fsync(f.fileno())
             tmp.replace(path)
-        journal = cls(path, problem, replayed)
-        journal.settings_digest = header["fingerprint"]["settings"]
+        journal = cls(path, replayed, header["fingerprint"])
         problem._on_scored = journal.record
         return journal
 
-    def record(self, key: tuple, knobs: dict, value: float) -> None:
+    def record(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
         """Append one scoring, durably, as one line (Problem calls this after each scoring)."""
         if self._fd is None:
             return
-        last = self.problem.history[-1] if self.problem.history else None
-        origin = last.origin if last is not None and last.knobs == knobs else ""
         line = json.dumps({"knobs": knobs, "value": value, "origin": origin}, separators=(",", ":"),
                           default=_plain) + "\n"
         data = line.encode()

@@ -235,10 +235,9 @@ class Problem:
             weights = [self._materialise(knobs) for _, knobs in chunk]
             values = self._score_fn(weights)
             for (key, knobs), value in zip(chunk, values):
-                self.scores[key] = float(value)
-                self.scorings += 1
-                self.history.append(self.candidate(knobs, value, origin))
-                self._on_scored(key, knobs, float(value))
+                value = float(value)
+                self._add(key, knobs, value, origin)
+                self._on_scored(key, knobs, value, origin)
             if self.progress is not None:
                 self.progress.update(len(chunk))
         if stopped is None and self._time_up():
@@ -248,7 +247,12 @@ class Problem:
             raise SearchStopped(stopped)
         return [self.candidate(knobs, self.scores[key], origin) for key, knobs in zip(keys, population)]
 
-    def _on_scored(self, key: tuple, knobs: dict, value: float) -> None:
+    def _add(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
+        self.scores[key] = value
+        self.scorings += 1
+        self.history.append(self.candidate(knobs, value, origin))
+
+    def _on_scored(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
         """Hook for journals: called right after each scoring."""
 
     def replay(self, knobs: Mapping[str, Any], value: float, origin: str = "") -> bool:
@@ -259,9 +263,7 @@ class Problem:
         key = knob_key(knobs)
         if key in self.scores:
             return False
-        self.scores[key] = float(value)
-        self.scorings += 1
-        self.history.append(self.candidate(knobs, value, origin))
+        self._add(key, knobs, float(value), origin)
         return True
 
     def _materialise(self, knobs: Mapping[str, Any]) -> dict:

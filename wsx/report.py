@@ -76,12 +76,12 @@ def k_figure(result) -> str | None:
         for bar, k in zip(bars, [k for k in ks if k is not None]):
             ax.annotate(f"{k}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                         va="bottom", fontsize=6)
-    numeric = all(isinstance(v, (int, float)) and v > 0 for c in chosen for v in c.knobs.values())
-    if numeric:
+    if all(v > 0 for c in chosen for v in c.knobs.values()):  # numbers already checked above
         ax.set_yscale("log", base=2)
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel(f"{_knob_name(result)} (shared values)" if _knob_name(result) == "k" else _knob_name(result))
+    knob = _knob_name(result)
+    ax.set_ylabel("k (shared values)" if knob == "k" else knob)
     ax.set_title("per-layer knob of the chosen candidates (layers left untouched have no bar)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
@@ -129,7 +129,8 @@ def sensitivity_figure(result) -> str | None:
             sel = [p for p in pts if bool(p[2]) == meets]
             ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=10, c=color,
                        label="meets target" if meets else "misses target")
-        kept = [p for p in pts if p[0] in set(phi.get(name, []))]
+        kept_knobs = set(phi.get(name, []))
+        kept = [p for p in pts if p[0] in kept_knobs]
         if kept:
             ax.scatter([p[0] for p in kept], [p[1] for p in kept], s=60, facecolors="none", edgecolors="k",
                        label="kept (phi)")
