@@ -67,12 +67,17 @@ class Clusterer(ABC):
 
 def _as_1d(weights) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64).ravel()
-    if w.size == 0:
+    _check_weights(w.size, bool(np.all(np.isfinite(w))))
+    return w
+
+
+def _check_weights(size: int, finite: bool) -> None:
+    """The weight checks every clusterer shares, whatever array type holds the weights."""
+    if size == 0:
         raise InvalidModelError("cannot cluster an empty weight tensor; exclude that layer")
-    if not np.all(np.isfinite(w)):
+    if not finite:
         raise InvalidModelError(
             "weights contain NaN or Inf; fix the model (or exclude the layer) before exploring")
-    return w
 
 
 def _check_k(k, n: int) -> int:

@@ -16,9 +16,9 @@ def index_bits(k: int) -> int:
     return int(math.ceil(math.log2(k))) if k > 1 else 0
 
 
-def weight_sharing_bits(weights: int, k: int, bits: int = 32) -> int:
-    """size_i = W_i * ceil(log2 k_i) + k_i * B (thesis eq. 4.1)."""
-    return int(weights) * index_bits(k) + int(k) * int(bits)
+def weight_sharing_bits(weights: int, k: int, bits: int = 32, groups: int = 1) -> int:
+    """size_i = W_i * ceil(log2 k_i) + G_i * k_i * B (thesis eq. 4.1; G codebooks, 1 per layer)."""
+    return int(weights) * index_bits(k) + int(groups) * int(k) * int(bits)
 
 
 def compression_rate(baseline_bits: Iterable[int], sizes: Iterable[int]) -> float:

@@ -34,6 +34,7 @@ from wsx.clusterer import Clusterer
 from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
+from wsx.metrics import index_bits
 
 DEFAULT_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))  # 0.00, 0.05, ..., 0.95
 FORMATS = ("dense", "bitmap", "coo")
@@ -47,7 +48,7 @@ def n_pruned(size: int, sparsity: float) -> int:
 
 def position_bits(size: int) -> int:
     """Bits of one flat index into a tensor of ``size`` weights."""
-    return int(math.ceil(math.log2(size))) if size > 1 else 0
+    return index_bits(size)
 
 
 def format_bits(size: int, kept: int, bits: int) -> dict[str, int]:
@@ -57,11 +58,24 @@ def format_bits(size: int, kept: int, bits: int) -> dict[str, int]:
             "coo": kept * (position_bits(size) + bits)}
 
 
+def cheapest(sizes: dict[str, int]) -> tuple[str, int]:
+    """(format name, bits) of the smallest entry; ties go to the first listed (the simpler format)."""
+    name = min(sizes, key=sizes.__getitem__)
+    return name, sizes[name]
+
+
 def cheapest_format(size: int, kept: int, bits: int) -> tuple[str, int]:
     """(format name, bits) of the cheapest format; ties go to the simpler one (FORMATS order)."""
-    sizes = format_bits(size, kept, bits)
-    name = min(FORMATS, key=lambda f: (sizes[f], FORMATS.index(f)))
-    return name, sizes[name]
+    return cheapest(format_bits(size, kept, bits))
+
+
+def magnitude_order(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat float32 weights, their pruning order, removed) where pruning the first n of the order
+    removes ``removed[n]`` of squared norm; every sparsity of a layer reuses the one sort."""
+    flat = np.asarray(weights, dtype=np.float32).ravel()
+    order = np.argsort(np.abs(flat), kind="stable")  # ties: lower flat index pruned first
+    removed = np.concatenate([[0.0], np.cumsum(flat[order].astype(np.float64) ** 2)])
+    return flat, order, removed
 
 
 def check_sparsity(layer: LayerInfo, knob) -> float:
@@ -111,9 +125,7 @@ class Pruning(Approximation):
                    clusterer: Clusterer | None = None) -> list[Approximated]:
         """Sort the magnitudes once; each sparsity zeroes a prefix of that order."""
         sparsities = [self.check_knob(layer, kn) for kn in knobs]
-        flat = np.asarray(weights, dtype=np.float32).ravel()
-        order = np.argsort(np.abs(flat), kind="stable")  # ties: lower flat index pruned first
-        removed = np.concatenate([[0.0], np.cumsum(flat[order].astype(np.float64) ** 2)])
+        flat, order, removed = magnitude_order(weights)
         out = []
         for s in sparsities:
             n = n_pruned(flat.size, s)

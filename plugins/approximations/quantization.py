@@ -32,7 +32,7 @@ def quantize(weights: np.ndarray, n_bits: int, axis: int | None) -> tuple[np.nda
     """(q, scale, zero_point) of ``weights`` on ``n_bits``; one (scale, zero_point) per slice
     along ``axis`` (None: per tensor). q has the weights' shape."""
     w = np.asarray(weights, dtype=np.float64)
-    rows = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    rows = _rows(w, axis)
     levels = 2 ** int(n_bits) - 1
     lo = np.minimum(rows.min(axis=1), 0.0)
     hi = np.maximum(rows.max(axis=1), 0.0)
@@ -41,19 +41,29 @@ def quantize(weights: np.ndarray, n_bits: int, axis: int | None) -> tuple[np.nda
     s64 = scale.astype(np.float64)[:, None]
     zero_point = np.clip(np.round(-lo / s64[:, 0]), 0, levels).astype(np.int64)
     q = np.clip(np.round(rows / s64) + zero_point[:, None], 0, levels).astype(np.int64)
-    q = q.reshape(w.shape if axis is None else np.moveaxis(w, axis, 0).shape)
-    return (q if axis is None else np.moveaxis(q, 0, axis)), scale, zero_point
+    return _unrows(q, w.shape, axis), scale, zero_point
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None) -> np.ndarray:
     """float32 weights back from (q, scale, zero_point), exactly as ``Quantization.apply`` makes them."""
     q = np.asarray(q, dtype=np.int64)
-    rows = q.reshape(1, -1) if axis is None else np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1)
     s64 = np.asarray(scale, dtype=np.float32).astype(np.float64)[:, None]
-    out = ((rows - np.asarray(zero_point, dtype=np.int64)[:, None]) * s64).astype(np.float32)
+    out = ((_rows(q, axis) - np.asarray(zero_point, dtype=np.int64)[:, None]) * s64).astype(np.float32)
+    return _unrows(out, q.shape, axis)
+
+
+def _rows(a: np.ndarray, axis: int | None) -> np.ndarray:
+    """``a`` as one row per (scale, zero_point): the whole tensor, or one slice along ``axis``."""
+    return a.reshape(1, -1) if axis is None else np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+
+
+def _unrows(rows: np.ndarray, shape: tuple, axis: int | None) -> np.ndarray:
+    """The inverse of ``_rows`` for a tensor of ``shape``."""
     if axis is None:
-        return out.reshape(q.shape)
-    return np.moveaxis(out.reshape(np.moveaxis(q, axis, 0).shape), 0, axis)
+        return rows.reshape(shape)
+    axis %= len(shape)  # callers may count from the end
+    moved = (shape[axis],) + tuple(s for i, s in enumerate(shape) if i != axis)
+    return np.moveaxis(rows.reshape(moved), 0, axis)
 
 
 class Quantization(Approximation):

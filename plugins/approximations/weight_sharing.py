@@ -34,7 +34,7 @@ from wsx.clusterer import Clusterer
 from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
-from wsx.metrics import index_bits
+from wsx.metrics import index_bits, weight_sharing_bits
 
 GRANULARITIES = ("layer", "channel", "kernel")
 
@@ -97,18 +97,20 @@ class WeightSharing(Approximation):
             return tuple(range(len(layer.shape))), 1, "layer"
         return group_axes(tuple(layer.shape), self.granularity, self.channel_axis)
 
-    def _effective_k(self, layer: LayerInfo, knob: int) -> int:
+    def _codebooks(self, layer: LayerInfo) -> tuple[int, int]:
+        """(number of codebooks G, weights per codebook: the cap on k)."""
         _, groups, _ = self._groups(layer)
-        return min(int(knob), max(layer.size // groups, 1))
+        return groups, max(layer.size // groups, 1)
+
+    def _effective_k(self, layer: LayerInfo, knob: int) -> int:
+        return min(int(knob), self._codebooks(layer)[1])
 
     def knob_values(self, layer: LayerInfo) -> list[int]:
-        _, groups, _ = self._groups(layer)
-        return log_k_range(self.k_values, self.k_min, self.k_max, cap=max(layer.size // groups, 1))
+        return log_k_range(self.k_values, self.k_min, self.k_max, cap=self._codebooks(layer)[1])
 
     def size_bits(self, layer: LayerInfo, knob: int) -> int:
-        _, groups, _ = self._groups(layer)
-        k = self._effective_k(layer, knob)
-        return int(layer.size) * index_bits(k) + groups * k * int(self.bits)
+        groups, cap = self._codebooks(layer)
+        return weight_sharing_bits(layer.size, min(int(knob), cap), self.bits, groups=groups)
 
     def group_key(self, layer: LayerInfo, knob: int) -> int:
         return index_bits(self._effective_k(layer, knob))
@@ -156,13 +158,11 @@ class WeightSharing(Approximation):
         order, groups, granularity = self._groups(layer)
         if groups == 1:
             parts = self._cluster_group(clusterer, w.astype(np.float64).ravel(), ks)
-            return [Approximated(codebook[labels].reshape(w.shape).astype(np.float32), float(inertia),
+            return [Approximated(_expand(codebook, labels, w.shape, order), float(inertia),
                                  {"codebook": codebook, "indices": labels})
                     for codebook, labels, inertia in parts]
-        moved = np.transpose(w, order).astype(np.float64)
-        rows = moved.reshape(groups, -1)
+        rows = np.transpose(w, order).astype(np.float64).reshape(groups, -1)
         per_group = [self._cluster_group(clusterer, row, ks) for row in rows]
-        inverse = np.argsort(order)
         out = []
         for i, k in enumerate(ks):
             codebook = np.empty((groups, k))
@@ -174,21 +174,24 @@ class WeightSharing(Approximation):
                 codebook[g, values.size:] = values[-1]
                 indices[g] = labels
                 inertia += float(err)
-            shared = np.take_along_axis(codebook, indices, axis=1).reshape(moved.shape)
-            out.append(Approximated(np.transpose(shared, inverse).astype(np.float32), inertia,
+            out.append(Approximated(_expand(codebook, indices, w.shape, order), inertia,
                                     {"codebook": codebook, "indices": indices, "granularity": granularity}))
         return out
 
     def decode(self, payload: dict, layer: LayerInfo) -> np.ndarray:
         """The float32 weights a payload stands for (what ``apply`` wrote)."""
-        codebook = np.asarray(payload["codebook"], dtype=np.float64)
-        indices = np.asarray(payload["indices"], dtype=np.int64)
-        if codebook.ndim == 1:
-            return codebook[indices].reshape(layer.shape).astype(np.float32)
         order, _, _ = self._groups(layer)
-        moved = tuple(layer.shape[a] for a in order)
-        shared = np.take_along_axis(codebook, indices, axis=1).reshape(moved)
-        return np.transpose(shared, np.argsort(order)).astype(np.float32)
+        return _expand(np.asarray(payload["codebook"], dtype=np.float64),
+                       np.asarray(payload["indices"], dtype=np.int64), tuple(layer.shape), order)
+
+
+def _expand(codebook: np.ndarray, indices: np.ndarray, shape: tuple, order: tuple) -> np.ndarray:
+    """float32 weights of ``shape`` from a codebook and indices; ``apply`` and ``decode`` share it,
+    so a payload restores exactly what was scored."""
+    if codebook.ndim == 1:
+        return codebook[indices].reshape(shape).astype(np.float32)
+    shared = np.take_along_axis(codebook, indices, axis=1).reshape(tuple(shape[a] for a in order))
+    return np.transpose(shared, np.argsort(order)).astype(np.float32)
 
 
 @hookimpl

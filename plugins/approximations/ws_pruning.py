@@ -30,7 +30,7 @@ from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
 from wsx.metrics import index_bits
 
-from .pruning import check_sparsity, n_pruned, position_bits
+from .pruning import cheapest, check_sparsity, magnitude_order, n_pruned, position_bits
 
 DEFAULT_SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_KS = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -47,9 +47,7 @@ def format_bits(size: int, kept: int, k: int, bits: int) -> dict[str, int]:
 
 
 def cheapest_format(size: int, kept: int, k: int, bits: int) -> tuple[str, int]:
-    sizes = format_bits(size, kept, k, bits)
-    name = min(FORMATS, key=lambda f: (sizes[f], FORMATS.index(f)))
-    return name, sizes[name]
+    return cheapest(format_bits(size, kept, k, bits))
 
 
 class WeightSharingPruning(Approximation):
@@ -109,9 +107,7 @@ class WeightSharingPruning(Approximation):
         if clusterer is None:
             raise InvalidSettingError("weight-sharing+pruning needs a clusterer; pass clusterer= to explore")
         pairs = [self.check_knob(layer, kn) for kn in knobs]
-        flat = np.asarray(weights, dtype=np.float32).ravel()
-        order = np.argsort(np.abs(flat), kind="stable")  # ties: lower flat index pruned first
-        removed = np.concatenate([[0.0], np.cumsum(flat[order].astype(np.float64) ** 2)])
+        flat, order, removed = magnitude_order(weights)
         done: dict[tuple, Approximated] = {}
         for s in dict.fromkeys(s for s, _ in pairs):
             n = n_pruned(flat.size, s)

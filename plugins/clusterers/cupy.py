@@ -7,13 +7,12 @@ everywhere and reports itself unavailable without CuPy or a CUDA device. Results
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import ClassVar
 
 import numpy as np
 
 from wsx.hookspecs import hookimpl
-from wsx.plugins import unavailable_reason
+from wsx.plugins import module_available
 
 from .sorted1d import Sorted1DClusterer, SortedWeights
 
@@ -73,8 +72,9 @@ class CupyClusterer(Sorted1DClusterer):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        if importlib.util.find_spec("cupy") is None:
-            return False, unavailable_reason("cupy", "cupy")
+        found = module_available("cupy", cls.extra)
+        if not found[0]:
+            return found
         try:
             import cupy
 

@@ -7,16 +7,14 @@ imports it.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from wsx.clusterer import Clustering, _check_k
-from wsx.errors import InvalidModelError
+from wsx.clusterer import Clustering, _check_k, _check_weights
 from wsx.hookspecs import hookimpl
-from wsx.plugins import unavailable_reason
+from wsx.plugins import module_available
 
 from .sorted1d import Sorted1DClusterer, SortedWeights, _stats
 
@@ -102,17 +100,12 @@ class TorchClusterer(Sorted1DClusterer):
 
     def __init__(self, *, seed: int = 0, init: str = "density", refine: bool = True, max_iter: int = 1000,
                  device: str | None = None):
-        self.seed = seed
-        self.init = init
-        self.refine = refine
-        self.max_iter = max_iter
+        super().__init__(seed=seed, init=init, refine=refine, max_iter=max_iter)
         self.device = device
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        if importlib.util.find_spec("torch") is None:
-            return False, unavailable_reason("torch", "torch")
-        return True, ""
+        return module_available("torch", cls.extra)
 
     def _prepare(self, w: np.ndarray) -> TorchSortedWeights:
         import torch
@@ -124,11 +117,7 @@ class TorchClusterer(Sorted1DClusterer):
         import torch
 
         t = torch.as_tensor(t).detach().reshape(-1).to(torch.float64)
-        if t.numel() == 0:
-            raise InvalidModelError("cannot cluster an empty weight tensor; exclude that layer")
-        if not bool(torch.isfinite(t).all()):
-            raise InvalidModelError(
-                "weights contain NaN or Inf; fix the model (or exclude the layer) before exploring")
+        _check_weights(t.numel(), bool(torch.isfinite(t).all()))
         return t
 
     def _trivial_tensor(self, data: TorchSortedWeights, k: int) -> TensorClustering:
