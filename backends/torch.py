@@ -34,8 +34,12 @@ class TorchBackend(PopulationScoring, Backend):
     available; a model living elsewhere is scored on a copy, never moved.
     ``include`` / ``exclude`` filter layers of interest by parameter name (exact or fnmatch pattern).
 
-    Population scoring stacks the candidates' weights (``torch.func.vmap`` over ``functional_call``;
-    BatchNorm and Dropout run in eval mode) and the prefix cache cuts the ``torch.fx`` graph before
+    Population scoring stacks the candidates' weights and runs them in one forward: by default through
+    the ``torch.fx`` graph with the candidates folded into the channel axis (``fold_population``, see
+    ``wsx_backends._torch_population``: grouped convolutions and batched GEMMs, which beat vmap's
+    layout on CPU), checked once per graph against a one-by-one forward; where the model cannot be
+    traced or the check fails, ``torch.func.vmap`` over ``functional_call`` (``fold_error_`` says
+    why). BatchNorm and Dropout run in eval mode. The prefix cache cuts the ``torch.fx`` graph before
     the changed layer. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
     ``prefix_cache=False`` turns the cache off; memory bounds ``prefix_cache_bytes`` and
     ``vmap_bytes`` (see ``wsx_backends._scoring``). Cached activations
@@ -52,7 +56,8 @@ class TorchBackend(PopulationScoring, Backend):
     def __init__(self, model: Any, data: Any = None, *, metric: Any = "top1", batch_size: int = 256,
                  device: str | None = None, include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
-                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES):
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES,
+                 fold_population: bool = True):
         super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
         import torch
 
@@ -72,6 +77,9 @@ class TorchBackend(PopulationScoring, Backend):
         # data=None gives weight access only (wsx.apply / wsx.export)
         self._inputs, self._labels = self._load_data(data) if data is not None else (None, np.zeros(0, int))
         self._traced: Any = None
+        self.fold_population = bool(fold_population)
+        self.fold_error_: str | None = None
+        self._folders: dict[int, tuple] = {}  # id(module) -> (module, interpreter that passed its check)
         self._init_scoring(vmap=vmap, prefix_cache=prefix_cache, prefix_cache_bytes=prefix_cache_bytes,
                            vmap_bytes=vmap_bytes)
 
@@ -233,9 +241,56 @@ class TorchBackend(PopulationScoring, Backend):
         from torch.func import functional_call, vmap
 
         module, args = (split.suffix, tuple(live)) if split is not None else (self.net_, (inputs,))
-        tied = self._tied
-        y = vmap(lambda p, a: functional_call(module, p, a, tie_weights=tied), in_dims=(0, None))(stacked, args)
+        y = self._folded_forward(module, stacked, args) if self.fold_population and self.fold_error_ is None \
+            else None
+        if y is None:
+            tied = self._tied
+            y = vmap(lambda p, a: functional_call(module, p, a, tie_weights=tied), in_dims=(0, None))(stacked, args)
         return y.float().cpu().numpy()
+
+    def _folded_forward(self, module, stacked: dict, args: tuple):
+        """The population through the folded interpreter, or None (and ``fold_error_`` set) where the
+        graph cannot be traced or run that way, or disagrees with one-by-one forwards on its first use."""
+        import torch
+        from torch.func import functional_call
+
+        from ._torch_population import PopulationInterpreter
+
+        p = next(iter(stacked.values())).shape[0]
+        known = self._folders.get(id(module))
+        checked = known is not None and known[0] is module
+        try:
+            if checked:
+                folder = known[1]
+            else:
+                folder = PopulationInterpreter(module if isinstance(module, torch.fx.GraphModule) else self._trace())
+            y = folder.run(stacked, args, p)
+        except Exception as exc:  # an op without a batching rule, a graph fx cannot trace
+            self.fold_error_ = f"{type(exc).__name__}: {exc}"
+            return None
+        if not checked:  # first use of this graph: candidates 0 and P-1 must match one-by-one forwards
+            for i in {0, p - 1}:
+                ref = functional_call(module, {k: v[i] for k, v in stacked.items()}, args, tie_weights=self._tied)
+                scale = max(float(ref.abs().max()), 1.0)
+                if ref.shape != y[i].shape or float((ref - y[i]).abs().max()) > 1e-3 * scale:
+                    self.fold_error_ = "the folded population forward disagrees with one-by-one forwards"
+                    return None
+            self._folders[id(module)] = (module, folder)
+        self.stats_["folded_calls"] += 1
+        return y
+
+    def _trace(self):
+        """The model's ``torch.fx`` graph (traced once; raises what tracing raised)."""
+        from . import _torch_fx
+
+        if self._traced is None:
+            try:
+                self._traced = _torch_fx.trace(self.net_)
+            except Exception as exc:  # control flow on values, unsupported ops
+                self._traced = exc
+        if isinstance(self._traced, Exception):
+            raise self._traced
+        return self._traced
 
     def _on_accelerator(self) -> bool:
         return self.device_.type != "cpu"
@@ -260,14 +315,7 @@ class TorchBackend(PopulationScoring, Backend):
     def _make_split(self, changed: tuple) -> Split | None:
         from . import _torch_fx
 
-        if self._traced is None:
-            try:
-                self._traced = _torch_fx.trace(self.net_)
-            except Exception as exc:  # control flow on values, unsupported ops: full forwards
-                self._traced = exc
-        if isinstance(self._traced, Exception):
-            raise self._traced
-        parts = _torch_fx.split(self._traced, self.net_, {id(self._params[n]) for n in changed})
+        parts = _torch_fx.split(self._trace(), self.net_, {id(self._params[n]) for n in changed})
         if parts is None:
             return None
         prefix_gm, suffix_gm, n_live = parts
@@ -277,6 +325,7 @@ class TorchBackend(PopulationScoring, Backend):
         return sum(t.numel() * t.element_size() for t in live if hasattr(t, "numel"))
 
     def close(self) -> None:
+        self._folders.clear()
         self._close_scoring()
 
 

@@ -1,0 +1,410 @@
+"""Population forwards of a ``torch.fx``-traced module with the candidates folded into the channels.
+
+``torch.func.vmap`` turns a convolution over P stacked weight sets into one grouped convolution on a
+channels-first tensor, and pooling into per-plane loops; on CPU, for the small channel counts of the
+networks wsx compresses, that is slower than P separate forwards. This interpreter walks the traced
+graph once per population and keeps every activation in one of three forms:
+
+* a plain tensor: the same for every candidate (layers before the first changed one run once);
+* ``Folded``: per-candidate shape ``[N, C, *spatial]`` stored as ``[N, P*C, *spatial]`` (candidate p
+  owns channels ``p*C .. p*C+C-1``), channels-last where torch has that layout. Convolutions become one
+  grouped convolution (``groups = P * groups``), the first changed one a single im2col GEMM against
+  all P weight sets; pooling, BatchNorm (eval) and activations are channel-wise, so they run on the
+  folded tensor as they are, with P times the channels (where oneDNN is efficient);
+* ``Lead``: stored ``[P, *shape]`` (vmap's layout): linear layers become one batched GEMM.
+
+Ops without a rule here run through ``torch.func.vmap`` of that single node, so any graph vmap can
+batch still runs. The backend checks the result against a one-by-one forward the first time a graph
+is used and falls back to whole-model vmap if they disagree (see ``TorchBackend``).
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+CONV = ("Conv1d", "Conv2d", "Conv3d")
+POOL = ("MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
+        "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d")
+BATCHNORM = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+# element-wise modules: any layout works
+ELEMENTWISE = ("ReLU", "ReLU6", "Hardtanh", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
+               "LeakyReLU", "ELU", "SELU", "CELU", "Mish", "Softplus", "Identity", "Dropout", "Dropout1d",
+               "Dropout2d", "Dropout3d", "AlphaDropout")
+ELEMENTWISE_METHODS = ("relu", "relu_", "sigmoid", "tanh", "exp", "abs", "neg", "clamp", "clamp_min",
+                       "clamp_max", "float")
+BINARY_METHODS = ("add", "sub", "mul", "div", "add_", "mul_")
+
+
+class Folded:
+    """Per candidate ``[N, C, *spatial]``; stored ``[N, P*C, *spatial]``."""
+
+    __slots__ = ("t", "c")
+
+    def __init__(self, t, c: int):
+        self.t, self.c = t, c
+
+    def shape(self, p: int):
+        import torch
+
+        return torch.Size((self.t.shape[0], self.c, *self.t.shape[2:]))
+
+
+class Lead:
+    """Per candidate ``shape``; stored ``[P, *shape]``."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t):
+        self.t = t
+
+    def shape(self, p: int):
+        return self.t.shape[1:]
+
+
+def _functions():
+    import torch
+    import torch.nn.functional as F
+
+    elementwise = {torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu,
+                   F.elu, F.mish, F.softplus, F.hardtanh, F.dropout, torch.sigmoid, torch.tanh, F.sigmoid,
+                   F.tanh, torch.exp, torch.abs, torch.clamp, torch.neg}
+    pool = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+            F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+            F.adaptive_max_pool2d, F.adaptive_max_pool3d}
+    binary = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
+              torch.add, torch.sub, torch.mul, torch.div}
+    return elementwise, pool, binary
+
+
+class PopulationInterpreter:
+    """Runs ``gm`` (a GraphModule whose submodules are ``root``'s) for P candidates at once.
+
+    ``stacked`` maps parameter names (as ``functional_call`` takes them) to tensors with a leading
+    candidate axis; parameters not in it are shared by all candidates.
+    """
+
+    def __init__(self, gm):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.elementwise, self.pool, self.binary = _functions()
+        self.fallbacks: dict[str, int] = {}  # node target -> count, for diagnostics and tests
+
+    # -- layouts --------------------------------------------------------------------------------
+    def _lead(self, v, p: int):
+        if isinstance(v, Lead):
+            return v
+        if isinstance(v, Folded):
+            t = v.t
+            return Lead(t.reshape(t.shape[0], p, v.c, *t.shape[2:]).movedim(1, 0))
+        return Lead(v.expand(p, *v.shape))
+
+    def _folded(self, v, p: int) -> Folded:
+        import torch
+
+        if isinstance(v, Folded):
+            return v
+        if isinstance(v, Lead):
+            t = v.t
+            c = t.shape[2]
+            t = t.movedim(0, 1).reshape(t.shape[1], p * c, *t.shape[3:])
+            return Folded(_channels_last(t), c)
+        return Folded(_channels_last(v.repeat(1, p, *([1] * (v.dim() - 2)))), v.shape[1])
+
+    # -- the walk -------------------------------------------------------------------------------
+    def run(self, stacked: dict, args: tuple, p: int):
+        import torch
+        from torch.fx.node import map_arg
+
+        by_id = {}
+        named = dict(self.gm.named_parameters(remove_duplicate=False))
+        for name, t in stacked.items():
+            if name in named:
+                by_id[id(named[name])] = t
+        env: dict = {}
+        it = iter(args)
+        out = None
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                env[node] = next(it)
+                continue
+            if node.op == "output":
+                out = map_arg(node.args[0], lambda n: env[n])
+                break
+            a = map_arg(node.args, lambda n: env[n])
+            kw = map_arg(node.kwargs, lambda n: env[n])
+            if node.op == "get_attr":
+                obj = self.gm
+                for part in node.target.split("."):
+                    obj = getattr(obj, part)
+                env[node] = Lead(by_id[id(obj)]) if id(obj) in by_id else obj
+            elif node.op == "call_module":
+                env[node] = self._module(node.target, self.modules[node.target], a, kw, by_id, p)
+            elif node.op == "call_function":
+                env[node] = self._function(node.target, a, kw, p)
+            else:
+                env[node] = self._method(node.target, a, kw, p)
+        if isinstance(out, (Lead, Folded)):
+            return self._lead(out, p).t
+        if isinstance(out, torch.Tensor):
+            return out.expand(p, *out.shape)
+        raise TypeError(f"population forwards need a model returning one tensor, got {type(out).__name__}")
+
+    # -- call_module ----------------------------------------------------------------------------
+    def _module(self, target, mod, a, kw, by_id, p):
+        own = {name: by_id[id(t)] for name, t in mod.named_parameters(remove_duplicate=False) if id(t) in by_id}
+        if not own and not _any_pop(a, kw):
+            return mod(*a, **kw)
+        kind = type(mod).__name__
+        torch_builtin = type(mod).__module__.startswith("torch.nn")
+        if torch_builtin and not kw and len(a) == 1:
+            x = a[0]
+            if kind in CONV and getattr(mod, "padding_mode", "zeros") == "zeros" and _rank(x) == len(mod.kernel_size) + 2:
+                return self._conv(mod, x, own, p)
+            if kind == "Linear" and set(own) <= {"weight", "bias"}:
+                return self._linear(mod, x, own, p)
+            if not own and kind in ELEMENTWISE:
+                return _same(x, mod)
+            if not own and kind in POOL and not getattr(mod, "return_indices", False) \
+                    and _rank(x) == _spatial(kind) + 2:
+                return _same(self._folded(x, p), mod)
+            if not own and kind in BATCHNORM and not mod.training and mod.running_mean is not None \
+                    and _rank(x) in ((2, 3) if kind == "BatchNorm1d" else (_spatial(kind) + 2,)):
+                return self._batchnorm(mod, self._folded(x, p), p)
+            if not own and kind == "Flatten":
+                return self._flatten(x, mod.start_dim, mod.end_dim, p)
+        return self._fallback(target, lambda params, xs, kws: _functional(mod, params, xs, kws), own, a, kw, p)
+
+    def _conv(self, mod, x, own, p):
+        import torch.nn.functional as F
+
+        w, b = own.get("weight"), own.get("bias")
+        groups = mod.groups
+        dims = len(mod.kernel_size)
+        if w is None:
+            w = mod.weight.detach().expand(p, *mod.weight.shape)
+        cout = w.shape[1]
+        if b is None and mod.bias is not None:
+            b = mod.bias.detach().expand(p, cout)
+        bias = None if b is None else b.reshape(p * cout)
+        if not isinstance(x, (Lead, Folded)) and groups == 1 and dims == 2 and not isinstance(mod.padding, str):
+            return Folded(_conv2d_gemm(x, w.reshape(p * cout, -1), bias, mod), cout)
+        xf = self._folded(x, p)
+        conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+        y = conv(xf.t, w.reshape(p * cout, *w.shape[2:]), bias, mod.stride, mod.padding, mod.dilation,
+                 groups * p)
+        return Folded(y, cout)
+
+    def _linear(self, mod, x, own, p):
+        import torch
+        import torch.nn.functional as F
+
+        w, b = own.get("weight"), own.get("bias")
+        if w is None:  # shared weights: a linear map acts on the last axis, whatever leads
+            xl = self._lead(x, p).t  # detached: matmul takes a slow broadcast path for a grad-requiring weight
+            y = (xl.reshape(-1, xl.shape[-1]) @ mod.weight.detach().t()).reshape(*xl.shape[:-1], -1)
+        elif isinstance(x, (Lead, Folded)):
+            xl = self._lead(x, p).t
+            y = torch.bmm(xl.reshape(p, -1, xl.shape[-1]), w.transpose(1, 2)).reshape(*xl.shape[:-1], w.shape[1])
+        else:  # shared input: one GEMM against all P weight sets
+            out = w.shape[1]
+            y = (x.reshape(-1, x.shape[-1]) @ w.reshape(p * out, -1).t()).reshape(*x.shape[:-1], p, out)
+            y = y.movedim(-2, 0)
+        if b is not None:
+            y = y + b.reshape(p, *([1] * (y.dim() - 2)), b.shape[-1])
+        elif mod.bias is not None:
+            y = y + mod.bias.detach()
+        return Lead(y)
+
+    def _batchnorm(self, mod, x: Folded, p):
+        import torch.nn.functional as F
+
+        def rep(t):
+            return None if t is None else t.detach().repeat(p)
+
+        y = F.batch_norm(x.t, rep(mod.running_mean), rep(mod.running_var), rep(mod.weight), rep(mod.bias),
+                         False, 0.0, mod.eps)
+        return Folded(y, x.c)
+
+    def _flatten(self, x, start, end, p):
+        import torch
+
+        if not isinstance(x, (Lead, Folded)):
+            return torch.flatten(x, start, end)
+        t = self._lead(x, p).t
+        return Lead(torch.flatten(t, start + 1 if start >= 0 else start, end + 1 if end >= 0 else end))
+
+    # -- call_function / call_method ------------------------------------------------------------
+    def _function(self, fn, a, kw, p):
+        import torch
+
+        if not _any_pop(a, kw):
+            return fn(*a, **kw)
+        if fn is getattr and isinstance(a[0], (Lead, Folded)):
+            if a[1] == "shape":
+                return a[0].shape(p)
+            if a[1] in ("dtype", "device"):
+                return getattr(a[0].t, a[1])
+        if fn in self.elementwise and isinstance(a[0], (Lead, Folded)) and not _any_pop(a[1:], kw):
+            return _same(a[0], lambda t: fn(t, *a[1:], **kw))
+        if fn in self.pool and _rank(a[0]) == _spatial(fn.__name__) + 2 and not _any_pop(a[1:], kw) \
+                and not kw.get("return_indices"):
+            return _same(self._folded(a[0], p), lambda t: fn(t, *a[1:], **kw))
+        if fn in self.binary and len(a) == 2 and not kw:
+            done = self._binary(fn, a[0], a[1], p)
+            if done is not None:
+                return done
+        if fn is torch.flatten and isinstance(a[0], (Lead, Folded)) and not _any_pop(a[1:], kw):
+            start = a[1] if len(a) > 1 else kw.get("start_dim", 0)
+            end = a[2] if len(a) > 2 else kw.get("end_dim", -1)
+            if start != 0:
+                return self._flatten(a[0], start, end, p)
+        return self._fallback(getattr(fn, "__name__", str(fn)), lambda _, xs, kws: fn(*xs, **kws), {}, a, kw, p)
+
+    def _method(self, name, a, kw, p):
+        if not _any_pop(a, kw):
+            return getattr(a[0], name)(*a[1:], **kw)
+        x = a[0]
+        if isinstance(x, (Lead, Folded)) and not _any_pop(a[1:], kw):
+            if name == "size":
+                shape = x.shape(p)
+                return shape if len(a) == 1 and not kw else shape[a[1] if len(a) > 1 else kw["dim"]]
+            if name == "dim":
+                return len(x.shape(p))
+            if name == "contiguous":
+                return x  # the folded layout is already the one the next op wants
+            if name in ELEMENTWISE_METHODS:
+                return _same(x, lambda t: getattr(t, name)(*a[1:], **kw))
+            if name == "flatten" and len(a) > 1 and a[1] != 0:
+                return self._flatten(x, a[1], a[2] if len(a) > 2 else -1, p)
+            if name in ("view", "reshape"):
+                shape = a[1] if len(a) == 2 and isinstance(a[1], (tuple, list)) else a[1:]
+                return Lead(self._lead(x, p).t.reshape(p, *shape))
+        if name in BINARY_METHODS and len(a) == 2 and not kw:
+            done = self._binary(getattr(operator, name.rstrip("_").replace("div", "truediv")), a[0], a[1], p)
+            if done is not None:
+                return done
+        return self._fallback(name, lambda _, xs, kws: getattr(xs[0], name)(*xs[1:], **kws), {}, a, kw, p)
+
+    def _binary(self, fn, x, y, p):
+        """Element-wise binary ops where both sides line up in storage; None to fall back."""
+        import torch
+
+        if isinstance(x, Folded) and isinstance(y, Folded):
+            if x.t.shape == y.t.shape:
+                return Folded(fn(x.t, y.t), x.c)
+            return None
+        if isinstance(x, Folded) or isinstance(y, Folded):
+            f, other = (x, y) if isinstance(x, Folded) else (y, x)
+            if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.numel() == 1):
+                return Folded(fn(x.t, y) if f is x else fn(x, y.t), f.c)
+            x, y = self._lead(x, p), self._lead(y, p)
+        if isinstance(x, Lead) and isinstance(y, Lead):
+            return Lead(fn(x.t, y.t)) if x.t.dim() == y.t.dim() else None
+        lead, other = (x, y) if isinstance(x, Lead) else (y, x)
+        if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.dim() < lead.t.dim()):
+            return Lead(fn(x.t, y) if lead is x else fn(x, y.t))
+        return None
+
+    # -- anything else: vmap of the one node ------------------------------------------------------
+    def _fallback(self, label, call, own, a, kw, p):
+        """``call(params, args, kwargs)`` vmapped over the population values among ``a``/``kw`` and ``own``."""
+        from torch.fx.node import map_aggregate
+        from torch.func import vmap
+
+        self.fallbacks[str(label)] = self.fallbacks.get(str(label), 0) + 1
+        pops: list = []
+
+        def collect(v):
+            if isinstance(v, (Lead, Folded)):
+                pops.append(self._lead(v, p).t)
+                return _Slot(len(pops) - 1)
+            return v
+
+        args = map_aggregate(a, collect)
+        kwargs = map_aggregate(kw, collect)
+
+        def body(params, *batched):
+            def fill(v):
+                return batched[v.i] if isinstance(v, _Slot) else v
+
+            return call(params, tuple(map_aggregate(args, fill)), dict(map_aggregate(kwargs, fill)))
+
+        in_dims = (0 if own else None, *([0] * len(pops)))
+        return Lead(vmap(body, in_dims=in_dims)(own or None, *pops))
+
+
+class _Slot:
+    __slots__ = ("i",)
+
+    def __init__(self, i):
+        self.i = i
+
+
+def _functional(mod, params, xs, kws):
+    from torch.func import functional_call
+
+    return functional_call(mod, params, xs, kws) if params else mod(*xs, **kws)
+
+
+def _any_pop(a, kw) -> bool:
+    from torch.fx.node import map_aggregate
+
+    found = [False]
+
+    def look(v):
+        if isinstance(v, (Lead, Folded)):
+            found[0] = True
+        return v
+
+    map_aggregate(a, look)
+    map_aggregate(kw, look)
+    return found[0]
+
+
+def _same(x, fn):
+    """Apply a layout-agnostic op to the storage, keeping the wrapper."""
+    if isinstance(x, Folded):
+        return Folded(fn(x.t), x.c)
+    if isinstance(x, Lead):
+        return Lead(fn(x.t))
+    return fn(x)
+
+
+def _rank(x) -> int:
+    """Number of axes of ``x`` per candidate (-1 for a non-tensor)."""
+    if isinstance(x, Folded):
+        return x.t.dim()
+    if isinstance(x, Lead):
+        return x.t.dim() - 1
+    return x.dim() if hasattr(x, "dim") else -1
+
+
+def _spatial(name: str) -> int:
+    """Spatial axes of a pooling / BatchNorm op from its name (``max_pool2d``, ``BatchNorm3d``)."""
+    return int(name[-2]) if name[-1:] == "d" and name[-2:-1].isdigit() else -10
+
+
+def _channels_last(t):
+    import torch
+
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t
+
+
+def _conv2d_gemm(x, w2d, bias, mod):
+    """A 2-D convolution of one shared input with all P weight sets as one im2col GEMM; the result is
+    ``[N, P*Cout, Ho, Wo]`` in channels-last layout (what the grouped convolutions after it want)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # N, Cin*kh*kw, L
+    cols = cols.transpose(1, 2).reshape(n * ho * wo, -1)
+    y = torch.addmm(bias, cols, w2d.t()) if bias is not None else cols @ w2d.t()
+    return y.view(n, ho, wo, -1).permute(0, 3, 1, 2)
