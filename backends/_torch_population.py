@@ -77,15 +77,14 @@ def _functions():
 
 
 class PopulationInterpreter:
-    """Runs ``gm`` (a GraphModule whose submodules are ``root``'s) for P candidates at once.
+    """Runs a ``_torch_fx.Part`` (the whole traced model or a suffix of it) for P candidates at once.
 
     ``stacked`` maps parameter names (as ``functional_call`` takes them) to tensors with a leading
     candidate axis; parameters not in it are shared by all candidates.
     """
 
-    def __init__(self, gm):
-        self.gm = gm
-        self.modules = dict(gm.named_modules())
+    def __init__(self, part):
+        self.part = part
         self.elementwise, self.pool, self.binary = _functions()
         self.fallbacks: dict[str, int] = {}  # node target -> count, for diagnostics and tests
 
@@ -99,8 +98,6 @@ class PopulationInterpreter:
         return Lead(v.expand(p, *v.shape))
 
     def _folded(self, v, p: int) -> Folded:
-        import torch
-
         if isinstance(v, Folded):
             return v
         if isinstance(v, Lead):
@@ -115,34 +112,26 @@ class PopulationInterpreter:
         import torch
         from torch.fx.node import map_arg
 
-        by_id = {}
-        named = dict(self.gm.named_parameters(remove_duplicate=False))
-        for name, t in stacked.items():
-            if name in named:
-                by_id[id(named[name])] = t
-        env: dict = {}
-        it = iter(args)
-        out = None
-        for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                env[node] = next(it)
-                continue
-            if node.op == "output":
-                out = map_arg(node.args[0], lambda n: env[n])
-                break
-            a = map_arg(node.args, lambda n: env[n])
-            kw = map_arg(node.kwargs, lambda n: env[n])
+        part = self.part
+        named = dict(part.named_parameters(remove_duplicate=False))
+        by_id = {id(named[name]): t for name, t in stacked.items() if name in named}
+        env: dict = dict(zip(part.inputs, args))
+        get = env.__getitem__
+        for node in part.nodes:
+            a = map_arg(node.args, get)
+            kw = map_arg(node.kwargs, get)
             if node.op == "get_attr":
-                obj = self.gm
-                for part in node.target.split("."):
-                    obj = getattr(obj, part)
+                obj = part.attr(node.target)
                 env[node] = Lead(by_id[id(obj)]) if id(obj) in by_id else obj
             elif node.op == "call_module":
-                env[node] = self._module(node.target, self.modules[node.target], a, kw, by_id, p)
+                env[node] = self._module(node.target, part.module_at(node.target), a, kw, by_id, p)
             elif node.op == "call_function":
                 env[node] = self._function(node.target, a, kw, p)
-            else:
+            elif node.op == "call_method":
                 env[node] = self._method(node.target, a, kw, p)
+            else:
+                raise TypeError(f"unexpected graph node {node.op}")
+        out = map_arg(part.output, get)
         if isinstance(out, (Lead, Folded)):
             return self._lead(out, p).t
         if isinstance(out, torch.Tensor):

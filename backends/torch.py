@@ -77,6 +77,7 @@ class TorchBackend(PopulationScoring, Backend):
         # data=None gives weight access only (wsx.apply / wsx.export)
         self._inputs, self._labels = self._load_data(data) if data is not None else (None, np.zeros(0, int))
         self._traced: Any = None
+        self._whole_part: Any = None
         self.fold_population = bool(fold_population)
         self.fold_error_: str | None = None
         self._folders: dict[int, tuple] = {}  # id(module) -> (module, interpreter that passed its check)
@@ -254,6 +255,7 @@ class TorchBackend(PopulationScoring, Backend):
         import torch
         from torch.func import functional_call
 
+        from ._torch_fx import Part
         from ._torch_population import PopulationInterpreter
 
         p = next(iter(stacked.values())).shape[0]
@@ -263,7 +265,7 @@ class TorchBackend(PopulationScoring, Backend):
             if checked:
                 folder = known[1]
             else:
-                folder = PopulationInterpreter(module if isinstance(module, torch.fx.GraphModule) else self._trace())
+                folder = PopulationInterpreter(module if isinstance(module, Part) else self._whole())
             y = folder.run(stacked, args, p)
         except Exception as exc:  # an op without a batching rule, a graph fx cannot trace
             self.fold_error_ = f"{type(exc).__name__}: {exc}"
@@ -278,6 +280,14 @@ class TorchBackend(PopulationScoring, Backend):
             self._folders[id(module)] = (module, folder)
         self.stats_["folded_calls"] += 1
         return y
+
+    def _whole(self):
+        """The traced model as a ``_torch_fx.Part`` (what the folded population forward walks)."""
+        from ._torch_fx import Part
+
+        if self._whole_part is None:
+            self._whole_part = Part.whole(self._trace(), self.net_)
+        return self._whole_part
 
     def _trace(self):
         """The model's ``torch.fx`` graph (traced once; raises what tracing raised)."""

@@ -11,10 +11,14 @@ from torch.func import functional_call  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import wsx  # noqa: E402
-from wsx_backends._torch_fx import trace  # noqa: E402
+from wsx_backends._torch_fx import Part, split, trace  # noqa: E402
 from wsx_backends._torch_population import PopulationInterpreter  # noqa: E402
 
 P = 5
+
+
+def whole(model):
+    return Part.whole(trace(model), model)
 
 
 class MobileBlock(nn.Module):
@@ -115,7 +119,7 @@ def test_folded_forward_equals_one_by_one(case, which):
     stacked = _stacked(model, names)
     x = torch.randn(*shape)
     with torch.inference_mode():
-        got = PopulationInterpreter(trace(model)).run(stacked, (x,), P)
+        got = PopulationInterpreter(whole(model)).run(stacked, (x,), P)
         for i in range(P):
             ref = functional_call(model, {n: t[i] for n, t in stacked.items()}, (x,))
             torch.testing.assert_close(got[i], ref, rtol=1e-4, atol=1e-5)
@@ -124,15 +128,16 @@ def test_folded_forward_equals_one_by_one(case, which):
 def test_fast_rules_cover_a_mobilenet_block_and_odd_ops_fall_back():
     torch.manual_seed(0)
     model = _randomize(MobileBlock())
-    interp = PopulationInterpreter(trace(model))
+    interp = PopulationInterpreter(whole(model))
     names = [n for n, p in model.named_parameters() if p.dim() >= 2]
     with torch.inference_mode():
         interp.run(_stacked(model, names), (torch.randn(4, 3, 12, 12),), P)
     assert interp.fallbacks == {}  # conv, BN, ReLU6, residual add, pooling, flatten, BN1d, Linear: all folded
 
-    odd = PopulationInterpreter(trace(OddOps().eval()))
+    odd_model = OddOps().eval()
+    odd = PopulationInterpreter(whole(odd_model))
     with torch.inference_mode():
-        odd.run(_stacked(odd.gm, ["a.weight", "up.weight", "w"]), (torch.randn(4, 1, 8, 8),), P)
+        odd.run(_stacked(odd_model, ["a.weight", "up.weight", "w"]), (torch.randn(4, 1, 8, 8),), P)
     assert {"cat", "up", "conv2d", "mean", "softmax"} <= set(odd.fallbacks)
 
 
@@ -214,3 +219,32 @@ def test_fold_population_off_uses_vmap():
     be = wsx.plugins.backends()["torch"](model, data, vmap=True, fold_population=False)
     be.score(_perturbed_population(be, 3))
     assert be.stats_["vmap_calls"] == 1 and be.stats_["folded_calls"] == 0
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cut_parts_reproduce_the_model_and_substitute_by_name(case):
+    """Prefix + suffix of every cut equal the whole forward, with and without substituted weights."""
+    torch.manual_seed(0)
+    cls, shape = CASES[case]
+    model = _randomize(cls())
+    gm = trace(model)
+    x = torch.randn(*shape)
+    params = dict(model.named_parameters())
+    with torch.inference_mode():
+        ref = model(x)
+        torch.testing.assert_close(Part.whole(gm, model)(x), ref)
+        cuts = 0
+        for name, p in params.items():
+            if p.dim() < 2:
+                continue
+            parts = split(gm, model, {id(p)})
+            if parts is None:
+                continue
+            prefix, suffix, n_live = parts
+            live = prefix(x)
+            assert len(live) == n_live
+            torch.testing.assert_close(suffix(*live), ref)
+            new = {name: p * 0.5}
+            torch.testing.assert_close(functional_call(suffix, new, live), functional_call(model, new, (x,)))
+            cuts += 1
+        assert cuts >= 2

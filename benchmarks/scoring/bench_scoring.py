@@ -6,9 +6,10 @@ Throughput is candidates x samples scored per second. Two models:
 
 * the embedded LeNet-5 (540 test digits) in each backend, with
   - ``one-by-one``: ``score([c])`` per candidate, no vmap, no prefix cache (the naive loop);
-  - ``population-P`` (P = 1, 8, 32): ``score(chunk of P)`` with vmap, prefix cache off, on "mixed"
+  - ``population-P`` (P = 1, 8, 32): ``score(chunk of P)`` with vmap, prefix cache off, on ``--mixed``
     candidates that change every layer (as NSGA-II offspring do) and on "layer-wise" ones (every
-    candidate of a chunk changes the same layer: the engine's first step);
+    candidate of a chunk changes the same layer: the engine's first step); for torch this is the
+    folded population forward, and ``population (vmap)`` is whole-model ``torch.func.vmap``;
   - ``prefix-cached``: the layer-wise sweep (``--sweep-k`` candidates per layer, chunks of 32) with
     vmap and the prefix cache, against the same sweep one by one;
 * a MobileNetV2-shaped torch network (benchmarks/scoring/mobilenet.py, random weights and inputs):
@@ -97,7 +98,7 @@ def bench_lenet(backend: str, args, rows: list, log) -> None:
     whole = cls(model, data, vmap=True, prefix_cache=False, fold_population=False) if backend == "torch" else None
     originals = {layer.name: plain.get_weights(layer.name) for layer in plain.layers()}
     names = list(originals)
-    mixed = mixed_candidates(originals, 32)
+    mixed = mixed_candidates(originals, args.mixed)  # scored in chunks of P: longer, steadier timings
     sweep = {name: layerwise_candidates(originals, name, args.sweep_k) for name in names}
     lw32 = [c for name in names for c in sweep[name][:32]]  # 32 per layer: one chunk each
 
@@ -266,7 +267,8 @@ def write(rows: list, args, out: Path, seconds: float) -> None:
 def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="torch,tensorflow,jax")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--mixed", type=int, default=128, help="LeNet candidates that change every layer")
     ap.add_argument("--sweep-k", type=int, default=64, help="candidates per layer in the LeNet layer-wise sweep")
     ap.add_argument("--mnv2-size", type=int, default=96, help="MobileNetV2 input side (pixels)")
     ap.add_argument("--mnv2-samples", type=int, default=16)
