@@ -296,6 +296,8 @@ def test_torch_untraceable_model_uses_full_forwards():
     pop = _perturbed(be, "b.weight", 3)
     got = be.score(pop)
     assert ("b.weight",) in be.prefix_errors_ and be.stats_["prefix_hits"] == 0
+    # nor the folded population forward (it walks the same graph): vmap, then a loop, take over
+    assert be.fold_error_ is not None and be.stats_["folded_calls"] == 0
     np.testing.assert_allclose(got, [be.score([c])[0] for c in pop], rtol=1e-6)
 
 

@@ -185,32 +185,6 @@ def test_folded_forward_that_disagrees_is_dropped_for_vmap(monkeypatch):
     np.testing.assert_allclose(got, [be.score([c])[0] for c in pop], atol=1e-9)
 
 
-def test_untraceable_model_scores_through_vmap():
-    class Branching(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(6, 6)
-            self.b = nn.Linear(6, 3)
-
-        def forward(self, x):
-            h = self.a(x)
-            if h.sum() > 0:  # control flow on a value: fx cannot trace it
-                h = torch.relu(h)
-            return self.b(h)
-
-    torch.manual_seed(0)
-    model = Branching().eval()
-    x = torch.randn(24, 6)
-    data = (x.numpy(), model(x).argmax(1).detach().numpy())
-    be = wsx.plugins.backends()["torch"](model, data, vmap=True, prefix_cache=False)
-    pop = _perturbed_population(be, 3)
-    with pytest.raises(Exception):  # vmap cannot batch the branch either: the backend loops
-        torch.func.vmap(lambda w: functional_call(model, {"a.weight": w}, (x,)))(torch.stack([model.a.weight] * 2))
-    got = be.score(pop)
-    assert be.fold_error_ is not None and be.stats_["folded_calls"] == 0
-    np.testing.assert_allclose(got, [be.score([c])[0] for c in pop], atol=1e-9)
-
-
 def test_fold_population_off_uses_vmap():
     torch.manual_seed(0)
     model = _randomize(MobileBlock())
