@@ -25,6 +25,16 @@ def _is_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
+def _subnormal_count(t) -> int:
+    """Number of nonzero values of a floating tensor below its dtype's smallest normal number."""
+    import torch
+
+    if not t.is_floating_point():
+        return 0
+    with torch.no_grad():
+        return int(((t.abs() < torch.finfo(t.dtype).tiny) & (t != 0)).sum())
+
+
 class TorchBackend(PopulationScoring, Backend):
     """Scores a ``torch.nn.Module`` with substituted weights through ``torch.func.functional_call``,
     so the user's parameters are never written during a search.
@@ -40,7 +50,9 @@ class TorchBackend(PopulationScoring, Backend):
     layout on CPU), checked once per graph against a one-by-one forward; where the model cannot be
     traced or the check fails, ``torch.func.vmap`` over ``functional_call`` (``fold_error_`` says
     why). BatchNorm and Dropout run in eval mode. The prefix cache cuts the ``torch.fx`` graph before
-    the changed layer. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
+    the changed layer. On CPU, subnormal weights (nonzero, below float32's 1.2e-38) are scored as 0, in
+    a private copy of the model and in each candidate (``flush_subnormals=False`` keeps them;
+    ``subnormals_flushed_`` counts them): CPU kernels slow down many times over on such operands. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
     ``prefix_cache=False`` turns the cache off; memory bounds ``prefix_cache_bytes`` and
     ``vmap_bytes`` (see ``wsx_backends._scoring``). Cached activations
     assume the model is not edited behind the backend's back (``set_weights`` and ``restore`` clear
@@ -57,7 +69,7 @@ class TorchBackend(PopulationScoring, Backend):
                  device: str | None = None, include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES,
-                 fold_population: bool = True):
+                 fold_population: bool = True, flush_subnormals: bool = True):
         super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
         import torch
 
@@ -71,6 +83,14 @@ class TorchBackend(PopulationScoring, Backend):
         self.device_ = torch.device(device)
         # Scoring runs on a copy when the device differs: the user's model never moves.
         self.net_ = model if self.device_ == model_device else copy.deepcopy(model).to(self.device_)
+        # Subnormal weights (|w| < 1.2e-38, common after weight decay) make CPU kernels crawl; scoring
+        # runs on a private copy with them zeroed (their products vanish in float32 sums anyway).
+        self.flush_subnormals = bool(flush_subnormals) and self.device_.type == "cpu"
+        self.subnormals_flushed_ = 0
+        if self.flush_subnormals and data is not None and any(_subnormal_count(p) for p in self.net_.parameters()):
+            if self.net_ is model:
+                self.net_ = copy.deepcopy(model)
+            self._flush_net()
         self._params = dict(self.net_.named_parameters())
         # functional_call re-derives tied weights on every call unless told there are none
         self._tied = len(list(self.net_.named_parameters(remove_duplicate=False))) > len(self._params)
@@ -167,6 +187,8 @@ class TorchBackend(PopulationScoring, Backend):
             param.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(param.dtype))
             if self.net_ is not self.model:
                 self._params[name].copy_(param.to(self.device_))
+        if self.net_ is not self.model and self.flush_subnormals:
+            self._flush_net()
         self._invalidate()
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -199,6 +221,8 @@ class TorchBackend(PopulationScoring, Backend):
         if changed:
             if self.net_ is not self.model:
                 self.net_.load_state_dict(self.model.state_dict())
+                if self.flush_subnormals:
+                    self._flush_net()
             self._invalidate()
 
     # -- scoring ------------------------------------------------------------------------------
@@ -218,7 +242,10 @@ class TorchBackend(PopulationScoring, Backend):
         import torch
 
         ref = self._params[name]
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device=self.device_, dtype=ref.dtype)
+        t = torch.from_numpy(np.ascontiguousarray(array)).to(device=self.device_, dtype=ref.dtype)
+        if self.flush_subnormals and _subnormal_count(t):
+            t = torch.where(t.abs() < torch.finfo(t.dtype).tiny, torch.zeros((), dtype=t.dtype), t)  # a copy
+        return t
 
     def _original(self, name: str):
         return self._params[name].detach()
@@ -280,6 +307,19 @@ class TorchBackend(PopulationScoring, Backend):
             self._folders[id(module)] = (module, folder)
         self.stats_["folded_calls"] += 1
         return y
+
+    def _flush_net(self) -> None:
+        """Zero the subnormal parameters of the private scoring copy ``net_``."""
+        import torch
+
+        total = 0
+        with torch.no_grad():
+            for p in self.net_.parameters():
+                n = _subnormal_count(p)
+                if n:
+                    p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0)
+                    total += n
+        self.subnormals_flushed_ = total
 
     def _whole(self):
         """The traced model as a ``_torch_fx.Part`` (what the folded population forward walks)."""

@@ -222,3 +222,41 @@ def test_cut_parts_reproduce_the_model_and_substitute_by_name(case):
             torch.testing.assert_close(functional_call(suffix, new, live), functional_call(model, new, (x,)))
             cuts += 1
         assert cuts >= 2
+
+
+def test_subnormal_weights_are_scored_as_zero_on_a_private_copy():
+    torch.manual_seed(0)
+    model = _randomize(MobileBlock())
+    with torch.no_grad():  # a few subnormal weights, as weight decay leaves them
+        model.fc.weight[0, :3] = 1e-40
+        model.project.weight.view(-1)[:5] = -3e-39
+    x = torch.randn(12, 3, 12, 12)
+    data = (x.numpy(), model(x).argmax(1).numpy())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flushed = wsx.plugins.backends()["torch"](model, data, batch_size=8)
+    kept = wsx.plugins.backends()["torch"](model, data, batch_size=8, flush_subnormals=False)
+    assert flushed.subnormals_flushed_ == 8 and flushed.net_ is not model
+    assert kept.subnormals_flushed_ == 0 and kept.net_ is model
+    assert _subnormal_params(flushed.net_) == 0 and _subnormal_params(model) == 8
+    # a candidate carrying subnormals: flushed for scoring, the caller's array untouched
+    cand = {"fc.weight": flushed.get_weights("fc.weight")}
+    cand["fc.weight"][1, :2] = 2e-39
+    arr = cand["fc.weight"].copy()
+    pop = [cand] + _perturbed_population(flushed, 3)
+    np.testing.assert_allclose(flushed.score(pop), kept.score(pop), atol=1e-6)
+    np.testing.assert_array_equal(cand["fc.weight"], arr)
+    native = flushed._to_native("fc.weight", arr)
+    assert float(native[1, 0]) == 0.0 and float(kept._to_native("fc.weight", arr)[1, 0]) == pytest.approx(2e-39, rel=1e-3)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # set_weights reaches the private copy (flushed again)
+    w = flushed.get_weights("out.weight") * 0.5
+    w[0, 0] = 1e-40
+    flushed.set_weights("out.weight", w)
+    net_w = flushed.net_.out.weight.detach()
+    assert float(net_w[0, 0]) == 0.0 and float(net_w[0, 1]) == pytest.approx(w[0, 1])
+    assert float(model.out.weight.detach()[0, 0]) == pytest.approx(1e-40, rel=1e-3)
+
+
+def _subnormal_params(module) -> int:
+    tiny = torch.finfo(torch.float32).tiny
+    return sum(int(((p.abs() < tiny) & (p != 0)).sum()) for p in module.parameters())

@@ -9,7 +9,8 @@ Throughput is candidates x samples scored per second. Two models:
   - ``population-P`` (P = 1, 8, 32): ``score(chunk of P)`` with vmap, prefix cache off, on ``--mixed``
     candidates that change every layer (as NSGA-II offspring do) and on "layer-wise" ones (every
     candidate of a chunk changes the same layer: the engine's first step); for torch this is the
-    folded population forward, and ``population (vmap)`` is whole-model ``torch.func.vmap``;
+    folded population forward, ``population (vmap)`` is whole-model ``torch.func.vmap``, and the
+    ``(subnormals kept)`` rows score with ``flush_subnormals=False``;
   - ``prefix-cached``: the layer-wise sweep (``--sweep-k`` candidates per layer, chunks of 32) with
     vmap and the prefix cache, against the same sweep one by one;
 * a MobileNetV2-shaped torch network (benchmarks/scoring/mobilenet.py, random weights and inputs):
@@ -96,6 +97,9 @@ def bench_lenet(backend: str, args, rows: list, log) -> None:
     cached = cls(model, data, vmap=True)
     # torch: the folded population forward (default) against whole-model torch.func.vmap
     whole = cls(model, data, vmap=True, prefix_cache=False, fold_population=False) if backend == "torch" else None
+    # torch: subnormal weights kept (the embedded LeNet has 651 of them; flushing is the default)
+    kept = [cls(model, data, vmap=v, prefix_cache=False, flush_subnormals=False) for v in (False, True)] \
+        if backend == "torch" else None
     originals = {layer.name: plain.get_weights(layer.name) for layer in plain.layers()}
     names = list(originals)
     mixed = mixed_candidates(originals, args.mixed)  # scored in chunks of P: longer, steadier timings
@@ -116,6 +120,11 @@ def bench_lenet(backend: str, args, rows: list, log) -> None:
     if whole is not None:
         timer.add(("layer-wise", "population (vmap)", 32),
                   lambda: [whole.score(sweep[name][:32]) for name in names], len(lw32))
+    if kept is not None:
+        timer.add(("layer-wise", "one-by-one (subnormals kept)", 1), lambda: [kept[0].score([c]) for c in lw32],
+                  len(lw32))
+        timer.add(("layer-wise", "population (subnormals kept)", 32),
+                  lambda: [kept[1].score(sweep[name][:32]) for name in names], len(lw32))
     n_sweep = sum(len(v) for v in sweep.values())
     timer.add(("sweep", "one-by-one", 1), lambda: [plain.score([c]) for v in sweep.values() for c in v], n_sweep)
     timer.add(("sweep", "population", 32), lambda: [pop.score(ch) for v in sweep.values() for ch in chunks(v, 32)],
