@@ -305,7 +305,8 @@ class PopulationInterpreter:
 
         def collect(v):
             if isinstance(v, (Lead, Folded)):
-                pops.append(self._lead(v, p).t)
+                # contiguous: some ops (group_norm) cannot query a channels-last layout under vmap
+                pops.append(self._lead(v, p).t.contiguous())
                 return _Slot(len(pops) - 1)
             return v
 

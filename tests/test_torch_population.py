@@ -82,6 +82,24 @@ class GroupedFirst(nn.Module):
         return self.out(torch.tanh(self.seq(t))).mean(1)
 
 
+class Norms(nn.Module):
+    """GroupNorm and LayerNorm (per-node vmap, on contiguous copies of channels-last activations),
+    functional pooling, ``view(-1, C)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 8)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = F.adaptive_avg_pool2d(F.avg_pool2d(self.gn(self.c2(x)), 2), 1)
+        return self.fc(self.ln(torch.flatten(x, 1).view(-1, 8)))
+
+
 def _randomize(model):
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -98,6 +116,7 @@ CASES = {
     "mobile": (MobileBlock, (6, 3, 12, 12)),
     "odd": (OddOps, (6, 1, 8, 8)),
     "grouped-first": (GroupedFirst, (6, 4, 9, 9)),
+    "norms": (Norms, (6, 3, 8, 8)),
 }
 
 
