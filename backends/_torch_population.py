@@ -43,7 +43,7 @@ class Folded:
     def __init__(self, t, c: int):
         self.t, self.c = t, c
 
-    def shape(self, p: int):
+    def shape(self):
         import torch
 
         return torch.Size((self.t.shape[0], self.c, *self.t.shape[2:]))
@@ -57,8 +57,11 @@ class Lead:
     def __init__(self, t):
         self.t = t
 
-    def shape(self, p: int):
+    def shape(self):
         return self.t.shape[1:]
+
+
+POP = (Lead, Folded)  # values that differ between candidates
 
 
 def _functions():
@@ -85,6 +88,9 @@ class PopulationInterpreter:
 
     def __init__(self, part):
         self.part = part
+        # parameters are only ever written in place (set_weights, restore), so their ids are stable
+        self._param_ids = {name: id(t) for name, t in part.named_parameters(remove_duplicate=False)}
+        self._module_params: dict[str, list] = {}  # call_module target -> [(local name, id)]
         self.elementwise, self.pool, self.binary = _functions()
         self.fallbacks: dict[str, int] = {}  # node target -> count, for diagnostics and tests
 
@@ -113,8 +119,7 @@ class PopulationInterpreter:
         from torch.fx.node import map_arg
 
         part = self.part
-        named = dict(part.named_parameters(remove_duplicate=False))
-        by_id = {id(named[name]): t for name, t in stacked.items() if name in named}
+        by_id = {self._param_ids[name]: t for name, t in stacked.items() if name in self._param_ids}
         env: dict = dict(zip(part.inputs, args))
         get = env.__getitem__
         for node in part.nodes:
@@ -132,7 +137,7 @@ class PopulationInterpreter:
             else:
                 raise TypeError(f"unexpected graph node {node.op}")
         out = map_arg(part.output, get)
-        if isinstance(out, (Lead, Folded)):
+        if isinstance(out, POP):
             return self._lead(out, p).t
         if isinstance(out, torch.Tensor):
             return out.expand(p, *out.shape)
@@ -140,7 +145,10 @@ class PopulationInterpreter:
 
     # -- call_module ----------------------------------------------------------------------------
     def _module(self, target, mod, a, kw, by_id, p):
-        own = {name: by_id[id(t)] for name, t in mod.named_parameters(remove_duplicate=False) if id(t) in by_id}
+        ids = self._module_params.get(target)
+        if ids is None:
+            ids = self._module_params[target] = [(n, id(t)) for n, t in mod.named_parameters(remove_duplicate=False)]
+        own = {name: by_id[i] for name, i in ids if i in by_id}
         if not own and not _any_pop(a, kw):
             return mod(*a, **kw)
         kind = type(mod).__name__
@@ -175,7 +183,7 @@ class PopulationInterpreter:
         if b is None and mod.bias is not None:
             b = mod.bias.detach().expand(p, cout)
         bias = None if b is None else b.reshape(p * cout)
-        if not isinstance(x, (Lead, Folded)) and groups == 1 and dims == 2 and not isinstance(mod.padding, str):
+        if not isinstance(x, POP) and groups == 1 and dims == 2 and not isinstance(mod.padding, str):
             return Folded(_conv2d_gemm(x, w.reshape(p * cout, -1), bias, mod), cout)
         xf = self._folded(x, p)
         conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
@@ -191,7 +199,7 @@ class PopulationInterpreter:
         if w is None:  # shared weights: a linear map acts on the last axis, whatever leads
             xl = self._lead(x, p).t  # detached: matmul takes a slow broadcast path for a grad-requiring weight
             y = (xl.reshape(-1, xl.shape[-1]) @ mod.weight.detach().t()).reshape(*xl.shape[:-1], -1)
-        elif isinstance(x, (Lead, Folded)):
+        elif isinstance(x, POP):
             xl = self._lead(x, p).t
             y = torch.bmm(xl.reshape(p, -1, xl.shape[-1]), w.transpose(1, 2)).reshape(*xl.shape[:-1], w.shape[1])
         else:  # shared input: one GEMM against all P weight sets
@@ -217,7 +225,7 @@ class PopulationInterpreter:
     def _flatten(self, x, start, end, p):
         import torch
 
-        if not isinstance(x, (Lead, Folded)):
+        if not isinstance(x, POP):
             return torch.flatten(x, start, end)
         t = self._lead(x, p).t
         return Lead(torch.flatten(t, start + 1 if start >= 0 else start, end + 1 if end >= 0 else end))
@@ -228,12 +236,12 @@ class PopulationInterpreter:
 
         if not _any_pop(a, kw):
             return fn(*a, **kw)
-        if fn is getattr and isinstance(a[0], (Lead, Folded)):
+        if fn is getattr and isinstance(a[0], POP):
             if a[1] == "shape":
-                return a[0].shape(p)
+                return a[0].shape()
             if a[1] in ("dtype", "device"):
                 return getattr(a[0].t, a[1])
-        if fn in self.elementwise and isinstance(a[0], (Lead, Folded)) and not _any_pop(a[1:], kw):
+        if fn in self.elementwise and isinstance(a[0], POP) and not _any_pop(a[1:], kw):
             return _same(a[0], lambda t: fn(t, *a[1:], **kw))
         if fn in self.pool and _rank(a[0]) == _spatial(fn.__name__) + 2 and not _any_pop(a[1:], kw) \
                 and not kw.get("return_indices"):
@@ -242,7 +250,7 @@ class PopulationInterpreter:
             done = self._binary(fn, a[0], a[1], p)
             if done is not None:
                 return done
-        if fn is torch.flatten and isinstance(a[0], (Lead, Folded)) and not _any_pop(a[1:], kw):
+        if fn is torch.flatten and isinstance(a[0], POP) and not _any_pop(a[1:], kw):
             start = a[1] if len(a) > 1 else kw.get("start_dim", 0)
             end = a[2] if len(a) > 2 else kw.get("end_dim", -1)
             if start != 0:
@@ -253,12 +261,12 @@ class PopulationInterpreter:
         if not _any_pop(a, kw):
             return getattr(a[0], name)(*a[1:], **kw)
         x = a[0]
-        if isinstance(x, (Lead, Folded)) and not _any_pop(a[1:], kw):
+        if isinstance(x, POP) and not _any_pop(a[1:], kw):
             if name == "size":
-                shape = x.shape(p)
+                shape = x.shape()
                 return shape if len(a) == 1 and not kw else shape[a[1] if len(a) > 1 else kw["dim"]]
             if name == "dim":
-                return len(x.shape(p))
+                return len(x.shape())
             if name == "contiguous":
                 return x  # the folded layout is already the one the next op wants
             if name in ELEMENTWISE_METHODS:
@@ -304,7 +312,7 @@ class PopulationInterpreter:
         pops: list = []
 
         def collect(v):
-            if isinstance(v, (Lead, Folded)):
+            if isinstance(v, POP):
                 # contiguous: some ops (group_norm) cannot query a channels-last layout under vmap
                 pops.append(self._lead(v, p).t.contiguous())
                 return _Slot(len(pops) - 1)
@@ -342,7 +350,7 @@ def _any_pop(a, kw) -> bool:
     found = [False]
 
     def look(v):
-        if isinstance(v, (Lead, Folded)):
+        if isinstance(v, POP):
             found[0] = True
         return v
 

@@ -25,14 +25,16 @@ def _is_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _subnormal_count(t) -> int:
-    """Number of nonzero values of a floating tensor below its dtype's smallest normal number."""
+def _subnormals(t):
+    """Mask of the nonzero values of a floating tensor below its dtype's smallest normal number, or
+    None when there are none."""
     import torch
 
     if not t.is_floating_point():
-        return 0
+        return None
     with torch.no_grad():
-        return int(((t.abs() < torch.finfo(t.dtype).tiny) & (t != 0)).sum())
+        mask = (t.abs() < torch.finfo(t.dtype).tiny) & (t != 0)
+    return mask if bool(mask.any()) else None
 
 
 class TorchBackend(PopulationScoring, Backend):
@@ -52,7 +54,8 @@ class TorchBackend(PopulationScoring, Backend):
     why). BatchNorm and Dropout run in eval mode. The prefix cache cuts the ``torch.fx`` graph before
     the changed layer. On CPU, subnormal weights (nonzero, below float32's 1.2e-38) are scored as 0, in
     a private copy of the model and in each candidate (``flush_subnormals=False`` keeps them;
-    ``subnormals_flushed_`` counts them): CPU kernels slow down many times over on such operands. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
+    ``subnormals_flushed_`` counts the model's at creation): CPU kernels slow down many times over on
+    such operands. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
     ``prefix_cache=False`` turns the cache off; memory bounds ``prefix_cache_bytes`` and
     ``vmap_bytes`` (see ``wsx_backends._scoring``). Cached activations
     assume the model is not edited behind the backend's back (``set_weights`` and ``restore`` clear
@@ -87,10 +90,10 @@ class TorchBackend(PopulationScoring, Backend):
         # runs on a private copy with them zeroed (their products vanish in float32 sums anyway).
         self.flush_subnormals = bool(flush_subnormals) and self.device_.type == "cpu"
         self.subnormals_flushed_ = 0
-        if self.flush_subnormals and data is not None and any(_subnormal_count(p) for p in self.net_.parameters()):
+        if self.flush_subnormals and data is not None and any(_subnormals(p) is not None for p in model.parameters()):
             if self.net_ is model:
                 self.net_ = copy.deepcopy(model)
-            self._flush_net()
+            self.subnormals_flushed_ = self._flush(self.net_.parameters())
         self._params = dict(self.net_.named_parameters())
         # functional_call re-derives tied weights on every call unless told there are none
         self._tied = len(list(self.net_.named_parameters(remove_duplicate=False))) > len(self._params)
@@ -188,7 +191,7 @@ class TorchBackend(PopulationScoring, Backend):
             if self.net_ is not self.model:
                 self._params[name].copy_(param.to(self.device_))
         if self.net_ is not self.model and self.flush_subnormals:
-            self._flush_net()
+            self._flush([self._params[name]])
         self._invalidate()
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -222,7 +225,7 @@ class TorchBackend(PopulationScoring, Backend):
             if self.net_ is not self.model:
                 self.net_.load_state_dict(self.model.state_dict())
                 if self.flush_subnormals:
-                    self._flush_net()
+                    self._flush(self.net_.parameters())
             self._invalidate()
 
     # -- scoring ------------------------------------------------------------------------------
@@ -243,9 +246,8 @@ class TorchBackend(PopulationScoring, Backend):
 
         ref = self._params[name]
         t = torch.from_numpy(np.ascontiguousarray(array)).to(device=self.device_, dtype=ref.dtype)
-        if self.flush_subnormals and _subnormal_count(t):
-            t = torch.where(t.abs() < torch.finfo(t.dtype).tiny, torch.zeros((), dtype=t.dtype), t)  # a copy
-        return t
+        mask = _subnormals(t) if self.flush_subnormals else None
+        return t if mask is None else t.masked_fill(mask, 0)  # a copy: the caller's array stays as it is
 
     def _original(self, name: str):
         return self._params[name].detach()
@@ -308,18 +310,19 @@ class TorchBackend(PopulationScoring, Backend):
         self.stats_["folded_calls"] += 1
         return y
 
-    def _flush_net(self) -> None:
-        """Zero the subnormal parameters of the private scoring copy ``net_``."""
+    @staticmethod
+    def _flush(params) -> int:
+        """Zero the subnormal values of ``params`` (the private scoring copy's) in place; how many."""
         import torch
 
         total = 0
         with torch.no_grad():
-            for p in self.net_.parameters():
-                n = _subnormal_count(p)
-                if n:
-                    p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0)
-                    total += n
-        self.subnormals_flushed_ = total
+            for p in params:
+                mask = _subnormals(p)
+                if mask is not None:
+                    p.masked_fill_(mask, 0)
+                    total += int(mask.sum())
+        return total
 
     def _whole(self):
         """The traced model as a ``_torch_fx.Part`` (what the folded population forward walks)."""
