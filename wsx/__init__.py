@@ -56,10 +56,14 @@ def apply(model: Any, candidate: Any, **kwargs) -> Any:
 apply.__doc__ = "Write a candidate's shared weights into the model; see wsx.engine.apply."
 
 
-def export(model: Any, candidate: Any, path: Any, **kwargs):
-    from .artifact import export as _export
+def export(model: Any, candidate: Any, path: Any, *, format: str | None = None, **kwargs):
+    from .exporting import export as _export
 
-    return _export(model, candidate, path, **kwargs)
+    return _export(model, candidate, path, format=format, **kwargs)
+
+
+export.__doc__ = """Write a candidate at ``path``: ``format="wsx"`` (the artifact; the default unless the name
+ends in .mlpackage, .onnx or .keras), "coreml" (lookup-table weights), "onnx" or "keras" (dense)."""
 
 
 def load_compressed(path: Any):

@@ -136,17 +136,13 @@ def _reconstruct(codebook: np.ndarray, indices: np.ndarray, shape, dtype, axes=N
     return np.ascontiguousarray(np.transpose(moved, np.argsort(axes)))
 
 
-def _encode_layer(name: str, part, layer, written: np.ndarray, dense_dtype: np.dtype, knob: int,
-                  bits: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Manifest entry, packed indices and stored codebook of one layer; checks the round trip."""
+def sharing_layout(name: str, part, layer, written: np.ndarray, knob: int):
+    """(float32 codebook groups x k, indices groups x W/groups, granularity, axis order, k) of one
+    layer's weight-sharing payload, checked to reproduce the weights ``wsx.apply`` writes."""
     if set(part.payload) - {"codebook", "indices", "granularity", "group_axes"} or "codebook" not in part.payload:
         raise InvalidSettingError(
-            f"layer {name!r}: export writes weight-sharing artifacts (codebook + indices); this "
+            f"layer {name!r}: export writes weight-sharing candidates (codebook + indices); this "
             f"approximation's payload has {sorted(part.payload)}; export a weight-sharing result")
-    store = CODEBOOK_DTYPES.get(bits)
-    if store is None:
-        raise InvalidSettingError(f"bits={bits}: an artifact stores codebook values as floats of 16, 32 "
-                                  "or 64 bits; export with bits=32 (or 16 for a float16 model)")
     codebook, indices, granularity = _grouped(part.payload, layer.size)
     groups = codebook.shape[0]
     k = min(int(knob), max(layer.size // groups, 1))  # a codebook never holds more values than weights
@@ -160,6 +156,18 @@ def _encode_layer(name: str, part, layer, written: np.ndarray, dense_dtype: np.d
         raise InvalidSettingError(
             f"layer {name!r}: its codebook and indices do not reproduce the shared weights (granularity "
             f"{granularity!r} is laid out in a way this wsx does not know); upgrade wsx or export per layer")
+    return exact, indices, granularity, axes, k
+
+
+def _encode_layer(name: str, part, layer, written: np.ndarray, dense_dtype: np.dtype, knob: int,
+                  bits: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Manifest entry, packed indices and stored codebook of one layer; checks the round trip."""
+    store = CODEBOOK_DTYPES.get(bits)
+    if store is None:
+        raise InvalidSettingError(f"bits={bits}: an artifact stores codebook values as floats of 16, 32 "
+                                  "or 64 bits; export with bits=32 (or 16 for a float16 model)")
+    exact, indices, granularity, axes, k = sharing_layout(name, part, layer, written, knob)
+    groups = exact.shape[0]
     stored = exact.astype(store)
     if not np.array_equal(_reconstruct(stored, indices, layer.shape, dense_dtype, axes), written.astype(dense_dtype)):
         raise InvalidSettingError(
@@ -185,22 +193,12 @@ def export(model: Any, candidate: Any, path: str | os.PathLike, *, result: Any =
     clusterer, parameters, seed and B) and the model is checked against the one explored.
     """
     from . import __version__
-    from .engine import approximated_weights
+    from .exporting import candidate_summary, shared_weights
     from .result import Candidate
 
-    if isinstance(candidate, (int, np.integer)) and not isinstance(candidate, bool):
-        if result is None or not 0 <= int(candidate) < len(result.front):
-            size = len(result.front) if result is not None else 0
-            raise InvalidSettingError(f"candidate {candidate} is not an index of the front ({size} "
-                                      "candidates); pass result= and an index shown by result.summary()")
-        candidate = result.front[int(candidate)]
-    be, weights, parts = approximated_weights(model, candidate, result=result, backend=backend,
-                                              clusterer=clusterer, approximation=approximation, seed=seed,
-                                              bits=bits)
-    explored = ((result.settings or {}).get("fingerprint") or {}).get("model") if result is not None else None
-    if explored and be.fingerprint()["model"] != explored:
-        raise InvalidModelError("the model's tensors differ from the ones the result was explored on (was "
-                                "wsx.apply already called on it?); export from the original model")
+    candidate, be, weights, parts = shared_weights(model, candidate, result=result, backend=backend,
+                                                   clusterer=clusterer, approximation=approximation, seed=seed,
+                                                   bits=bits)
     b_value = int(bits if bits is not None else (result.settings.get("bits", 32) if result is not None else 32))
     try:
         tensors = be.tensors()
@@ -238,9 +236,7 @@ def export(model: Any, candidate: Any, path: str | os.PathLike, *, result: Any =
         "baseline_bits": int(baseline), "size_bits": int(size), "compression_rate": baseline / size,
     }
     if isinstance(candidate, Candidate):
-        manifest["candidate"] = {k: v for k, v in candidate.to_dict().items()
-                                 if k in ("knobs", "accuracy", "accuracy_loss", "compression_rate",
-                                          "meets_target", "measured_on")}
+        manifest["candidate"] = candidate_summary(candidate)
     if result is not None:
         manifest["clusterer"] = result.clusterer
         manifest["seed"] = result.settings.get("seed")
