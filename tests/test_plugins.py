@@ -125,8 +125,8 @@ def test_missing_framework_does_not_break_import_and_is_reported(tmp_path):
 
 
 def test_import_wsx_imports_no_framework():
-    proc = _run_py("import sys, wsx, wsx.plugins as p; p.info(); "
-                   "print(sorted({'torch', 'tensorflow', 'jax', 'cupy'} & set(sys.modules)))", {}, [])
+    proc = _run_py("import sys, wsx, wsx.plugins as p; p.info(); print(sorted({'torch', 'tensorflow', 'jax', "
+                   "'cupy', 'coremltools', 'onnx', 'onnxruntime'} & set(sys.modules)))", {}, [])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
