@@ -270,6 +270,111 @@ def test_export_candidate_index_outside_front(journal_dir, tiny):
         wsx.export(tiny[0], len(result.front), journal_dir / "a.wsx", result=result, backend=TinyBackend)
 
 
+def test_export_unknown_format(tmp_path, tiny):
+    with raises(wsx.InvalidSettingError, "format='tflite'", "coreml", "onnx"):
+        wsx.export(tiny[0], {"fc1": 4}, tmp_path / "a.tflite", backend=TinyBackend, format="tflite")
+
+
+# -- export to Core ML, ONNX, Keras ------------------------------------------------------------------
+def test_coreml_k_above_256(lenet, tmp_path):
+    pytest.importorskip("coremltools")
+    model, (x, _) = lenet
+    with raises(wsx.InvalidSettingError, "'conv3.weight'", "k=300", "256", "exclude"):
+        wsx.export(model, {"conv1.weight": 4, "conv3.weight": 300}, tmp_path / "m.mlpackage", example_inputs=x[:1])
+
+
+def test_coreml_model_coremltools_cannot_convert(tmp_path):
+    pytest.importorskip("coremltools")
+    import torch
+
+    class Digamma(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.digamma(self.fc(x))
+
+    with raises(wsx.InvalidModelError, "coremltools cannot convert", "'digamma'", "replace", "format='onnx'"):
+        wsx.export(Digamma(), {"fc.weight": 2}, tmp_path / "m.mlpackage", example_inputs=np.ones((1, 4), np.float32))
+
+
+def test_coreml_weights_merged_into_another_op(tmp_path):
+    pytest.importorskip("coremltools")
+    import torch
+
+    class Doubled(torch.nn.Module):  # the converter folds 2 * weight into a new constant
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.nn.functional.linear(x, 2 * self.fc.weight)
+
+    with raises(wsx.InvalidModelError, "'fc.weight'", "cannot become lookup tables", "exclude"):
+        wsx.export(Doubled(), {"fc.weight": 2}, tmp_path / "m.mlpackage", example_inputs=np.ones((1, 4), np.float32))
+
+
+def test_coreml_framework_without_converter(tmp_path):
+    pytest.importorskip("jax")
+    model, _ = wsx.zoo.load("lenet5-digits", framework="jax")
+    with raises(wsx.InvalidModelError, "coremltools has no converter for jax", "format='wsx'"):
+        wsx.export(model, {"params/fc1/kernel": 4}, tmp_path / "m.mlpackage")
+
+
+def test_coreml_without_coremltools(lenet, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "coremltools", None)
+    model, (x, _) = lenet
+    with raises(wsx.PluginUnavailableError, "coremltools is not installed", "pip install 'wsx[coreml]'"):
+        wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.mlpackage", example_inputs=x[:1])
+
+
+def test_coreml_per_channel_luts_before_ios18(lenet, tmp_path):
+    pytest.importorskip("coremltools")
+    from wsx_plugins.approximations.weight_sharing import WeightSharing
+
+    model, (x, _) = lenet
+    with raises(wsx.InvalidSettingError, "'fc1.weight'", "84 codebooks", "target='iOS18'"):
+        wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.mlpackage", example_inputs=x[:1], target="iOS16",
+                   approximation=WeightSharing(granularity="channel"))
+
+
+def test_coreml_bad_target_or_precision(lenet, tmp_path):
+    pytest.importorskip("coremltools")
+    model, (x, _) = lenet
+    with raises(wsx.InvalidSettingError, "target='iOS15'", "iOS16", "iOS18"):
+        wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.mlpackage", example_inputs=x[:1], target="iOS15")
+    with raises(wsx.InvalidSettingError, "precision='int8'", "float16"):
+        wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.mlpackage", example_inputs=x[:1], precision="int8")
+
+
+def test_export_without_example_inputs(lenet, tmp_path):
+    pytest.importorskip("coremltools")
+    model, _ = lenet
+    with raises(wsx.InvalidSettingError, "example inputs", "example_inputs="):
+        wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.mlpackage")
+
+
+def test_dense_export_of_another_framework(lenet, tmp_path):
+    model, (x, _) = lenet
+    with raises(wsx.InvalidModelError, "format='keras' writes tensorflow models", "torch model", "'onnx'"):
+        wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.keras", example_inputs=x[:1])
+
+
+def test_damaged_mlpackage(tmp_path):
+    pytest.importorskip("coremltools")
+    from wsx.mlpackage import inspect as inspect_package
+
+    (tmp_path / "fake.mlpackage").mkdir()
+    with raises(wsx.CorruptFileError, "fake.mlpackage", "no Manifest.json", ".mlpackage"):
+        inspect_package(tmp_path / "fake.mlpackage")
+    (tmp_path / "fake.mlpackage" / "Manifest.json").write_text('{"itemInfoEntries": {}}')
+    with raises(wsx.CorruptFileError, "does not name the model spec"):
+        inspect_package(tmp_path / "fake.mlpackage")
+
+
 # -- CLI -------------------------------------------------------------------------------------------
 def test_cli_model_spec_without_colon(capsys):
     from wsx.cli import main
