@@ -17,8 +17,8 @@ from .approximation import Approximated, Approximation
 from .backend import Backend
 from .clusterer import Clusterer, Clustering
 from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError,
-                     InvalidModelError, InvalidSettingError, JournalMismatchError, MetricError, PluginNotFoundError,
-                     PluginUnavailableError, WsxError)
+                     InvalidModelError, InvalidSettingError, JournalMismatchError, MetricError, OutputError,
+                     PluginNotFoundError, PluginUnavailableError, WsxError)
 from .hookspecs import hookimpl
 from .layers import LayerInfo
 from .metrics import compression_rate, weight_sharing_bits
@@ -34,7 +34,7 @@ __all__ = [
     "Result", "Candidate", "Baseline", "LayerInfo", "compression_rate", "weight_sharing_bits",
     "WsxError", "PluginNotFoundError", "PluginUnavailableError", "BackendNotFoundError",
     "InvalidModelError", "InvalidDataError", "InvalidSettingError", "MetricError",
-    "BudgetTooSmallError", "CorruptFileError", "JournalMismatchError",
+    "BudgetTooSmallError", "CorruptFileError", "JournalMismatchError", "OutputError",
 ]
 
 

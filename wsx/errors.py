@@ -48,5 +48,10 @@ class JournalMismatchError(WsxError):
     """An --out directory holds the journal of a run with another model, data or settings."""
 
 
+class OutputError(WsxError):
+    """The --out directory or a file wsx writes cannot be written (full disk, read-only, no permission,
+    a path under a file) or another run holds the --out directory."""
+
+
 class SearchStopped(Exception):
     """Internal: the budget or the time limit ended the search; what was scored stands."""

@@ -239,8 +239,6 @@ def render(result, front_png: str | Path | None = None) -> str:
 
 def write_report(result, path: str | Path, front_png: str | Path | None = None) -> Path:
     """Write ``report.html`` for ``result`` at ``path`` (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(result, front_png), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from .files import write_text
+
+    return write_text(path, render(result, front_png))

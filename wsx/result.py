@@ -144,18 +144,18 @@ class Result:
     def save(self, out: str | Path, *, plot: bool = True) -> Path:
         """Write results.json, results.csv (history), front.png and report.html into directory ``out``
         (``plot=False``: the JSON and CSV only)."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=_plain))
-        tmp.replace(out / "results.json")
-        self.to_frame().to_csv(out / "results.csv", index=False)
+        from .files import atomic_write, prepare_dir, write_text
+
+        out = prepare_dir(out)
+        # Each file is written whole under a temporary name, then moved: a kill leaves old or new.
+        write_text(out / "results.json", json.dumps(self.to_dict(), indent=1, default=_plain))
+        frame = self.to_frame()
+        atomic_write(out / "results.csv", lambda tmp: frame.to_csv(tmp, index=False))
         if plot:
             from .plot import plot_front
-
-            plot_front(self, out / "front.png")
             from .report import write_report
 
+            atomic_write(out / "front.png", lambda tmp: plot_front(self, tmp))
             write_report(self, out / "report.html", front_png=out / "front.png")
         return out
 
