@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from wsx.backend import Backend
-from wsx.errors import InvalidModelError
+from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
@@ -89,7 +89,11 @@ class JaxBackend(PopulationScoring, Backend):
                                     f"apply_fn(params, inputs) -> outputs, got {type(model).__name__}")
         self.apply_fn, params = model
         self.include, self.exclude, self.min_ndim = include, exclude, min_ndim
-        self.device_ = jax.devices(device)[0] if device else jax.devices()[0]
+        try:
+            self.device_ = jax.devices(device)[0] if device else jax.devices()[0]
+        except RuntimeError as exc:
+            raise InvalidSettingError(f"device={device!r} is not available to JAX here ({str(exc)[:200]}); pass "
+                                      f"'cpu' or None (available: {jax.devices()[0].platform})") from None
         flat, self._treedef = jax.tree_util.tree_flatten_with_path(params)
         try:
             self._leaves = [jax.device_put(jnp.asarray(leaf), self.device_) for _, leaf in flat]
@@ -180,6 +184,18 @@ class JaxBackend(PopulationScoring, Backend):
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {name: np.array(leaf, copy=True) for name, leaf in zip(self._paths, self._leaves)}
+
+    def computation_digest(self) -> str:
+        """The jaxpr of ``apply_fn`` traced on a probe batch (the program it runs), or without data
+        the code of ``apply_fn``."""
+        import hashlib
+
+        from wsx.identity import code_digest, strip_addresses
+
+        if self._inputs is None:
+            return code_digest(self.apply_fn)
+        text = strip_addresses(str(self._jaxpr(self._probe_inputs())))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def snapshot(self) -> Any:
         return list(self._leaves)  # immutable arrays: the list is the state

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from wsx.backend import Backend
-from wsx.errors import InvalidModelError
+from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
@@ -68,6 +68,7 @@ class TensorflowBackend(PopulationScoring, Backend):
                                     "or give it an Input) and load its trained weights before exploring")
         self.include = include
         self.exclude = exclude
+        self._check_device()
         self._vars = self._find_kernels()
         self._inputs, self._labels = self._load_data(data) if data is not None else (None, np.zeros(0, np.int64))
         self._fns: dict = {}
@@ -132,6 +133,21 @@ class TensorflowBackend(PopulationScoring, Backend):
             out[name] = np.array(var.numpy(), copy=True)
         return out
 
+    def computation_digest(self) -> str:
+        """The model's Keras config (layers, activations, connections) plus the code of every model
+        or layer class not from Keras (a subclassed model's ``call``)."""
+        import hashlib
+
+        from wsx.identity import classes_digest, strip_addresses
+
+        try:
+            config = self.model.to_json(sort_keys=True)
+        except Exception as exc:  # noqa: BLE001 - a subclassed model without get_config
+            config = f"<no config: {type(exc).__name__}>"
+        layers = [self.model, *self.model._flatten_layers(include_self=False, recursive=True)]
+        text = strip_addresses(config) + classes_digest(layers, ("keras.", "tensorflow.", "tf_keras."))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def snapshot(self) -> Any:
         return [np.array(v.numpy(), copy=True) for v in self.model.variables]
 
@@ -167,6 +183,21 @@ class TensorflowBackend(PopulationScoring, Backend):
 
         self._require_data()
         return tf.constant(self._inputs[:2])
+
+    def _check_device(self) -> None:
+        """Refuse a ``device`` TensorFlow does not have (it would otherwise fail at the first forward)."""
+        import tensorflow as tf
+
+        if not self.device:
+            return
+        name = self.device if ("/" in self.device or ":" in self.device) else None
+        kind = "GPU" if self.device.lower() in ("gpu", "cuda") else self.device.upper()
+        known = tf.config.list_logical_devices()
+        ok = (any(d.name.endswith(name.upper().lstrip("/").replace("DEVICE:", "")) for d in known) if name
+              else any(d.device_type == kind for d in known))
+        if not ok:
+            raise InvalidSettingError(f"device={self.device!r} is not available to TensorFlow here (it has "
+                                      f"{sorted({d.name for d in known})}); pass 'cpu' or None")
 
     def _device(self):
         """``device`` as a TensorFlow device scope: "cpu", "gpu" / "cuda" (first one), or a full

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from wsx.backend import Backend, check_labels
-from wsx.errors import InvalidModelError
+from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
@@ -35,6 +35,24 @@ def _subnormals(t):
     with torch.no_grad():
         mask = (t.abs() < torch.finfo(t.dtype).tiny) & (t != 0)
     return mask if bool(mask.any()) else None
+
+
+def _check_device(device: Any):
+    """``device`` as a torch.device this machine has; an InvalidSettingError otherwise."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidSettingError(f"device={device!r} is not a torch device ({exc}); pass 'cpu', 'cuda', "
+                                  "'cuda:N' or None") from None
+    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise InvalidSettingError(f"device={device!r}: this machine has {count} CUDA device(s) usable by torch; "
+                                  "pass device='cpu' or None (the best available)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidSettingError(f"device={device!r}: MPS is not available here; pass device='cpu' or None")
+    return dev
 
 
 class TorchBackend(PopulationScoring, Backend):
@@ -83,7 +101,7 @@ class TorchBackend(PopulationScoring, Backend):
         model_device = next((p.device for p in model.parameters()), torch.device("cpu"))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else str(model_device)
-        self.device_ = torch.device(device)
+        self.device_ = _check_device(device)
         # Scoring runs on a copy when the device differs: the user's model never moves.
         self.net_ = model if self.device_ == model_device else copy.deepcopy(model).to(self.device_)
         # Subnormal weights (|w| < 1.2e-38, common after weight decay) make CPU kernels crawl; scoring
@@ -201,6 +219,16 @@ class TorchBackend(PopulationScoring, Backend):
         by_id = {id(p): n for n, p in self.model.named_parameters() if n in {i.name for i in self.layers()}}
         return {k: by_id[id(v)] for k, v in self.model.state_dict(keep_vars=True).items()
                 if id(v) in by_id and by_id[id(v)] != k}
+
+    def computation_digest(self) -> str:
+        """The module tree as printed (classes and their settings: ReLU or Tanh, kernel sizes) plus
+        the code of every module class not from torch (its forward and helpers)."""
+        import hashlib
+
+        from wsx.identity import classes_digest, strip_addresses
+
+        text = strip_addresses(repr(self.model)) + classes_digest(self.model.modules(), ("torch.",))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def snapshot(self) -> Any:
         state = {k: v.detach().clone() for k, v in self.model.state_dict(keep_vars=True).items()}

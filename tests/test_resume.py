@@ -18,14 +18,18 @@ from _tiny import TinyBackend, make_mlp
 from wsx.errors import JournalMismatchError
 from wsx.journal import read as read_journal
 
-# The exploration the SIGKILL test runs, in a subprocess and in this process alike. ``slow`` seconds
-# per scored candidate give the test time to kill it mid-search; scores do not depend on it.
+# The exploration the SIGKILL test runs, in a subprocess and in this process alike. WSX_TEST_SLOW
+# seconds per scored candidate give the test time to kill it mid-search; scores do not depend on it,
+# and the metric's code (part of the journal's fingerprint) is the same in both.
 SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 import wsx
 
+def pause():
+    time.sleep(float(os.environ.get("WSX_TEST_SLOW", "0")))
+
 def top1(outputs, labels):
-    time.sleep(SLOW)
+    pause()
     return float((outputs.argmax(axis=1) == labels).mean())
 
 def main(out):
@@ -50,13 +54,18 @@ def journal_records(out) -> list:
     return read_journal(Path(out) / "journal.jsonl")[1]
 
 
+def scorings_of(out) -> list:
+    """The journal's scorings without the seconds they took (and the checksum that covers them)."""
+    return [{k: v for k, v in r.items() if k not in ("t", "h")} for r in journal_records(out)]
+
+
 def front_of(result) -> list:
     return [(c.knobs, c.accuracy, c.compression_rate, c.meets_target) for c in result.front]
 
 
 def in_process(out):
     pytest.importorskip("torch")
-    ns: dict = {"SLOW": 0.0}
+    ns: dict = {}
     exec(SCRIPT, ns)
     return ns["main"](out)
 
@@ -68,10 +77,10 @@ def test_sigkill_mid_search_resumes_without_rescoring(tmp_path):
     assert total > 16
 
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.replace("time.sleep(SLOW)", "time.sleep(0.25)"))
+    script.write_text(SCRIPT)
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, WSX_TEST_SLOW="0.25"))
     journal = out / "journal.jsonl"
     deadline = time.monotonic() + 240
     try:
@@ -95,7 +104,7 @@ def test_sigkill_mid_search_resumes_without_rescoring(tmp_path):
     assert info == {"path": "journal.jsonl", "replayed": len(saved), "scored": total - len(saved)}
     assert resumed.scorings == total
     assert front_of(resumed) == front_of(reference)
-    assert journal_records(out) == journal_records(tmp_path / "uninterrupted")  # same scorings, same order
+    assert scorings_of(out) == scorings_of(tmp_path / "uninterrupted")  # same scorings, same order
     assert [c.to_dict() for c in resumed.history] == [c.to_dict() for c in reference.history]
 
 
@@ -193,9 +202,10 @@ def test_journal_header_names_model_data_and_settings(tiny, tmp_path):
     result = explore(tiny, tmp_path, seed=5)
     header, records, _ = read_journal(tmp_path / "journal.jsonl")
     assert header["format"] == "wsx-journal" and header["settings"]["seed"] == 5
-    assert set(header["fingerprint"]) == {"model", "data", "settings"}
+    assert set(header["fingerprint"]) == {"model", "computation", "data", "metric", "settings"}
+    assert header["baseline"] == result.baseline.subset_accuracy
     assert result.settings["fingerprint"] == header["fingerprint"]
-    assert all(set(r) == {"knobs", "value", "origin"} for r in records)
+    assert all(set(r) == {"knobs", "value", "origin", "t", "h"} for r in records)
     assert [r["value"] for r in records] == [c.accuracy for c in result.history]
 
 

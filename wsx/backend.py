@@ -154,8 +154,8 @@ class Backend(ABC):
         return {}
 
     def fingerprint(self) -> dict[str, str]:
-        """sha256 hex digests of the model's tensors and of the scoring data, so that a journal
-        written for one model and data set is never resumed on another."""
+        """sha256 hex digests of the model's tensors, of the scoring data and of the model's
+        computation, so that a journal written for one model and data set is never resumed on another."""
         import hashlib
 
         model = hashlib.sha256()
@@ -176,7 +176,13 @@ class Backend(ABC):
                     inputs_hash.update(np.ascontiguousarray(arr[:len(labels)]).tobytes())
                 labels_hash.update(labels.tobytes())
             data.update(f"{sorted(kinds)}|{inputs_hash.hexdigest()}|{labels_hash.hexdigest()}".encode())
-        return {"model": model.hexdigest(), "data": data.hexdigest()}
+        return {"model": model.hexdigest(), "data": data.hexdigest(), "computation": self.computation_digest()}
+
+    def computation_digest(self) -> str | None:
+        """sha256 hex digest of what the model computes beyond its tensors (its layer structure and
+        forward code, a config, a traced program), so that the same weights under another forward
+        are told apart; None where the backend cannot tell."""
+        return None
 
 
 def _numeric_arrays(x: Any):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,15 @@ from . import plugins
 from .approximation import Approximation
 from .backend import Backend
 from .clusterer import Clusterer
-from .errors import (BackendNotFoundError, BudgetTooSmallError, InvalidModelError, InvalidSettingError,
-                     MetricError, PluginNotFoundError)
+from .arguments import (check_bits, check_count, check_knob_layers, check_knobs, check_out, check_seconds,
+                        check_seed, check_subset)
+from .errors import (BackendNotFoundError, BudgetTooSmallError, InvalidDataError, InvalidModelError,
+                     InvalidSettingError, MetricError, PluginNotFoundError, WsxError)
 from .executor import SerialExecutor
+from .files import OutDirLock
+from .identity import code_digest
 from .metrics import resolve_target
+from .sanity import chance_level, check_inputs, score_baseline, warn_if_chance
 from .problem import ApproximationCache, Problem, Timers
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
@@ -83,11 +89,9 @@ def resolve_approximation(approximation: Any, bits: int | None) -> Approximation
         appr = approximation()
     else:
         appr = plugins.get("approximation", approximation)()
+    bits = check_bits(bits)
     if bits is not None:
-        if int(bits) != bits or bits < 1:
-            raise InvalidSettingError(f"bits={bits!r}: the width of a stored value must be a positive "
-                                      "whole number (32, 16 or 8)")
-        appr.bits = int(bits)
+        appr.bits = bits
     return appr
 
 
@@ -97,20 +101,11 @@ def subset_indices(n: int, subset: Any, seed: int, min_samples: int = MIN_SUBSET
     A float is a fraction of the samples, an int a count; either is raised to ``min_samples`` (or all
     samples) so that search-time comparisons are not drowned in sampling noise.
     """
+    subset = check_subset(subset)
     if subset is None:
         return None
-    if isinstance(subset, (bool, np.bool_)):
-        raise InvalidSettingError("subset must be a fraction in (0, 1], a sample count, or None")
-    if isinstance(subset, (int, np.integer)):
-        count = int(subset)
-    else:
-        frac = float(subset)
-        if not 0.0 < frac <= 1.0:
-            raise InvalidSettingError(f"subset={subset!r}: give a fraction in (0, 1], a sample count, or None")
-        count = int(math.ceil(frac * n))
-    if count < 1:
-        raise InvalidSettingError(f"subset={subset!r} selects no sample; give a positive count or fraction")
-    count = min(n, max(count, min_samples))
+    count = subset if isinstance(subset, int) else int(math.ceil(subset * n))
+    count = min(n, max(count, min_samples, 1))
     if count >= n:
         return None
     rng = np.random.default_rng(seed)
@@ -125,18 +120,34 @@ def _knob_values(appr: Approximation, layers, knobs: Any) -> dict:
         if isinstance(knobs, dict):  # per layer: every value must be valid
             values = knobs.get(layer.name)
             out[layer.name] = (appr.knob_values(layer) if values is None
-                               else sorted({appr.check_knob(layer, v) for v in values}))
+                               else sorted({check_knob(appr, layer, v) for v in values}, key=_order))
             continue
         valid = set()  # one list for all layers: values a layer cannot take are dropped for it
         for v in knobs:
             try:
-                valid.add(appr.check_knob(layer, v))
+                valid.add(check_knob(appr, layer, v))
             except InvalidSettingError:
                 pass
         if not valid:
-            appr.check_knob(layer, max(knobs))  # raises, naming the layer and the valid range
+            check_knob(appr, layer, max(knobs, key=_order))  # raises, naming the layer and the valid range
         out[layer.name] = sorted(valid)
     return out
+
+
+def check_knob(appr: Approximation, layer, value: Any) -> Any:
+    """``appr.check_knob``, where a value of the wrong type (a string, None) is an InvalidSettingError too."""
+    try:
+        return appr.check_knob(layer, value)
+    except WsxError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidSettingError(f"knob {value!r} for layer {layer.name!r} is not a valid {appr.knob_name} "
+                                  f"for {appr.name} ({exc}); see its knob_values for examples") from None
+
+
+def _order(value: Any) -> tuple:
+    """Sort key for knob values of mixed types (the valid ones sort as themselves)."""
+    return (0, value) if isinstance(value, (int, float, tuple)) else (1, repr(value))
 
 
 # -- explore --------------------------------------------------------------------------------------
@@ -159,126 +170,200 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     With ``out`` the result is saved there and every scoring is journaled as it is made
     (``out/journal.jsonl``): the same call after a crash resumes where it stopped, rescoring nothing;
     a journal of another model, data or settings is refused unless ``restart=True`` discards it.
-    The user's model is bit-identical afterwards, whether the call returns, raises or is interrupted.
+    One run at a time may use an ``out`` directory (a second one raises OutputError).
+    Every argument is checked before anything is scored. The user's model is bit-identical
+    afterwards, whether the call returns, raises or is interrupted.
     """
     t_start = time.perf_counter()
     target_frac = resolve_target(target)
-    if budget is not None and (int(budget) != budget or budget < 1):
-        raise InvalidSettingError(f"budget={budget!r}: give a positive number of scorings, or None")
-    if time_limit is not None and not time_limit > 0:
-        raise InvalidSettingError(f"time_limit={time_limit!r}: give a positive number of seconds, or None")
+    seed = check_seed(seed)
+    budget = check_count("budget", budget, allow_none=True, unit="scorings")
+    time_limit = check_seconds("time_limit", time_limit)
+    subset = check_subset(subset)
+    bits = check_bits(bits)
+    batch_size = check_count("batch_size", batch_size)
+    min_subset = check_count("min_subset", min_subset, minimum=0)
+    knobs = check_knobs(knobs)
+    out = check_out(out)
+    if data is None and not isinstance(backend, Backend):
+        raise InvalidDataError("data=None: explore scores the model on data; pass (inputs, labels), the inputs "
+                               "alone (metrics that compare with the uncompressed model) or a loader")
     strat = resolve_strategy(strategy)
     appr = resolve_approximation(approximation, bits)
     clus = resolve_clusterer(clusterer, seed) if appr.uses_clusterer else None
-    be = make_backend(model, data, backend, metric=metric, batch_size=batch_size, device=device)
-    executor = executor or SerialExecutor()
-    prog = Progress(progress)
-    snapshot = be.snapshot()
-    journal = None
-    try:
-        layers = be.layers()
-        if not layers:
-            raise InvalidModelError(f"backend {be.name!r} found no layers of interest in the model; wsx shares "
-                                    "the weights of convolution and linear layers (check include/exclude)")
-        originals = {}
-        for layer in layers:
-            w = be.get_weights(layer.name)
-            if not np.all(np.isfinite(w)):
-                raise InvalidModelError(f"layer {layer.name!r} has NaN or Inf weights; fix the model or "
-                                        "exclude the layer before exploring")
-            originals[layer.name] = w
-        n = be.num_samples
-        sub = subset_indices(n, subset, seed, min_subset)
-        n_sub = n if sub is None else sub.size
-        timers = Timers()
-
-        def score(population, subset_idx):
-            with timers("scoring"):
-                values = np.asarray(executor.score(be, population, subset_idx), dtype=np.float64)
-            if values.shape != (len(population),) or not np.all(np.isfinite(values)):
-                raise MetricError(f"backend {be.name!r} returned {values!r} for {len(population)} candidates; "
-                                  "score() must return one finite metric value per candidate")
-            return values
-
-        base_full = float(score([{}], None)[0])
-        base_sub = base_full if sub is None else float(score([{}], sub)[0])
-        timers.seconds.pop("scoring", None)
-        cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
-        problem = Problem(layers=layers, knob_values=_knob_values(appr, layers, knobs), approximation=appr,
-                          cache=cache, score_fn=lambda pop: score(pop, sub), baseline_accuracy=base_sub,
-                          target=target_frac, budget=budget, time_limit=time_limit, seed=seed,
-                          measured_on="subset" if sub is not None else "full", timers=timers, progress=prog)
-        if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
-                                                                if isinstance(subset, float) else int(subset)):
-            problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
-        needed = getattr(strat, "first_step_scorings", None)
-        if budget is not None and needed is not None and needed(problem) > budget:
-            raise BudgetTooSmallError(
-                f"budget={budget} scorings cannot cover {strat.name}'s first step ({needed(problem)} "
-                "scorings); raise budget, pass fewer knob values (knobs=...), or pick another strategy")
+    with ExitStack() as stack:
         if out is not None:
-            from .journal import Journal
-
-            journal = Journal.attach(problem, out, be.fingerprint(), _search_settings(
-                be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem), restart=restart)
-            if journal.replayed:
-                problem.note(f"resumed from {journal.path}: {journal.replayed} scorings replayed, not re-scored")
-                prog.message(f"wsx: resuming from {journal.path} ({journal.replayed} scorings already made)")
-        prog.message(f"wsx: {strat.name} on {be.name}, {len(layers)} layers, baseline {base_full:.4f}, "
-                     f"scoring on {n_sub}/{n} samples")
-        t_search = time.perf_counter()
-        strat.run(problem)
-        search_seconds = time.perf_counter() - t_search
-        scoring = timers.get("scoring")  # search-time scoring; the final re-scoring is timed apart
-        prog.finish()
-
-        # Re-score the front on all samples: search-time scores are noisy and selection-biased.
-        t_final = time.perf_counter()
-        front = _rescore_front(problem, score, sub, base_full, target_frac, n_sub)
-        extras = dict(problem.extras)
-        if journal is not None:
-            extras["journal"] = journal.info()
-            journal.close()
-        test_base = None
+            stack.enter_context(OutDirLock(out))  # before anything is scored: one run per out dir
+        kwargs = dict(metric=metric, batch_size=batch_size, device=device)
+        be = scoring_backend(model, data, backend, **kwargs)
+        stack.callback(be.close)
+        snapshot = be.snapshot()
+        stack.callback(be.restore, snapshot)  # runs before close: the model is put back first
+        prog = Progress(progress)
+        stack.callback(prog.finish)
+        test_be = None
         if test_data is not None:
-            test_be = make_backend(model, test_data, type(be), metric=metric, batch_size=batch_size,
-                                   device=device)
-            try:
-                test_base = _score_on_test(test_be, executor, front, problem, target_frac)
-            finally:
-                test_be.close()
-        final_seconds = time.perf_counter() - t_final
-        total = time.perf_counter() - t_start
-        clustering = timers.get("clustering")
-        timings = {"clustering": clustering, "scoring": scoring, "search": search_seconds,
-                   "final_scoring": final_seconds, "total": total,
-                   "overhead": max(total - clustering - scoring - final_seconds, 0.0)}
-        settings = {"target": target if isinstance(target, str) else float(target), "target_fraction": target_frac,
-                    "max_accuracy_loss": 100.0 * (1 - target_frac) * base_full, "subset": subset,
-                    "subset_samples": n_sub, "samples": n, "seed": seed, "budget": budget,
-                    "time_limit": time_limit, "bits": appr.bits, "metric": be.metric_.name,
-                    "strategy_params": _jsonable(strat.get_params()),
-                    "approximation_params": _jsonable(appr.get_params()),
-                    "clusterer_params": _jsonable(clus.get_params()) if clus else None,
-                    "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
-                    "executor": getattr(executor, "name", type(executor).__name__)}
-        if journal is not None:
-            settings["fingerprint"] = journal.fingerprint
-        result = Result(front=front, history=problem.history,
-                        baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
-                                          subset_accuracy=base_sub, test_accuracy=test_base),
-                        timings=timings, scorings=problem.scorings, settings=settings, strategy=strat.name,
-                        backend=be.name, clusterer=clus.name if clus else "", approximation=appr.name,
-                        layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras)
-        if out is not None:
-            result.save(out)
-        return result
-    finally:
-        prog.finish()
-        if journal is not None:
-            journal.close()
-        be.restore(snapshot)
-        be.close()
+            test_be = scoring_backend(model, test_data, type(be), what="test_data", **kwargs)
+            stack.callback(test_be.close)
+        return _explore(stack, be, test_be, strat, appr, clus, executor or SerialExecutor(), prog, t_start,
+                        target=target, target_frac=target_frac, subset=subset, seed=seed, budget=budget,
+                        out=out, time_limit=time_limit, knobs=knobs, min_subset=min_subset, restart=restart)
+
+
+def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", **kwargs) -> Backend:
+    """The backend that scores ``model`` on ``data``; what the framework refuses (strings for inputs,
+    ragged arrays) becomes an InvalidDataError naming it."""
+    try:
+        be = make_backend(model, data, backend, **kwargs)
+    except (WsxError, MemoryError):
+        raise
+    except Exception as exc:
+        raise InvalidDataError(f"{what}: the backend cannot read it with this model ({type(exc).__name__}: "
+                               f"{str(exc).strip()[:300]}); pass (inputs, labels) as numeric arrays, or a loader "
+                               "of such batches") from exc
+    if be.data is None:
+        raise InvalidDataError(f"{what}=None: the backend has no data to score the model on; pass "
+                               "(inputs, labels), the inputs alone or a loader")
+    return be
+
+
+def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Strategy, appr: Approximation,
+             clus: Clusterer | None, executor, prog: Progress, t_start: float, *, target, target_frac, subset,
+             seed, budget, out, time_limit, knobs, min_subset, restart) -> Result:
+    layers = be.layers()
+    if not layers:
+        raise InvalidModelError(f"backend {be.name!r} found no layers of interest in the model; wsx shares "
+                                "the weights of convolution and linear layers (check include/exclude)")
+    check_knob_layers(knobs, [layer.name for layer in layers])
+    originals = {}
+    for layer in layers:
+        w = be.get_weights(layer.name)
+        if not np.all(np.isfinite(w)):
+            raise InvalidModelError(f"layer {layer.name!r} has NaN or Inf weights; fix the model or "
+                                    "exclude the layer before exploring")
+        originals[layer.name] = w
+    knob_values = _knob_values(appr, layers, knobs)
+    n = be.num_samples
+    sub = subset_indices(n, subset, seed, min_subset)
+    n_sub = n if sub is None else sub.size
+    timers = Timers()
+
+    def score(population, subset_idx, backend=be):
+        with timers("scoring"):
+            values = np.asarray(executor.score(backend, population, subset_idx), dtype=np.float64)
+        if values.shape != (len(population),) or not np.all(np.isfinite(values)):
+            raise MetricError(f"backend {backend.name!r} returned {values!r} for {len(population)} candidates; "
+                              "score() must return one finite metric value per candidate")
+        return values
+
+    # The unmodified model on all data, checked: finite inputs and outputs, not at chance level.
+    check_inputs(be)
+    base_full, classes = score_baseline(be, lambda pop: score(pop, None))
+    chance = warn_if_chance(base_full, chance_level(be.metric_.name, classes), n)
+    test_base = None
+    if test_be is not None:  # checked before the search, not after it
+        check_inputs(test_be)
+        test_base, _ = score_baseline(test_be, lambda pop: score(pop, None, test_be))
+    base_sub = base_full if sub is None else float(score([{}], sub)[0])
+    timers.seconds.pop("scoring", None)
+    cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
+    problem = Problem(layers=layers, knob_values=knob_values, approximation=appr,
+                      cache=cache, score_fn=lambda pop: score(pop, sub), baseline_accuracy=base_sub,
+                      target=target_frac, budget=budget, time_limit=time_limit, seed=seed,
+                      measured_on="subset" if sub is not None else "full", timers=timers, progress=prog)
+    if chance:
+        problem.note(chance)
+    if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
+                                                            if isinstance(subset, float) else int(subset)):
+        problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
+    needed = getattr(strat, "first_step_scorings", None)
+    if budget is not None and needed is not None and needed(problem) > budget:
+        raise BudgetTooSmallError(
+            f"budget={budget} scorings cannot cover {strat.name}'s first step ({needed(problem)} "
+            "scorings); raise budget, pass fewer knob values (knobs=...), or pick another strategy")
+    journal = None
+    if out is not None:
+        from .journal import Journal, ReplayCheck
+
+        fingerprint = dict(be.fingerprint(), metric=metric_identity(be.metric_))
+        check = ReplayCheck(baseline=base_sub, value_range=metric_range(be.metric_),
+                            rescore=lambda pop: score([problem._materialise(k) for k in pop], sub),
+                            agree=lambda old, new: replay_agrees(be.metric_, n_sub, old, new))
+        journal = Journal.attach(problem, out, fingerprint, _search_settings(
+            be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem), restart=restart,
+            check=check)
+        stack.callback(journal.close, raise_errors=False)
+        if journal.replayed:
+            problem.note(f"resumed from {journal.path}: {journal.replayed} scorings replayed, not re-scored")
+            prog.message(f"wsx: resuming from {journal.path} ({journal.replayed} scorings already made)")
+    prog.message(f"wsx: {strat.name} on {be.name}, {len(layers)} layers, baseline {base_full:.4f}, "
+                 f"scoring on {n_sub}/{n} samples")
+    t_search = time.perf_counter()
+    strat.run(problem)
+    search_seconds = time.perf_counter() - t_search
+    scoring = timers.get("scoring")  # search-time scoring; the final re-scoring is timed apart
+    prog.finish()
+
+    # Re-score the front on all samples: search-time scores are noisy and selection-biased.
+    t_final = time.perf_counter()
+    front = _rescore_front(problem, score, sub, base_full, target_frac, n_sub)
+    extras = dict(problem.extras)
+    replayed = {"scoring": 0.0, "clustering": 0.0, "wall": 0.0}
+    if journal is not None:
+        extras["journal"] = journal.info()
+        replayed = journal.timings
+        journal.close()
+    if test_be is not None:
+        _score_on_test(test_be, executor, front, problem, target_frac, test_base)
+    final_seconds = time.perf_counter() - t_final
+    # A resumed run reports the time its journal's records cost too, not only this session's.
+    total = time.perf_counter() - t_start + replayed["wall"]
+    clustering = timers.get("clustering") + replayed["clustering"]
+    scoring += replayed["scoring"]
+    timings = {"clustering": clustering, "scoring": scoring, "search": search_seconds + replayed["wall"],
+               "final_scoring": final_seconds, "total": total,
+               "overhead": max(total - clustering - scoring - final_seconds, 0.0)}
+    if journal is not None and journal.replayed:
+        timings["from_journal"] = replayed["wall"]
+    settings = {"target": target if isinstance(target, str) else float(target), "target_fraction": target_frac,
+                "max_accuracy_loss": 100.0 * (1 - target_frac) * base_full, "subset": subset,
+                "subset_samples": n_sub, "samples": n, "seed": seed, "budget": budget,
+                "time_limit": time_limit, "bits": appr.bits, "metric": be.metric_.name,
+                "strategy_params": _jsonable(strat.get_params()),
+                "approximation_params": _jsonable(appr.get_params()),
+                "clusterer_params": _jsonable(clus.get_params()) if clus else None,
+                "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
+                "executor": getattr(executor, "name", type(executor).__name__)}
+    if journal is not None:
+        settings["fingerprint"] = journal.fingerprint
+    result = Result(front=front, history=problem.history,
+                    baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
+                                      subset_accuracy=base_sub, test_accuracy=test_base),
+                    timings=timings, scorings=problem.scorings, settings=settings, strategy=strat.name,
+                    backend=be.name, clusterer=clus.name if clus else "", approximation=appr.name,
+                    layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def metric_identity(metric) -> str:
+    """The metric's name and, for a callable, the digest of its code (wsx.identity)."""
+    fn = getattr(metric, "fn", None)
+    return f"{metric.name}:{'builtin' if fn is None else code_digest(fn)}"
+
+
+def metric_range(metric) -> tuple[float, float]:
+    """The values a metric can take: [0, 1] for top-1, anything finite for a callable."""
+    return (0.0, 1.0) if getattr(metric, "fn", None) is None else (-math.inf, math.inf)
+
+
+def replay_agrees(metric, n_sub: int, old: float, new: float) -> bool:
+    """Whether a journaled score and a fresh one are the same scoring: within two samples for top-1
+    (a population forward may round differently and flip a near-tie), 1e-4 relative otherwise."""
+    if getattr(metric, "fn", None) is None:
+        return abs(old - new) <= 2.0 / max(n_sub, 1) + 1e-12
+    return abs(old - new) <= 1e-4 * max(1.0, abs(old), abs(new))
 
 
 def _rescore_front(problem: Problem, score, sub, base_full: float, target_frac: float, n_sub: int) -> list:
@@ -302,14 +387,15 @@ def _rescore_front(problem: Problem, score, sub, base_full: float, target_frac: 
     return pareto_front(full)
 
 
-def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, target_frac: float) -> float:
-    values = executor.score(test_be, [{}] + [problem._materialise(c.knobs) for c in front], None)
-    base = float(values[0])
-    for c, v in zip(front, values[1:]):
+def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, target_frac: float,
+                   base: float) -> None:
+    if not front:
+        return
+    values = executor.score(test_be, [problem._materialise(c.knobs) for c in front], None)
+    for c, v in zip(front, values):
         c.test_accuracy = float(v)
         c.test_accuracy_loss = 100.0 * (base - v)
         c.test_meets_target = bool(v >= target_frac * base - 1e-12)
-    return base
 
 
 def _search_settings(be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem) -> dict:

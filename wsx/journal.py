@@ -1,9 +1,11 @@
 """The journal of an exploration: every scoring is appended to ``OUT/journal.jsonl`` the moment it is
 made, so a run that crashes or is killed loses nothing and the same command resumes it.
 
-Format: JSON Lines. The first line is a header naming the model, data and settings by sha256
-fingerprints (and the settings in clear, to say what changed); each further line is one scoring
-``{"knobs": {layer: knob}, "value": subset metric, "origin": step}``. A record is one unbuffered
+Format: JSON Lines. The first line is a header naming the model (its tensors and its computation),
+the data, the metric (its code) and the settings by sha256 fingerprints (the settings also in clear,
+to say what changed) and the baseline's search-subset score; each further line is one scoring
+``{"knobs": {layer: knob}, "value": subset metric, "origin": step, "t": [scoring, clustering, wall
+seconds since the previous record], "h": checksum}``. A record is one unbuffered
 ``write`` of a whole line, made as soon as the candidate is scored: once it returns, the record
 survives the process being killed (SIGKILL included). ``fsync`` follows at most every
 ``SYNC_SECONDS`` and on close, so that a power cut loses at most that much (a per-record fsync
@@ -12,31 +14,46 @@ cost ~10 % of a small model's search). A torn last line is dropped on read.
 Resuming replays the records into the Problem (its score table, history and scoring count) and
 re-runs the strategy from the start: being deterministic for a seed, it asks for the same
 candidates, finds the replayed ones already scored and only scores the rest, so the final front is
-the one an uninterrupted run gives. Reading a journal only parses JSON: it cannot run code.
+the one an uninterrupted run gives. Nothing in a journal is trusted unchecked: each record's
+checksum, knob (valid for its layer) and value (finite, in the metric's range) are checked, the
+baseline and a few replayed candidates (a seeded choice) are re-scored and must agree, and the
+time the records cost is added to the resumed run's timings. Reading a journal only parses JSON:
+it cannot run code.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from .errors import CorruptFileError, InvalidSettingError, JournalMismatchError
+import numpy as np
+
+from .errors import CorruptFileError, JournalMismatchError, WsxError
+from .files import os_error, os_errors
+from .identity import strip_addresses
 
 FILENAME = "journal.jsonl"
 SYNC_SECONDS = 1.0
 FORMAT = "wsx-journal"
-VERSION = 1
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # object reprs differ between runs only by address
+VERSION = 2  # 2: computation and metric fingerprints, baseline, per-record timings and checksums
+VERIFY = 3   # replayed candidates re-scored before the rest is trusted
 
 
 def canonical(settings: dict) -> dict:
     """Settings as plain JSON, stable across processes (object addresses removed)."""
     text = json.dumps(settings, sort_keys=True, default=repr)
-    return json.loads(_ADDRESS.sub("", text))
+    return json.loads(strip_addresses(text))
+
+
+def checksum(record: dict) -> str:
+    """Of a record without its "h" (catches a flipped bit or an edited value)."""
+    body = {k: v for k, v in record.items() if k != "h"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def settings_digest(settings: dict) -> str:
@@ -75,18 +92,43 @@ def read(path: str | os.PathLike) -> tuple[dict, list[dict], int]:
     if not parsed or not isinstance(parsed[0], dict) or parsed[0].get("format") != FORMAT:
         raise _foreign(path)
     header = parsed[0]
-    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
-        raise CorruptFileError(f"{path} was written by a newer wsx (journal version {header.get('version')!r});"
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+        raise CorruptFileError(f"{path} was written by a newer wsx (journal version {version!r});"
                                " upgrade wsx, or re-run with --restart to start over")
+    if version < VERSION:
+        raise JournalMismatchError(f"{path} was written by an older wsx (journal version {version}) that did not "
+                                   "record the model's computation and the metric's code, so it cannot be "
+                                   "checked; re-run with --restart to start over, or pick another --out")
     records = []
     for n, rec in enumerate(parsed[1:], 2):
         ok = (isinstance(rec, dict) and isinstance(rec.get("knobs"), dict) and isinstance(rec.get("origin", ""), str)
-              and isinstance(rec.get("value"), (int, float)) and not isinstance(rec.get("value"), bool)
-              and math.isfinite(rec["value"]))
+              and _finite(rec.get("value")) and _timing(rec) is not None)
         if not ok:
             raise _corrupt(path, f"record {n} is malformed", len(parsed) - 1)
+        if rec.get("h") != checksum(rec):
+            raise _corrupt(path, f"record {n} fails its checksum (edited or damaged)", len(parsed) - 1)
         records.append(rec)
     return header, records, intact
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return _is_number(v) and math.isfinite(float(v))
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _timing(rec: dict) -> list | None:
+    """[scoring, clustering, wall] seconds a record cost, or None if malformed."""
+    t = rec.get("t", [0.0, 0.0, 0.0])
+    if isinstance(t, list) and len(t) == 3 and all(_finite(x) and 0 <= x < 1e9 for x in t):
+        return t
+    return None
 
 
 def _foreign(path) -> CorruptFileError:
@@ -112,85 +154,168 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return []
 
 
+@dataclass
+class ReplayCheck:
+    """How a resumed journal is checked against the run at hand (built by the engine).
+
+    ``baseline`` is the unmodified model's search-subset score now; ``value_range`` the metric's
+    range; ``rescore`` scores knob dicts on the search subset; ``agree(old, new)`` says whether a
+    journaled value and a fresh one are the same scoring (up to the backend's rounding)."""
+
+    baseline: float
+    value_range: tuple[float, float]
+    rescore: Callable[[list], Any]
+    agree: Callable[[float, float], bool]
+
+
 class Journal:
     """Appends scorings of one Problem to ``OUT/journal.jsonl``; built by ``attach``.
 
-    ``fingerprint`` is the header's (model, data and settings digests), as a Result records it.
+    ``fingerprint`` is the header's (model, computation, data, metric and settings digests), as a
+    Result records it; ``timings`` the seconds the replayed records cost (scoring, clustering, wall).
     """
 
-    def __init__(self, path: Path, replayed: int, fingerprint: dict):
+    def __init__(self, path: Path, replayed: int, fingerprint: dict, timers=None, timings=None):
         self.path = path
         self.replayed = replayed
         self.fingerprint = fingerprint
+        self.timings = timings or {"scoring": 0.0, "clustering": 0.0, "wall": 0.0}
         self.written = 0
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._timers = timers
+        self._last = self._clock()
+        with os_errors(path, "open"):
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._synced = time.monotonic()
 
     @classmethod
     def attach(cls, problem, out: str | os.PathLike, fingerprint: dict, settings: dict, *,
-               restart: bool = False) -> "Journal":
+               restart: bool = False, check: ReplayCheck | None = None) -> "Journal":
         """Open (or start) the journal in directory ``out`` for ``problem``.
 
-        An existing journal of the same model, data and settings is replayed into ``problem``; one of
-        another run raises JournalMismatchError, unless ``restart`` discards it.
+        An existing journal of the same model, data, metric and settings is checked and replayed into
+        ``problem``; one of another run raises JournalMismatchError, unless ``restart`` discards it.
         """
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise InvalidSettingError(f"--out {out} is a file; give a directory for the results")
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / FILENAME
+        path = Path(out) / FILENAME
         settings = canonical(settings)
         from . import __version__
 
         header = {"format": FORMAT, "version": VERSION, "wsx_version": __version__,
-                  "fingerprint": {"model": fingerprint.get("model"), "data": fingerprint.get("data"),
-                                  "settings": settings_digest(settings)},
-                  "settings": settings}
+                  "fingerprint": {key: fingerprint.get(key) for key in ("model", "computation", "data", "metric")}
+                  | {"settings": settings_digest(settings)},
+                  "settings": settings, "baseline": None if check is None else check.baseline}
         replayed = 0
+        timings = {"scoring": 0.0, "clustering": 0.0, "wall": 0.0}
         if path.exists() and not restart:
             old, records, intact = read(path)
-            _check_same(path, old, header, len(records))
-            for rec in records:
-                try:
-                    knobs = {name: _as_knob(v) for name, v in rec["knobs"].items()}
-                    replayed += problem.replay(knobs, rec["value"], rec.get("origin", ""))
-                except (InvalidSettingError, TypeError) as exc:
-                    raise _corrupt(path, f"a record does not fit this problem: {exc}", len(records)) from None
+            _check_same(path, old, header, len(records), check)
+            replayed = _replay(path, problem, records, timings, check)
             if intact < path.stat().st_size:
-                os.truncate(path, intact)  # drop a torn tail before appending
+                with os_errors(path):
+                    os.truncate(path, intact)  # drop a torn tail before appending
         else:
-            tmp = path.with_name(FILENAME + ".tmp")
-            with open(tmp, "w") as f:
-                f.write(json.dumps(header, sort_keys=True) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-        journal = cls(path, replayed, header["fingerprint"])
+            with os_errors(path):
+                tmp = path.with_name(FILENAME + ".tmp")
+                with open(tmp, "w") as f:
+                    f.write(json.dumps(header, sort_keys=True) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                tmp.replace(path)
+        journal = cls(path, replayed, header["fingerprint"], problem.timers, timings)
         problem._on_scored = journal.record
         return journal
 
+    def _clock(self) -> tuple[float, float, float]:
+        timers = self._timers
+        if timers is None:
+            return 0.0, 0.0, time.perf_counter()
+        return timers.get("scoring"), timers.get("clustering"), time.perf_counter()
+
     def record(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
-        """Append one scoring, durably, as one line (Problem calls this after each scoring)."""
+        """Append one scoring, durably, as one line (Problem calls this after each scoring), with the
+        seconds spent since the previous one (scoring, clustering, wall)."""
         if self._fd is None:
             return
-        line = json.dumps({"knobs": knobs, "value": value, "origin": origin}, separators=(",", ":"),
-                          default=_plain) + "\n"
-        data = line.encode()
-        while data:  # a regular file takes it in one call; loop in case of a short write
-            data = data[os.write(self._fd, data):]
-        if time.monotonic() - self._synced >= SYNC_SECONDS:
-            os.fsync(self._fd)
-            self._synced = time.monotonic()
+        now = self._clock()
+        spent = [round(max(a - b, 0.0), 6) for a, b in zip(now, self._last)]
+        self._last = now
+        rec = json.loads(json.dumps({"knobs": knobs, "value": value, "origin": origin, "t": spent},
+                                    default=_plain))
+        rec["h"] = checksum(rec)
+        data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        at = None
+        try:
+            at = os.lseek(self._fd, 0, os.SEEK_END)
+            while data:  # a regular file takes it in one call; loop in case of a short write
+                data = data[os.write(self._fd, data):]
+            if time.monotonic() - self._synced >= SYNC_SECONDS:
+                os.fsync(self._fd)
+                self._synced = time.monotonic()
+        except OSError as exc:
+            if at is not None:  # leave no partial line behind: the journal stays as it was
+                try:
+                    os.ftruncate(self._fd, at)
+                except OSError:
+                    pass
+            raise os_error(self.path, exc) from None
         self.written += 1
 
-    def close(self) -> None:
+    def close(self, *, raise_errors: bool = True) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if raise_errors:
+                    raise os_error(self.path, exc) from None
+            finally:
+                os.close(fd)
 
     def info(self) -> dict:
         return {"path": self.path.name, "replayed": self.replayed, "scored": self.written}
+
+
+def _replay(path: Path, problem, records: list[dict], timings: dict, check: ReplayCheck | None) -> int:
+    """Check every record against ``problem`` and replay it; then re-score a seeded few."""
+    lo, hi = check.value_range if check is not None else (-math.inf, math.inf)
+    replayed = []
+    for n, rec in enumerate(records, 2):
+        def bad(what: str) -> CorruptFileError:
+            return _corrupt(path, f"record {n} {what}", len(records))
+
+        knobs = {}
+        for name, raw in rec["knobs"].items():
+            if name not in problem.layer_names:
+                raise bad(f"names layer {name!r}, which this model does not have")
+            try:
+                knob = problem.approximation.check_knob(problem.layer(name), _as_knob(raw))
+            except (WsxError, TypeError, ValueError, OverflowError) as exc:
+                raise bad(f"has an invalid knob for layer {name!r} ({exc})") from None
+            if knob != _as_knob(raw):
+                raise bad(f"has knob {raw!r} for layer {name!r}, which is not a knob value")
+            knobs[name] = knob
+        value = float(rec["value"])
+        if not lo <= value <= hi:
+            raise bad(f"has value {value!r}, outside the metric's range [{lo}, {hi}]")
+        key = tuple(sorted(knobs.items()))
+        known = problem.scores.get(key)
+        if known is not None and known != value:
+            raise bad(f"scores a candidate again with another value ({known!r}, then {value!r})")
+        if problem.replay(knobs, value, rec.get("origin", "")):
+            replayed.append((knobs, value))
+        for part, seconds in zip(("scoring", "clustering", "wall"), _timing(rec)):
+            timings[part] += seconds
+    if check is not None and replayed:
+        rng = np.random.default_rng(problem.seed)
+        picked = [replayed[i] for i in sorted(rng.choice(len(replayed), min(VERIFY, len(replayed)), replace=False))]
+        values = check.rescore([knobs for knobs, _ in picked])
+        for (knobs, old), new in zip(picked, values):
+            if not check.agree(old, float(new)):
+                raise JournalMismatchError(
+                    f"{path} does not reproduce: candidate {knobs} scores {float(new):.6g} now, the journal "
+                    f"says {old:.6g} (the model, data or metric changed in a way their fingerprints do not "
+                    f"show, or the journal was edited); re-run with --restart (explore(..., restart=True)) to "
+                    f"discard its {len(records)} scorings, or pick another --out")
+    return len(replayed)
 
 
 def _as_knob(v: Any) -> Any:
@@ -205,15 +330,27 @@ def _plain(v: Any) -> Any:
     raise TypeError(f"{type(v).__name__} is not JSON serialisable")
 
 
-def _check_same(path: Path, old: dict, new: dict, records: int) -> None:
-    fp_old, fp_new = old.get("fingerprint") or {}, new["fingerprint"]
+_WHAT_DIFFERS = {"model": "the model's weights differ",
+                 "computation": "the model's computation differs (its layers, forward code or traced program)",
+                 "data": "the scoring data differ", "metric": "the metric's code differs"}
+
+
+def _check_same(path: Path, old: dict, new: dict, records: int, check: ReplayCheck | None) -> None:
+    fp_old = old.get("fingerprint") if isinstance(old.get("fingerprint"), dict) else {}
+    fp_new = new["fingerprint"]
     what = f"{path} belongs to another exploration"
     todo = (f"; re-run with --restart (explore(..., restart=True)) to discard its {records} scorings, or "
             "pick another --out")
-    if fp_old.get("model") != fp_new["model"]:
-        raise JournalMismatchError(f"{what}: the model's weights differ{todo}")
-    if fp_old.get("data") != fp_new["data"]:
-        raise JournalMismatchError(f"{what}: the scoring data differ{todo}")
+    for key, differs in _WHAT_DIFFERS.items():
+        if fp_old.get(key) != fp_new[key]:
+            raise JournalMismatchError(f"{what}: {differs}{todo}")
     if fp_old.get("settings") != fp_new["settings"]:
         diff = _differences(old.get("settings"), new["settings"]) or ["(settings digest differs)"]
         raise JournalMismatchError(f"{what}: settings differ ({'; '.join(diff[:6])}){todo}")
+    if check is not None:
+        base = old.get("baseline")
+        if not _finite(base) or not check.agree(float(base), check.baseline):
+            raise JournalMismatchError(
+                f"{what}: the unmodified model scores {check.baseline:.6g} on the search subset now, the journal "
+                f"recorded {base!r} (the model, data or metric changed in a way their fingerprints do not show)"
+                f"{todo}")

@@ -1,0 +1,135 @@
+"""Checks of the model and data made with the baseline scoring, so that a broken model or data set
+stops the run naming the cause instead of producing a confident front of garbage.
+
+* Non-finite float inputs stop the run (the sample is named).
+* The unmodified model's outputs must be finite: where they are not, the run stops and names the
+  tensors outside the layers of interest (biases, normalisation statistics) that hold NaN or Inf.
+* A top-1 baseline at chance level (1 / classes, within three standard errors) is warned about:
+  every candidate then "meets" a target relative to it.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+import numpy as np
+
+from .backend import Backend, _numeric_arrays
+from .errors import InvalidDataError, InvalidModelError, WsxError
+
+
+class _Watch:
+    """Wraps a backend's metric for one scoring: delegates, and counts the samples whose outputs hold
+    NaN or Inf and the number of output classes."""
+
+    def __init__(self, metric):
+        self.metric = metric
+        self.bad = 0
+        self.samples = 0
+        self.classes: int | None = None
+
+    def __getattr__(self, name):  # name, fn, ... of the wrapped metric
+        return getattr(self.metric, name)
+
+    def accumulator(self, n: int):
+        inner = self.metric.accumulator(n)
+        watch = self
+
+        class Acc:
+            def add(self, i, outputs, labels):
+                if i == 0:
+                    arrays = [a for a in _numeric_arrays(outputs) if a.dtype.kind in "fc"]
+                    rows = len(labels)
+                    watch.samples += rows
+                    for a in arrays:
+                        a = a[:rows]
+                        if a.size and not np.isfinite(a).all():
+                            watch.bad += int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+                    if len(arrays) == 1 and arrays[0].ndim == 2:
+                        watch.classes = int(arrays[0].shape[1])
+                inner.add(i, outputs, labels)
+
+            def result(self):
+                return inner.result()
+
+        return Acc()
+
+
+def check_inputs(be: Backend) -> None:
+    """Stop on NaN or Inf in the float inputs, naming the first sample that holds one."""
+    seen = 0
+    for inputs, labels in be._iter_batches(None):
+        rows = len(labels)
+        for arr in _numeric_arrays(inputs):
+            if arr.dtype.kind not in "fc":
+                continue
+            part = arr[:rows].reshape(min(rows, len(arr)), -1)
+            finite = np.isfinite(part).all(axis=1)
+            if not finite.all():
+                first = seen + int(np.argmin(finite))
+                raise InvalidDataError(f"the inputs hold NaN or Inf ({int((~finite).sum())} samples of one batch, "
+                                       f"the first is sample {first}); clean or drop those samples before "
+                                       "exploring")
+        seen += rows
+
+
+def score_baseline(be: Backend, score: Callable[[list], np.ndarray]) -> tuple[float, int | None]:
+    """(baseline metric on all data, output classes) of the unmodified model, scored by ``score``
+    (the engine's executor path); raises naming the cause when the model cannot run on the data or
+    gives NaN / Inf. An executor scoring elsewhere leaves the outputs unseen (no output check)."""
+    watch = _Watch(be.metric_)
+    be.metric_ = watch
+    try:
+        value = float(score([{}])[0])
+    except (WsxError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the framework refusing the inputs: dtype, shape, rank
+        raise InvalidDataError(f"the model cannot run on the scoring data ({type(exc).__name__}: "
+                               f"{_first_line(exc)}); pass inputs of the dtype and shape the model takes "
+                               "(e.g. float32 images, not uint8 or strings)") from exc
+    finally:
+        be.metric_ = watch.metric
+    if watch.bad:
+        causes = non_finite_tensors(be)
+        where = (f"tensors outside the layers of interest hold NaN or Inf: {', '.join(causes[:8])}"
+                 if causes else "its forward overflows or divides by zero")
+        raise InvalidModelError(f"the unmodified model gives NaN or Inf outputs on {watch.bad} of "
+                                f"{watch.samples} samples: {where}; fix the model before exploring")
+    return value, watch.classes
+
+
+def non_finite_tensors(be: Backend) -> list[str]:
+    """Names of the model's float tensors holding NaN or Inf."""
+    try:
+        tensors = be.tensors()
+    except Exception:  # noqa: BLE001 - a dtype numpy cannot hold; nothing to name then
+        return []
+    return [name for name, arr in tensors.items()
+            if np.asarray(arr).dtype.kind in "fc" and not np.isfinite(arr).all()]
+
+
+def chance_level(metric_name: str, classes: int | None) -> float | None:
+    """The score of guessing, where it is defined: top-1 over a known number of classes."""
+    if metric_name == "top1" and classes and classes > 1:
+        return 1.0 / classes
+    return None
+
+
+def warn_if_chance(baseline: float, chance: float | None, samples: int) -> str | None:
+    """A warning (also returned, for the result's notes) when the baseline is within three standard
+    errors of chance: targets relative to it are then met by any candidate."""
+    if chance is None:
+        return None
+    margin = 3.0 * math.sqrt(chance * (1 - chance) / max(samples, 1))
+    if baseline > chance + margin:
+        return None
+    message = (f"the baseline top-1 {baseline:.4f} is at chance level ({chance:.4f} for {round(1 / chance)} "
+               "classes): every candidate meets a target relative to it; check the labels and that the model "
+               "is the trained one")
+    warnings.warn(message, stacklevel=3)
+    return message
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
