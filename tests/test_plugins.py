@@ -69,18 +69,48 @@ def test_third_party_distribution_adds_strategy_and_backend(toy_dist):
     assert {tuple(c.knobs.values()) for c in r3.history} == {(k, k) for k in (1, 2, 3, 6, 8)}
 
 
-def test_misspelt_hook_fails_loudly(tmp_path, monkeypatch):
-    src = "import wsx\n@wsx.hookimpl\ndef wsx_strategy():\n    return []\n"  # should be wsx_strategies
-    root = make_distribution(tmp_path / "site", "wsx-typo", src, {"typo": "wsx_typo"}, "wsx_typo")
+@pytest.mark.parametrize("source, reason", [
+    ("import wsx\n@wsx.hookimpl\ndef wsx_strategy():\n    return []\n", "wsx_strategy"),  # misspelt hook
+    ("import wsx\n@wsx.hookimpl\ndef wsx_backend_for(modle):\n    return None\n", "modle"),  # wrong argument
+    ("import wsx\n@wsx.hookimpl\ndef wsx_strategies():\n    raise RuntimeError('boom')\n", "boom"),
+    ("import wsx\n@wsx.hookimpl\ndef wsx_backend_for(model):\n    raise RuntimeError('boom')\n", "boom"),
+    ("import wsx\n@wsx.hookimpl\ndef wsx_clusterers():\n    return 42\n", "returned 42"),
+])
+def test_broken_plugin_is_reported_disabled_and_the_rest_goes_on(tmp_path, monkeypatch, capsys, lenet, source,
+                                                                  reason):
+    """A third-party plugin pluggy refuses, or whose hook raises or returns garbage, is listed by
+    `wsx plugins` as broken with the reason; the built-ins, `wsx plugins` and explore still work."""
+    from wsx.cli import main
+
+    root = make_distribution(tmp_path / "site", "wsx-typo", source, {"typo": "wsx_typo"}, "wsx_typo")
     monkeypatch.syspath_prepend(str(root))
     wsx.plugins.reload()
     try:
-        with pytest.raises(Exception, match="wsx_strategy"):
-            wsx.plugins.strategies()
+        with pytest.warns(UserWarning, match="'typo'.*disabled"):
+            model, data = lenet
+            result = wsx.explore(model, data, strategy="random", budget=3, subset=None, progress=False)
+            assert main(["plugins", "--json"]) == 0
+            rows = json.loads(capsys.readouterr().out)
+        broken = [r for r in rows if r["name"] == "typo"]
+        assert len(broken) == 1 and broken[0]["available"] is False and reason in broken[0]["reason"]
+        assert broken[0]["distribution"] == "wsx-typo"
+        assert any(r["name"] == "divide-and-conquer" and r["available"] for r in rows)
+        assert result.backend == "torch" and result.scorings == 3
     finally:
         monkeypatch.undo()
         sys.modules.pop("wsx_typo", None)
         wsx.plugins.reload()
+
+
+def test_in_process_plugin_with_a_misspelt_hook_raises_and_is_not_kept():
+    class Typo:
+        @wsx.hookimpl
+        def wsx_strategy(self):
+            return []
+
+    with pytest.raises(Exception, match="wsx_strategy"):
+        wsx.plugins.register(Typo(), name="typo-in-process")
+    assert wsx.plugins.manager().pm.get_plugin("typo-in-process") is None
 
 
 def _run_py(code: str, env_extra: dict, pythonpath: list[str]) -> subprocess.CompletedProcess:

@@ -2,8 +2,10 @@
 
 Built-ins and third-party plugins take the same path: every entry point of the ``wsx`` group is loaded
 and registered with one pluggy PluginManager. Set ``WSX_DISABLE_PLUGIN_AUTOLOAD=1`` to load only the
-plugins wsx itself ships. A plugin that fails to import is reported (``wsx plugins``) instead of
-breaking ``import wsx`` or the other plugins.
+plugins wsx itself ships. A plugin that fails to import, that pluggy refuses (a misspelt hook, a
+hook with wrong arguments) or whose hook raises or returns something unusable is reported (a
+warning, and ``wsx plugins`` lists it as broken with the reason) and disabled, instead of breaking
+``import wsx``, every command or the other plugins.
 """
 from __future__ import annotations
 
@@ -68,21 +70,53 @@ class _Registry:
                 try:
                     plugin = ep.load()
                 except Exception as exc:  # a broken third-party plugin must not break wsx
-                    warnings.warn(f"wsx plugin {ep.name!r} from {dist_name} failed to load: {exc!r}",
-                                  stacklevel=2)
-                    self.failed.append(PluginInfo(ep.name, "plugin", dist_name, dist.version, False,
-                                                  f"failed to load: {exc!r}"))
+                    self._broken(ep.name, f"failed to load: {exc!r}", (dist_name, dist.version))
                     continue
-                self.pm.register(plugin, name=ep.name)
                 self.origin[ep.name] = (dist_name, dist.version)
+                try:
+                    self.pm.register(plugin, name=ep.name)
+                    self.pm.check_pending()  # what is pending now is this plugin's: earlier ones passed
+                except Exception as exc:  # pluggy's PluginValidationError: a misspelt or malformed hook
+                    self.disable(ep.name, f"refused by pluggy: {exc}")
+
+    def _broken(self, name: str, reason: str, origin: tuple[str, str]) -> None:
+        warnings.warn(f"wsx plugin {name!r} from {origin[0]} is disabled: {reason}", stacklevel=3)
+        self.failed.append(PluginInfo(name, "plugin", origin[0], origin[1], False, reason))
+
+    def disable(self, name: str, reason: str) -> None:
+        """Unregister a plugin that misbehaved and report it (a warning now, `wsx plugins` later)."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.pm.set_blocked(name)
+        self._broken(name, reason, self.origin.get(name, ("?", "")))
+
+    def call(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
+        """(plugin name, result) of every implementation of a hook, in pluggy's call order; one that
+        raises is disabled and skipped, so that one broken plugin does not break the others."""
+        out = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                value = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception as exc:  # noqa: BLE001 - a third-party hook; reported and disabled
+                self.disable(impl.plugin_name, f"hook {hook_name} raised {type(exc).__name__}: {exc}")
+                continue
+            out.append((impl.plugin_name, value))
+        return out
 
     def classes(self, kind: str) -> dict[str, type]:
-        hook = getattr(self.pm.hook, _HOOKS[kind])
         found: dict[str, type] = {}
-        for impl in reversed(hook.get_hookimpls()):  # registration order: first registered wins a name
-            for cls in impl.function() or []:
+        for plugin_name, classes in self.call(_HOOKS[kind]):  # first registered wins a name
+            try:
+                valid = [c for c in classes or [] if isinstance(c, type) and isinstance(c.name, str)]
+                if len(valid) != len(classes or []):
+                    raise TypeError("not a list of plugin classes with a name")
+            except Exception as exc:  # noqa: BLE001 - not iterable, no .name
+                self.disable(plugin_name, f"hook {_HOOKS[kind]} returned {classes!r:.80}: {exc}")
+                continue
+            for cls in valid:
                 found.setdefault(cls.name, cls)
-                self._owner.setdefault((kind, cls.name), impl.plugin_name)
+                self._owner.setdefault((kind, cls.name), plugin_name)
         return found
 
 
@@ -108,7 +142,11 @@ def register(plugin: Any, name: str | None = None) -> None:
     reg = manager()
     reg.pm.register(plugin, name=name)
     reg.origin[name or reg.pm.get_name(plugin)] = ("(in-process)", "")
-    reg.pm.check_pending()
+    try:
+        reg.pm.check_pending()  # in-process: the caller's own mistake, raised at once
+    except Exception:
+        reg.pm.unregister(plugin)
+        raise
 
 
 def unregister(name: str) -> None:
@@ -141,7 +179,10 @@ def info() -> list[PluginInfo]:
     for kind in KINDS:
         for name, cls in reg.classes(kind).items():
             dist, version = reg.origin.get(reg._owner.get((kind, name), ""), ("?", ""))
-            ok, reason = cls.available()
+            try:
+                ok, reason = cls.available()
+            except Exception as exc:  # noqa: BLE001 - a third-party class; reported, not raised
+                ok, reason = False, f"available() raised {type(exc).__name__}: {exc}"
             rows.append(PluginInfo(name, kind, dist, version, ok, reason, cls))
     return rows + list(reg.failed)
 
@@ -160,7 +201,11 @@ def get(kind: str, name: str) -> type:
 
 
 def backend_for(model: Any) -> str | None:
-    return manager().pm.hook.wsx_backend_for(model=model)
+    """The first backend name a ``wsx_backend_for`` hook gives for ``model`` (firstresult)."""
+    for _, name in manager().call("wsx_backend_for", model=model):
+        if name is not None:
+            return name
+    return None
 
 
 def module_available(module: str, extra: str | None) -> tuple[bool, str]:
