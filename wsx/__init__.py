@@ -66,10 +66,10 @@ export.__doc__ = """Write a candidate at ``path``: ``format="wsx"`` (the artifac
 ends in .mlpackage, .onnx or .keras), "coreml" (lookup-table weights), "onnx" or "keras" (dense)."""
 
 
-def load_compressed(path: Any):
+def load_compressed(path: Any, **kwargs):
     from .artifact import load_compressed as _load
 
-    return _load(path)
+    return _load(path, **kwargs)
 
 
 def __getattr__(name: str):

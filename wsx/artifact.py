@@ -30,7 +30,8 @@ CODEBOOK_DTYPES = {16: np.dtype(np.float16), 32: np.dtype(np.float32), 64: np.dt
 INDICES = "@wsx/indices/"   # tensor-name prefixes of the packed parts; checked against model names
 CODEBOOK = "@wsx/codebook/"
 _CHUNK = 1 << 18            # weights packed per step; a multiple of 8 keeps chunks byte-aligned
-_MAX_IMPLICIT = 1 << 32     # a k=1 layer stores no index bytes; bound its declared size
+EXPANSION = 256             # load_compressed's default bound: dense bytes per file byte ...
+MIN_LOAD_BYTES = 256 << 20  # ... and at least this many
 
 
 # -- bit packing ---------------------------------------------------------------------------------
@@ -126,10 +127,14 @@ def _layouts(shape: tuple, groups: int, hint=None):
                 yield (a, b) + tuple(x for x in rest if x != b)
 
 
-def _reconstruct(codebook: np.ndarray, indices: np.ndarray, shape, dtype, axes=None) -> np.ndarray:
-    """Dense weights from (groups x k) codebook values, (groups x n) indices and the axis order
-    under which the groups are rows (None: the layer's own order)."""
-    values = np.take_along_axis(codebook.astype(dtype), indices.astype(np.intp), axis=1)
+def _reconstruct(codebook: np.ndarray, indices: np.ndarray | None, shape, dtype, axes=None) -> np.ndarray:
+    """Dense weights from (groups x k) codebook values, (groups x n) indices (None: every weight is
+    its group's first value) and the axis order under which the groups are rows (None: the layer's own)."""
+    if indices is None:
+        groups = codebook.shape[0]
+        values = np.repeat(codebook[:, :1].astype(dtype), math.prod(shape) // max(groups, 1), axis=1)
+    else:
+        values = np.take_along_axis(codebook.astype(dtype), indices.astype(np.intp), axis=1)
     if axes is None or list(axes) == list(range(len(shape))):
         return values.reshape(shape)
     moved = values.reshape(tuple(shape[a] for a in axes))
@@ -282,23 +287,39 @@ def read(path: str | os.PathLike) -> tuple[dict, dict]:
     return manifest, arrays
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check_manifest(path, m: Any, arrays: dict) -> None:
+    """Every field ``load_compressed`` and ``inspect`` read, checked for type and against the stored
+    buffers (sizes included), so that reading a damaged or forged manifest raises CorruptFileError."""
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise _fail(path, "its manifest is not a wsx artifact manifest")
-    if not isinstance(m.get("version"), int) or m["version"] > VERSION:
+    if not _int(m.get("version")) or m["version"] > VERSION:
         raise CorruptFileError(f"{path} was written by a newer wsx (artifact version {m.get('version')!r}, "
                                f"this wsx reads {VERSION}); upgrade wsx to load it")
+    aliases = m.get("aliases", {})
     if not isinstance(m.get("tensors"), list) or not isinstance(m.get("layers"), list) \
-            or not isinstance(m.get("aliases", {}), dict):
+            or not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
         raise _fail(path, "its manifest lacks the tensors / layers lists")
+    if not _int(m.get("bits")) or m["bits"] not in CODEBOOK_DTYPES:
+        raise _fail(path, f"its manifest's bits {m.get('bits')!r} is not one of {sorted(CODEBOOK_DTYPES)}")
+    interest = m.get("layers_of_interest", {})
+    if not isinstance(interest, dict) or not isinstance(m.get("candidate", {}), (dict, type(None))) or not all(
+            isinstance(m.get(key), (int, float, type(None))) for key in ("size_bits", "baseline_bits",
+                                                                          "compression_rate")):
+        raise _fail(path, "its manifest's summary fields (layers_of_interest, candidate, sizes) are malformed")
     layer_names = set()
     for e in m["layers"]:
         try:
             name, shape, k, b, groups = e["name"], e["shape"], e["k"], e["index_bits"], e["groups"]
-            ok = (isinstance(name, str) and all(isinstance(s, int) and s >= 0 for s in shape)
-                  and all(isinstance(v, int) for v in (k, b, groups)) and k >= 1 and groups >= 1
+            ok = (isinstance(name, str) and isinstance(shape, list) and all(_int(s) and s >= 0 for s in shape)
+                  and all(_int(v) for v in (k, b, groups, e["weights"])) and k >= 1 and groups >= 1
                   and b == index_bits(k) and math.prod(shape) == e["weights"]
                   and e["weights"] % groups == 0 and np.dtype(e["dtype"]).kind in "fc"
+                  and isinstance(e.get("granularity", ""), str)
+                  and isinstance(e.get("axes", []), list) and all(_int(a) for a in e.get("axes", []))
                   and sorted(e.get("axes", range(len(shape)))) == list(range(len(shape)))
                   and e["codebook_dtype"] in {d.name for d in CODEBOOK_DTYPES.values()})
         except (KeyError, TypeError, ValueError):
@@ -315,26 +336,60 @@ def _check_manifest(path, m: Any, arrays: dict) -> None:
         if ix.dtype != np.uint8 or ix.ndim != 1 or ix.size != _nbytes(e["weights"] * b):
             raise _fail(path, f"the packed indices of layer {name!r} have {ix.size} bytes, expected "
                         f"{_nbytes(e['weights'] * b)}")
-        if b == 0 and e["weights"] > _MAX_IMPLICIT:
-            raise _fail(path, f"layer {name!r} declares {e['weights']} weights with no index bytes")
         layer_names.add(name)
     for name in m["tensors"]:
         if not isinstance(name, str) or (name not in layer_names and name not in arrays
-                                         and m["aliases"].get(name) not in layer_names):
+                                         and aliases.get(name) not in layer_names):
             raise _fail(path, f"tensor {name!r} is listed in the manifest but not stored")
 
 
-def load_compressed(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def dense_bytes(manifest: dict) -> int:
+    """Bytes of the dense tensors ``load_compressed`` builds from the packed layers (tied names
+    included: each is a copy)."""
+    per_layer = {e["name"]: e["weights"] * np.dtype(e["dtype"]).itemsize for e in manifest["layers"]}
+    total = sum(per_layer.values())
+    for name in manifest["tensors"]:
+        owner = manifest["aliases"].get(name)
+        if name not in per_layer and owner in per_layer:
+            total += per_layer[owner]
+    return total
+
+
+def load_limit(path) -> int:
+    """The default bound on the dense bytes an artifact may expand to: a packed index bit becomes at
+    most 16 bytes (complex128 at k=2), so a wsx artifact expands at most 128x, with room for tied
+    copies; k=1 layers store no index bytes at all and are bounded by this alone."""
+    return max(MIN_LOAD_BYTES, EXPANSION * os.path.getsize(path))
+
+
+def load_compressed(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """{tensor name: dense numpy array} from an artifact, in the model's order (for torch: a
-    state_dict to pass to ``load_state_dict`` after ``torch.from_numpy``)."""
+    state_dict to pass to ``load_state_dict`` after ``torch.from_numpy``).
+
+    Before anything is allocated, the dense size the manifest declares is checked against
+    ``max_bytes`` (default ``load_limit``: 256 times the file, at least 256 MiB): a forged manifest
+    cannot make a small file take the machine's memory. Pass a larger ``max_bytes`` for a file you
+    trust whose k=1 layers hold more than that."""
     manifest, arrays = read(path)
+    limit = load_limit(path) if max_bytes is None else int(max_bytes)
+    need = dense_bytes(manifest)
+    if need > limit:
+        implicit = [e["name"] for e in manifest["layers"] if e["index_bits"] == 0]
+        why = f" (k=1 layers {implicit[:4]} store no index bytes)" if implicit else ""
+        raise _fail(path, f"its manifest declares {need} bytes of dense weights from a {os.path.getsize(path)}-"
+                    f"byte file, more than the {limit} allowed{why}; pass max_bytes= to "
+                    "wsx.load_compressed if you trust the file")
     dense = {}
     for e in manifest["layers"]:
         name, k, b = e["name"], e["k"], e["index_bits"]
+        codebook = arrays[CODEBOOK + name]
+        if b == 0:  # one value per codebook: no index array at all
+            dense[name] = _reconstruct(codebook, None, tuple(e["shape"]), np.dtype(e["dtype"]), e.get("axes"))
+            continue
         idx = unpack_bits(arrays[INDICES + name], b, e["weights"])
-        if b and idx.size and int(idx.max()) >= k:
+        if idx.size and int(idx.max()) >= k:
             raise _fail(path, f"layer {name!r} has an index {int(idx.max())} outside its codebook of {k}")
-        dense[name] = _reconstruct(arrays[CODEBOOK + name], idx.reshape(e["groups"], -1), tuple(e["shape"]),
+        dense[name] = _reconstruct(codebook, idx.reshape(e["groups"], -1), tuple(e["shape"]),
                                    np.dtype(e["dtype"]), e.get("axes"))
     out = {}
     for name in manifest["tensors"]:
