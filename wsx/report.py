@@ -206,8 +206,9 @@ def render(result, front_png: str | Path | None = None) -> str:
         ("baseline accuracy", f"{b.accuracy:.4f}"), ("baseline size", f"{b.bits} bits"),
         ("target", f"{s.get('target')} (max AL {s.get('max_accuracy_loss', float('nan')):.3f} pp)"),
         ("scorings", result.scorings), ("total time", f"{(result.timings or {}).get('total', 0):.1f} s"),
-        ("best meeting the target", "none" if best is None else
-         f"CR {best.compression_rate:.2f}, accuracy {best.accuracy:.4f}, AL {best.accuracy_loss:.2f} pp"),
+        ("best meeting the target", ("none" if best is None else
+         f"CR {best.compression_rate:.2f}, accuracy {best.accuracy:.4f}, AL {best.accuracy_loss:.2f} pp")
+         + f" (decided on {result.best_basis()})"),
     ]
     front_rows = [[i, f"{c.compression_rate:.2f}", f"{c.accuracy:.4f}", f"{c.accuracy_loss:.2f}",
                    "yes" if c.meets_target else "no", c.measured_on,

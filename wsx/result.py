@@ -110,10 +110,18 @@ class Result:
 
     # -- views --------------------------------------------------------------------------------
     def best(self) -> Candidate | None:
-        """The highest-CR front candidate meeting the target (on test data when it was measured)."""
-        ok = [c for c in self.front
-              if (c.test_meets_target if c.test_meets_target is not None else c.meets_target)]
+        """The highest-CR front candidate that meets the target on all the search data and, when
+        ``test_data`` was given, on the test data too (``best_basis`` says which data decided)."""
+        ok = [c for c in self.front if c.meets_target and c.test_meets_target is not False]
         return max(ok, key=lambda c: c.compression_rate) if ok else None
+
+    def best_basis(self) -> str:
+        """The data ``best()`` was decided on, in words (report.html, `wsx export` and the CLI say it)."""
+        samples = (self.settings or {}).get("samples")
+        search = f"all {samples} samples of the search data" if samples else "all the search data"
+        if any(c.test_meets_target is not None for c in self.front):
+            return f"{search} and the test data"
+        return search
 
     def to_frame(self):
         import pandas as pd
@@ -172,17 +180,18 @@ class Result:
         if not isinstance(d, dict) or "front" not in d or "baseline" not in d:
             raise CorruptFileError(f"{path} is not a wsx results.json (no 'front'/'baseline'); "
                                    "point to the directory an exploration wrote with --out")
-        try:
-            return cls(
-                front=[Candidate.from_dict(c) for c in d["front"]],
-                history=[Candidate.from_dict(c) for c in d.get("history", [])],
-                baseline=Baseline(**d["baseline"]), timings=d.get("timings", {}),
-                scorings=d.get("scorings", 0), settings=d.get("settings", {}),
-                strategy=d.get("strategy", ""), backend=d.get("backend", ""),
-                clusterer=d.get("clusterer", ""), approximation=d.get("approximation", ""),
-                layers=d.get("layers", []), notes=d.get("notes", []), extras=d.get("extras", {}))
-        except (TypeError, KeyError) as exc:
-            raise CorruptFileError(f"{path} has a malformed entry ({exc}); re-run the exploration") from exc
+        problem = _malformed(d)
+        if problem:
+            raise CorruptFileError(f"{path} has a malformed entry ({problem}); re-run the exploration, or "
+                                   "point to a results.json wsx wrote")
+        return cls(
+            front=[Candidate.from_dict(c) for c in d["front"]],
+            history=[Candidate.from_dict(c) for c in d.get("history", [])],
+            baseline=Baseline(**{k: v for k, v in d["baseline"].items() if k in Baseline.__dataclass_fields__}),
+            timings=d.get("timings", {}), scorings=d.get("scorings", 0), settings=d.get("settings", {}),
+            strategy=d.get("strategy", ""), backend=d.get("backend", ""),
+            clusterer=d.get("clusterer", ""), approximation=d.get("approximation", ""),
+            layers=d.get("layers", []), notes=d.get("notes", []), extras=d.get("extras", {}))
 
     def summary(self) -> str:
         """The front as a text table."""
@@ -202,3 +211,63 @@ class Result:
             knobs = ", ".join(f"{v}" for v in c.knobs.values())
             lines.append(f"{line}  [{knobs}]")
         return "\n".join(lines)
+
+
+def _number(v: Any, *, optional: bool = False) -> bool:
+    if v is None:
+        return optional
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _malformed_candidate(c: Any) -> str:
+    if not isinstance(c, dict):
+        return f"a candidate is {type(c).__name__}, not an object"
+    knobs = c.get("knobs")
+    if not isinstance(knobs, dict) or not all(isinstance(v, (int, float, list)) and not isinstance(v, bool)
+                                              for v in knobs.values()):
+        return f"knobs {knobs!r}"
+    for key in ("accuracy", "accuracy_loss", "compression_rate"):
+        if not _number(c.get(key)):
+            return f"{key} {c.get(key)!r}"
+    for key in ("test_accuracy", "test_accuracy_loss"):
+        if not _number(c.get(key), optional=True):
+            return f"{key} {c.get(key)!r}"
+    if not isinstance(c.get("meets_target"), bool) or not isinstance(c.get("test_meets_target"), (bool, type(None))):
+        return "meets_target is not true / false"
+    if not _number(c.get("size_bits", 0)) or not all(isinstance(c.get(k, ""), str) for k in ("measured_on", "origin")):
+        return "size_bits / measured_on / origin"
+    return ""
+
+
+def _malformed(d: dict) -> str:
+    """What is wrong in a results.json's fields (types and values every reader uses), or ""."""
+    base = d["baseline"]
+    if not isinstance(base, dict) or not _number(base.get("accuracy")) or not _number(base.get("bits")) or not all(
+            _number(base.get(k), optional=True) for k in ("subset_accuracy", "test_accuracy")):
+        return f"baseline {base!r}"[:200]
+    for key in ("front", "history"):
+        if not isinstance(d.get(key, []), list):
+            return f"{key} is not a list"
+        for c in d.get(key, []):
+            problem = _malformed_candidate(c)
+            if problem:
+                return f"{key}: {problem}"[:200]
+    kinds = {"timings": dict, "settings": dict, "extras": dict, "layers": list, "notes": list, "strategy": str,
+             "backend": str, "clusterer": str, "approximation": str}
+    for key, kind in kinds.items():
+        if key in d and not isinstance(d[key], kind):
+            return f"{key} is not a {kind.__name__}"
+    if not _number(d.get("scorings", 0)) or not all(_number(v) for v in d.get("timings", {}).values()):
+        return "scorings / timings are not numbers"
+    if not all(isinstance(layer, dict) for layer in d.get("layers", [])):
+        return "layers are not objects"
+    settings = d.get("settings", {})
+    fingerprint = settings.get("fingerprint")
+    if fingerprint is not None and not (isinstance(fingerprint, dict)
+                                        and all(isinstance(v, (str, type(None))) for v in fingerprint.values())):
+        return "settings.fingerprint"
+    if not isinstance(settings.get("seed", 0), int) or not _number(settings.get("bits", 32)) \
+            or not isinstance(settings.get("approximation_params") or {}, dict) \
+            or not isinstance(settings.get("clusterer_params") or {}, dict):
+        return "settings (seed, bits, approximation_params, clusterer_params)"
+    return ""

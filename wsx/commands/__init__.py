@@ -34,9 +34,19 @@ def parse_target(text: str):
 
 
 def parse_subset(text: str):
+    """'all', a sample count ('1000'), a fraction ('0.1') or a percentage ('10%')."""
+    from wsx.errors import InvalidSettingError
+
+    text = text.strip()
     if text in ("all", "none", "None"):
         return None
-    return int(text) if text.isdigit() else float(text)
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        raise InvalidSettingError(f"--subset {text!r}: give a fraction such as 0.1, a percentage such as 10%, "
+                                  "a sample count such as 1000, or 'all'") from None
 
 
 def explore_kwargs(args) -> dict:
@@ -60,9 +70,9 @@ def report(result, args) -> None:
         print(f"note: {note}")
     best = result.best()
     if best is not None:
-        print(f"best meeting {result.settings['target']}: CR {best.compression_rate:.2f}, "
-              f"accuracy {best.accuracy:.4f} (AL {best.accuracy_loss:.2f} pp, measured on {best.measured_on} data)")
+        print(f"best meeting {result.settings['target']} on {result.best_basis()}: CR {best.compression_rate:.2f}, "
+              f"accuracy {best.accuracy:.4f} (AL {best.accuracy_loss:.2f} pp)")
     else:
-        print(f"no candidate meets {result.settings['target']} on all data")
+        print(f"no candidate meets {result.settings['target']} on {result.best_basis()}")
     if args.out:
         print(f"wrote {args.out}/results.json, results.csv, front.png, report.html, journal.jsonl")

@@ -20,7 +20,8 @@ def add_parser(sub):
         "on is used (found by fingerprint), with its data as example inputs.")
     p.add_argument("results", metavar="RESULTS_DIR", help="directory an exploration wrote with --out")
     p.add_argument("--candidate", default="best",
-                   help="front index N, or 'best' (highest CR meeting the target; default)")
+                   help="front index N, or 'best' (highest CR meeting the target on all the search data and, "
+                   "when the exploration had test data, on it too; default)")
     p.add_argument("--out", required=True, help="file to write (e.g. model.wsx, model.mlpackage, model.onnx)")
     p.add_argument("--format", default=None, choices=["wsx", "coreml", "onnx", "keras"],
                    help="default: from --out's suffix, else wsx")
@@ -45,8 +46,8 @@ def pick(result, text: str):
     if text == "best":
         best = result.best()
         if best is None:
-            raise InvalidSettingError("no front candidate meets the target; pass --candidate N (see the front "
-                                      "table in results.json or report.html)")
+            raise InvalidSettingError(f"no front candidate meets the target on {result.best_basis()}; pass "
+                                      "--candidate N (see the front table in results.json or report.html)")
         return best
     if not text.isdigit() or int(text) >= len(result.front):
         raise InvalidSettingError(f"--candidate {text!r}: give 'best' or an index 0..{len(result.front) - 1} "
