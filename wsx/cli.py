@@ -18,10 +18,18 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in wsx's form: ``wsx: error: ...`` and exit status 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"wsx: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wsx", description="Retraining-free weight-sharing exploration: find per-layer shared-value "
         "counts that maximise compression within an accuracy target.")
     parser.add_argument("--version", action="version", version=f"wsx {__version__}")

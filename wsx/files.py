@@ -37,8 +37,9 @@ def prepare_dir(out) -> Path:
         raise InvalidSettingError(f"--out {out} is a file; give a directory for the results")
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise InvalidSettingError(f"--out {out} lies under a file ({exc.filename}); give a directory path "
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), out)
+        raise InvalidSettingError(f"--out {out} lies under {blocker}, which is a file; give a directory path "
                                   "whose parents are directories") from None
     except OSError as exc:
         raise os_error(out, exc, "create the directory") from None
