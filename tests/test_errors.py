@@ -2,7 +2,9 @@
 message names what was wrong and what to do."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -396,6 +398,404 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing.wsx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("wsx: error:") and "does not exist" in err and "Traceback" not in err
+
+
+# -- hardening: arguments are checked before anything is scored (issue 15) ---------------------------
+class Counting(TinyBackend):
+    """Counts score() calls: a refused argument must cost no scoring."""
+
+    calls = 0
+
+    def score(self, population, subset=None):
+        Counting.calls += 1
+        return super().score(population, subset)
+
+
+def refused_before_scoring(tiny, cls, *needles, **kw):
+    Counting.calls = 0
+    with raises(cls, *needles):
+        run(tiny, backend=Counting(*tiny), **kw)
+    assert Counting.calls == 0
+
+
+@pytest.mark.parametrize("seed", [-1, "abc", 1.5, None, True])
+def test_seed_invalid(tiny, seed):
+    refused_before_scoring(tiny, wsx.InvalidSettingError, f"seed={seed!r}", "non-negative whole number", seed=seed)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, "8"])
+def test_batch_size_invalid(tiny, batch_size):
+    refused_before_scoring(tiny, wsx.InvalidSettingError, f"batch_size={batch_size!r}", "positive whole number",
+                           batch_size=batch_size)
+
+
+@pytest.mark.parametrize("knobs", [[], {"fc1": []}, "4", {"fc1": "4"}])
+def test_knobs_empty(tiny, knobs):
+    refused_before_scoring(tiny, wsx.InvalidSettingError, "non-empty list", knobs=knobs)
+
+
+def test_knobs_naming_an_unknown_layer(tiny):
+    refused_before_scoring(tiny, wsx.InvalidSettingError, "'no-such-layer'", "not layers of interest", "fc1",
+                           knobs={"no-such-layer": [2, 4]})
+
+
+@pytest.mark.parametrize("knob", ["abc", None, float("nan")])
+def test_knob_of_the_wrong_type(tiny, knob):
+    refused_before_scoring(tiny, wsx.InvalidSettingError, f"{knob!r}", "'fc1'", knobs={"fc1": [knob]})
+
+
+@pytest.mark.parametrize("bits", [7, 12, 2.5])
+def test_bits_without_a_number_format(tiny, bits):
+    refused_before_scoring(tiny, wsx.InvalidSettingError, f"bits={bits!r}", "8, 16, 32, 64", bits=bits)
+
+
+@pytest.mark.parametrize("kw", [{"subset": "abc"}, {"subset": float("nan")}, {"budget": "10"},
+                                {"time_limit": "1s"}, {"min_subset": -5}, {"out": 3}])
+def test_other_arguments_of_the_wrong_type(tiny, kw):
+    (name, value), = kw.items()
+    refused_before_scoring(tiny, wsx.InvalidSettingError, f"{name}={value!r}", **kw)
+
+
+def test_data_none(lenet):
+    with raises(wsx.InvalidDataError, "data=None", "(inputs, labels)"):
+        wsx.explore(lenet[0], None, progress=False)
+
+
+def test_inputs_that_are_strings(lenet):
+    model, (x, y) = lenet
+    with raises(wsx.InvalidDataError, "numeric arrays", "cannot read"):
+        wsx.explore(model, (np.full((len(y), 1, 8, 8), "a"), y), progress=False)
+
+
+@pytest.mark.parametrize("change", ["uint8", "shape"])
+def test_inputs_the_model_cannot_take(lenet, change):
+    model, (x, y) = lenet
+    x = np.asarray(x)
+    bad = (x * 16).astype(np.uint8) if change == "uint8" else x.reshape(len(x), 4, 4, 4)
+    with raises(wsx.InvalidDataError, "cannot run on the scoring data", "dtype and shape"):
+        wsx.explore(model, (bad, y), progress=False)
+
+
+def test_device_that_is_not_there(lenet):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with raises(wsx.InvalidSettingError, "device='cuda'", "device='cpu'"):
+        wsx.explore(lenet[0], lenet[1], device="cuda", progress=False)
+
+
+# -- hardening: the model and data are sane before a front is believed ------------------------------
+@pytest.mark.parametrize("tensor", ["fc1.bias", "conv2.bias"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_tensor_outside_the_layers(lenet, tensor, bad):
+    import copy
+
+    torch = pytest.importorskip("torch")
+    model = copy.deepcopy(lenet[0])
+    with torch.no_grad():
+        model.get_parameter(tensor)[0] = bad
+    with raises(wsx.InvalidModelError, "NaN or Inf outputs", tensor, "fix the model"):
+        wsx.explore(model, lenet[1], progress=False)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs(tiny, bad):
+    weights, (x, y) = tiny
+    x = x.copy()
+    x[7, 3] = bad
+    with raises(wsx.InvalidDataError, "inputs hold NaN or Inf", "sample 7"):
+        run((weights, (x, y)), backend=TinyBackend(weights, (x, y)))
+
+
+# -- hardening: one run per out dir, OS errors name the path ----------------------------------------
+def test_out_dir_in_use_by_another_run(tmp_path, tiny):
+    from wsx.files import OutDirLock
+
+    with OutDirLock(tmp_path):
+        refused_before_scoring(tiny, wsx.OutputError, "in use by another wsx run", f"process {os.getpid()}",
+                               "another --out", out=tmp_path)
+    assert not (tmp_path / "journal.jsonl").exists()
+
+
+def test_out_under_a_file(tmp_path, tiny):
+    (tmp_path / "file.txt").write_text("x")
+    refused_before_scoring(tiny, wsx.InvalidSettingError, "file.txt, which is a file", out=tmp_path / "file.txt" / "run")
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_out_dir_not_writable(tmp_path, tiny, monkeypatch, code):
+    real = os.open
+
+    def refuse(path, *args, **kw):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refuse)
+    refused_before_scoring(tiny, wsx.OutputError, str(tmp_path), os.strerror(code), out=tmp_path)
+
+
+def test_full_disk_keeps_the_journal(tmp_path, tiny, monkeypatch):
+    """ENOSPC while journaling: OutputError naming the journal, no partial line; the same call then resumes."""
+    real = os.write
+    writes = {"n": 0}
+
+    def full(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("journal.jsonl"):
+            writes["n"] += 1
+            if writes["n"] > 5:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with raises(wsx.OutputError, "journal.jsonl", "disk is full", "resumes"):
+        run(tiny, out=tmp_path)
+    monkeypatch.undo()
+    from wsx.journal import read as read_journal
+
+    assert len(read_journal(tmp_path / "journal.jsonl")[1]) == 5
+    assert (tmp_path / "journal.jsonl").read_bytes().endswith(b"\n")
+    result = run(tiny, out=tmp_path)
+    assert result.extras["journal"]["replayed"] == 5
+
+
+def test_full_disk_while_saving_results(tmp_path, tiny, monkeypatch):
+    import pandas as pd
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    with raises(wsx.OutputError, "results.csv", "disk is full"):
+        run(tiny, out=tmp_path)
+    monkeypatch.undo()
+    assert not list(tmp_path.glob(".*tmp*")) and not (tmp_path / "results.csv").exists()
+    again = run(tiny, out=tmp_path)
+    assert again.extras["journal"]["scored"] == 0 and again.scorings == len(again.history)
+
+
+# -- hardening: a journal is trusted only when it checks out ---------------------------------------
+def relu_to_tanh(model):
+    """The same weights under another forward (tanh for relu), in a class of the same name."""
+    import copy
+
+    torch = pytest.importorskip("torch")
+    base = type(model)
+
+    def forward(self, x):
+        x = self.pool(torch.tanh(self.conv1(x)))
+        x = self.pool(torch.tanh(self.conv2(x)))
+        x = torch.tanh(self.conv3(x)).flatten(1)
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+    other = copy.deepcopy(model)
+    other.__class__ = type(base.__name__, (base,), {"forward": forward, "__qualname__": base.__qualname__})
+    assert repr(other) == repr(model)
+    return other
+
+
+def test_journal_of_a_model_with_another_forward(tmp_path, lenet):
+    model, data = lenet
+    kw = dict(strategy="random", budget=4, subset=None, progress=False, out=tmp_path)
+    wsx.explore(model, data, **kw)
+    with raises(JournalMismatchError, "computation differs", "--restart"):
+        wsx.explore(relu_to_tanh(model), data, **kw)
+
+
+def test_journal_of_another_metric_with_the_same_name(journal_dir, tiny):
+    def top1(outputs, labels):
+        return float((outputs.argmax(axis=1) == labels).mean())
+
+    def other(outputs, labels):
+        return float((outputs.argmax(axis=1) != labels).mean())
+
+    other.__name__ = other.__qualname__ = "top1"
+    run(tiny, out=journal_dir, metric=top1, restart=True)
+    with raises(JournalMismatchError, "metric's code differs", "--restart"):
+        run(tiny, out=journal_dir, metric=other)
+
+
+def edit_record(path, index, **fields):
+    """Change fields of record ``index`` (1 = the first after the header), keeping its checksum valid."""
+    from wsx.journal import checksum
+
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[index])
+    rec.update(fields)
+    rec["h"] = checksum(rec)
+    lines[index] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("knob", [10 ** 6, "abc", 2.5, None])
+def test_journal_record_with_an_invalid_knob(journal_dir, tiny, knob):
+    edit_record(journal_dir / "journal.jsonl", 2, knobs={"fc1": knob}, value=0.99)
+    with raises(wsx.CorruptFileError, "record 3", "invalid knob", "'fc1'", "--restart"):
+        run(tiny, out=journal_dir)
+
+
+def test_journal_record_naming_an_unknown_layer(journal_dir, tiny):
+    edit_record(journal_dir / "journal.jsonl", 1, knobs={"fc9": 2})
+    with raises(wsx.CorruptFileError, "record 2", "'fc9'", "does not have"):
+        run(tiny, out=journal_dir)
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1])
+def test_journal_record_outside_the_metric_range(journal_dir, tiny, value):
+    edit_record(journal_dir / "journal.jsonl", 1, value=value)
+    with raises(wsx.CorruptFileError, "record 2", "outside the metric's range"):
+        run(tiny, out=journal_dir)
+
+
+def test_journal_record_edited_by_hand(journal_dir, tiny):
+    path = journal_dir / "journal.jsonl"
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["value"] = 0.99  # the checksum no longer matches
+    lines[1] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+    with raises(wsx.CorruptFileError, "record 2", "checksum", "--restart"):
+        run(tiny, out=journal_dir)
+
+
+def test_journal_that_does_not_reproduce(journal_dir, tiny):
+    """In-range values with valid checksums that a re-scoring contradicts (forged, or a change no
+    fingerprint shows) are refused: a few replayed candidates are re-scored first."""
+    path = journal_dir / "journal.jsonl"
+    for i in range(1, len(path.read_text().splitlines())):
+        rec = json.loads(path.read_text().splitlines()[i])
+        edit_record(path, i, value=round(min(rec["value"] + 0.05, 1.0) if rec["value"] < 0.9 else 0.5, 6))
+    with raises(JournalMismatchError, "does not reproduce", "journal says", "--restart"):
+        run(tiny, out=journal_dir)
+
+
+def test_journal_with_another_baseline(journal_dir, tiny):
+    path = journal_dir / "journal.jsonl"
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["baseline"] = 0.5
+    path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    with raises(JournalMismatchError, "unmodified model scores", "recorded 0.5", "--restart"):
+        run(tiny, out=journal_dir)
+
+
+def test_journal_of_an_older_wsx(journal_dir, tiny):
+    path = journal_dir / "journal.jsonl"
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["version"] = 1
+    path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    with raises(JournalMismatchError, "older wsx", "--restart"):
+        run(tiny, out=journal_dir)
+
+
+# -- hardening: files wsx reads are checked before they are believed -------------------------------
+def forge_artifact(path, edit):
+    from safetensors.numpy import save_file
+
+    from wsx.artifact import read
+
+    manifest, arrays = read(path)
+    edit(manifest, arrays)
+    save_file(arrays, str(path), metadata={"format": "wsx-artifact", "wsx": json.dumps(manifest)})
+
+
+@pytest.mark.parametrize("weights", [2 ** 28, 2 ** 32, 2 ** 40])
+def test_artifact_declaring_more_weights_than_its_bytes(tmp_path, tiny, weights):
+    """A k=1 layer stores no index bytes; its declared size is bounded before anything is allocated."""
+    import tracemalloc
+
+    path = tmp_path / "a.wsx"
+    wsx.export(tiny[0], {"fc1": 1}, path, backend=TinyBackend)
+
+    def bomb(manifest, arrays):
+        entry = next(e for e in manifest["layers"] if e["name"] == "fc1")
+        entry["shape"], entry["weights"] = [weights], weights
+        entry["axes"] = [0]
+
+    forge_artifact(path, bomb)
+    assert path.stat().st_size < 10_000
+    tracemalloc.start()
+    try:
+        with raises(wsx.CorruptFileError, "a.wsx", f"declares {weights * 4}", "max_bytes"):
+            wsx.load_compressed(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 22
+    assert wsx.artifact.inspect(path)["layers"][0]["weights"] == weights  # reading the manifest allocates nothing
+
+
+@pytest.mark.parametrize("field", ["bits", "granularity", "dtype", "aliases", "tensors", "layers_of_interest"])
+def test_artifact_manifest_with_a_missing_or_wrong_field(tmp_path, tiny, field):
+    path = tmp_path / "a.wsx"
+    wsx.export(tiny[0], {"fc1": 4}, path, backend=TinyBackend)
+
+    def edit(manifest, arrays):
+        if field in ("granularity", "dtype"):
+            manifest["layers"][0][field] = ["x"]
+        elif field == "aliases":
+            manifest["aliases"] = {"fc2": ["fc1"]}
+        elif field == "layers_of_interest":
+            manifest[field] = ["fc1"]
+        else:
+            del manifest[field]
+
+    forge_artifact(path, edit)
+    from wsx.cli import main
+
+    for read in (wsx.load_compressed, wsx.artifact.inspect):
+        with raises(wsx.CorruptFileError, "a.wsx", "manifest"):
+            read(path)
+    assert main(["inspect", str(path)]) == 2
+
+
+@pytest.mark.parametrize("edit", ["front-not-objects", "knobs-a-string", "accuracy-text", "baseline-list",
+                                  "settings-list", "meets-target-text"])
+def test_tampered_results_json(journal_dir, edit, capsys):
+    from wsx.cli import main
+
+    path = journal_dir / "results.json"
+    d = json.loads(path.read_text())
+    if edit == "front-not-objects":
+        d["front"] = ["x", 3]
+    elif edit == "knobs-a-string":
+        d["front"][0]["knobs"] = "fc1=4"
+    elif edit == "accuracy-text":
+        d["front"][0]["accuracy"] = "high"
+    elif edit == "baseline-list":
+        d["baseline"] = [0.9]
+    elif edit == "settings-list":
+        d["settings"] = [1]
+    else:
+        d["front"][0]["meets_target"] = "yes"
+    path.write_text(json.dumps(d))
+    with raises(wsx.CorruptFileError, "results.json", "malformed"):
+        wsx.Result.load(journal_dir)
+    assert main(["export", str(journal_dir), "--out", str(journal_dir / "a.wsx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wsx: error:") and "Traceback" not in err
+
+
+# -- hardening: the CLI says `wsx: error:` for every user error --------------------------------------
+@pytest.mark.parametrize("argv, needle", [
+    (["demo", "--subset", "abc"], "--subset 'abc'"),
+    (["demo", "--seed", "abc"], "invalid int value: 'abc'"),
+    (["demo", "--seed", "-1"], "seed=-1"),
+    (["demo", "--bits", "7"], "bits=7"),
+    (["demo", "--budget", "x"], "invalid int value"),
+    (["nope"], "invalid choice"),
+])
+def test_cli_user_errors(argv, needle, capsys):
+    from wsx.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from parse_args
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "wsx: error:" in err and needle in err and "Traceback" not in err
 
 
 # -- the docs table ------------------------------------------------------------------------------

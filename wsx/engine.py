@@ -25,7 +25,7 @@ from .executor import SerialExecutor
 from .files import OutDirLock
 from .identity import code_digest
 from .metrics import resolve_target
-from .sanity import chance_level, check_inputs, score_baseline, warn_if_chance
+from .sanity import check_inputs, score_baseline, warn_if_chance
 from .problem import ApproximationCache, Problem, Timers
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
@@ -258,8 +258,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
 
     # The unmodified model on all data, checked: finite inputs and outputs, not at chance level.
     check_inputs(be)
-    base_full, classes = score_baseline(be, lambda pop: score(pop, None))
-    chance = warn_if_chance(base_full, chance_level(be.metric_.name, classes), n)
+    base_full, chance = score_baseline(be, lambda pop: score(pop, None))
+    chance = warn_if_chance(base_full, chance, n)
     test_base = None
     if test_be is not None:  # checked before the search, not after it
         check_inputs(test_be)

@@ -4,8 +4,8 @@ stops the run naming the cause instead of producing a confident front of garbage
 * Non-finite float inputs stop the run (the sample is named).
 * The unmodified model's outputs must be finite: where they are not, the run stops and names the
   tensors outside the layers of interest (biases, normalisation statistics) that hold NaN or Inf.
-* A top-1 baseline at chance level (1 / classes, within three standard errors) is warned about:
-  every candidate then "meets" a target relative to it.
+* A top-1 baseline at chance level (the larger of 1 / classes and the most frequent label's share,
+  within three standard errors) is warned about: every candidate then "meets" a target relative to it.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class _Watch:
         self.bad = 0
         self.samples = 0
         self.classes: int | None = None
+        self.label_counts: np.ndarray | None = np.zeros(0, np.int64)
 
     def __getattr__(self, name):  # name, fn, ... of the wrapped metric
         return getattr(self.metric, name)
@@ -47,12 +48,24 @@ class _Watch:
                             watch.bad += int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
                     if len(arrays) == 1 and arrays[0].ndim == 2:
                         watch.classes = int(arrays[0].shape[1])
+                    watch.count_labels(labels)
                 inner.add(i, outputs, labels)
 
             def result(self):
                 return inner.result()
 
         return Acc()
+
+    def count_labels(self, labels) -> None:
+        """Class frequencies, where labels are class indices (for the chance level)."""
+        labels = np.asarray(labels) if self.label_counts is not None else None
+        if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+            self.label_counts = None
+            return
+        counts = np.bincount(labels)
+        size = max(counts.size, self.label_counts.size)
+        self.label_counts = np.pad(self.label_counts, (0, size - self.label_counts.size)) + np.pad(
+            counts, (0, size - counts.size))
 
 
 def check_inputs(be: Backend) -> None:
@@ -73,8 +86,8 @@ def check_inputs(be: Backend) -> None:
         seen += rows
 
 
-def score_baseline(be: Backend, score: Callable[[list], np.ndarray]) -> tuple[float, int | None]:
-    """(baseline metric on all data, output classes) of the unmodified model, scored by ``score``
+def score_baseline(be: Backend, score: Callable[[list], np.ndarray]) -> tuple[float, float | None]:
+    """(baseline metric on all data, its chance level or None) of the unmodified model, scored by ``score``
     (the engine's executor path); raises naming the cause when the model cannot run on the data or
     gives NaN / Inf. An executor scoring elsewhere leaves the outputs unseen (no output check)."""
     watch = _Watch(be.metric_)
@@ -95,7 +108,7 @@ def score_baseline(be: Backend, score: Callable[[list], np.ndarray]) -> tuple[fl
                  if causes else "its forward overflows or divides by zero")
         raise InvalidModelError(f"the unmodified model gives NaN or Inf outputs on {watch.bad} of "
                                 f"{watch.samples} samples: {where}; fix the model before exploring")
-    return value, watch.classes
+    return value, chance_level(watch.metric, watch.classes, watch.label_counts)
 
 
 def non_finite_tensors(be: Backend) -> list[str]:
@@ -108,11 +121,13 @@ def non_finite_tensors(be: Backend) -> list[str]:
             if np.asarray(arr).dtype.kind in "fc" and not np.isfinite(arr).all()]
 
 
-def chance_level(metric_name: str, classes: int | None) -> float | None:
-    """The score of guessing, where it is defined: top-1 over a known number of classes."""
-    if metric_name == "top1" and classes and classes > 1:
-        return 1.0 / classes
-    return None
+def chance_level(metric, classes: int | None, label_counts: np.ndarray | None = None) -> float | None:
+    """The score of guessing, where it is defined: wsx's top-1 over a known number of classes, that
+    is the larger of 1 / classes and the share of the most frequent label (always answering it)."""
+    if getattr(metric, "fn", None) is not None or not classes or classes < 2:
+        return None
+    share = label_counts.max() / label_counts.sum() if label_counts is not None and label_counts.sum() else 0.0
+    return max(1.0 / classes, float(share))
 
 
 def warn_if_chance(baseline: float, chance: float | None, samples: int) -> str | None:
@@ -123,9 +138,9 @@ def warn_if_chance(baseline: float, chance: float | None, samples: int) -> str |
     margin = 3.0 * math.sqrt(chance * (1 - chance) / max(samples, 1))
     if baseline > chance + margin:
         return None
-    message = (f"the baseline top-1 {baseline:.4f} is at chance level ({chance:.4f} for {round(1 / chance)} "
-               "classes): every candidate meets a target relative to it; check the labels and that the model "
-               "is the trained one")
+    message = (f"the baseline top-1 {baseline:.4f} is at or below chance level ({chance:.4f}: always answering "
+               "the most frequent label, or guessing): every candidate meets a target relative to it; check the "
+               "labels and that the model is the trained one")
     warnings.warn(message, stacklevel=3)
     return message
 
