@@ -318,7 +318,7 @@ def _check_manifest(path, m: Any, arrays: dict) -> None:
                   and all(_int(v) for v in (k, b, groups, e["weights"])) and k >= 1 and groups >= 1
                   and b == index_bits(k) and math.prod(shape) == e["weights"]
                   and e["weights"] % groups == 0 and np.dtype(e["dtype"]).kind in "fc"
-                  and isinstance(e.get("granularity", ""), str)
+                  and isinstance(e["granularity"], str)
                   and isinstance(e.get("axes", []), list) and all(_int(a) for a in e.get("axes", []))
                   and sorted(e.get("axes", range(len(shape)))) == list(range(len(shape)))
                   and e["codebook_dtype"] in {d.name for d in CODEBOOK_DTYPES.values()})

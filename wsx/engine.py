@@ -19,7 +19,7 @@ from .backend import Backend
 from .clusterer import Clusterer
 from .arguments import (check_bits, check_count, check_knob_layers, check_knobs, check_out, check_seconds,
                         check_seed, check_subset)
-from .errors import (BackendNotFoundError, BudgetTooSmallError, InvalidDataError, InvalidModelError,
+from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError, InvalidModelError,
                      InvalidSettingError, MetricError, PluginNotFoundError, WsxError)
 from .executor import SerialExecutor
 from .files import OutDirLock
@@ -435,6 +435,18 @@ def approximated_weights(model: Any, candidate: Any, *, result: Result | None = 
     settings = result.settings if result is not None else {}
     if seed is None:
         seed = settings.get("seed", 0)
+    try:
+        return _approximated(model, knobs, result, settings, backend, clusterer, approximation, seed, bits)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if result is None or isinstance(exc, WsxError):
+            raise
+        # Settings read back from a results.json (an edited one) that the plugins cannot work with.
+        raise CorruptFileError(f"the result's settings do not rebuild its approximation and clusterer "
+                               f"({type(exc).__name__}: {exc}); re-run the exploration, or pass clusterer= and "
+                               "approximation= yourself") from exc
+
+
+def _approximated(model, knobs, result, settings, backend, clusterer, approximation, seed, bits):
     if approximation is None and result is not None and result.approximation:
         approximation = _rebuild("approximation", result.approximation, settings.get("approximation_params"))
     appr = resolve_approximation(approximation or "weight-sharing",
@@ -449,6 +461,7 @@ def approximated_weights(model: Any, candidate: Any, *, result: Result | None = 
         if name not in by_name:
             raise InvalidSettingError(f"the candidate names layer {name!r}, which this model does not have "
                                       f"(layers: {list(by_name)}); apply it to the model it was found on")
+        knob = check_knob(appr, by_name[name], knob)  # a results.json may have been edited
         part = appr.apply(be.get_weights(name), knob, layer=by_name[name], clusterer=clus)
         weights[name] = part.weights
         parts[name] = part
