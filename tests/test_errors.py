@@ -574,6 +574,21 @@ def test_full_disk_while_saving_results(tmp_path, tiny, monkeypatch):
     assert again.extras["journal"]["scored"] == 0 and again.scorings == len(again.history)
 
 
+def test_export_to_a_path_that_cannot_be_written(tmp_path, tiny, monkeypatch):
+    (tmp_path / "file.txt").write_text("x")
+    with raises(wsx.OutputError, "file.txt", "pick another --out"):
+        wsx.export(tiny[0], {"fc1": 4}, tmp_path / "file.txt" / "a.wsx", backend=TinyBackend)
+    from safetensors import numpy as st_numpy
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(st_numpy, "save_file", full)
+    with raises(wsx.OutputError, "a.wsx", "disk is full"):
+        wsx.export(tiny[0], {"fc1": 4}, tmp_path / "a.wsx", backend=TinyBackend)
+    assert not list(tmp_path.glob("a.wsx*"))
+
+
 # -- hardening: a journal is trusted only when it checks out ---------------------------------------
 def relu_to_tanh(model):
     """The same weights under another forward (tanh for relu), in a class of the same name."""

@@ -35,11 +35,19 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> str:
 
 def export(model: Any, candidate: Any, path: str | os.PathLike, *, format: str | None = None, **kwargs) -> dict:
     """Write ``candidate`` of ``model`` at ``path`` in ``format``; returns what was written."""
+    from .errors import WsxError
+    from .files import os_error
+
     fmt = format_for(path, format)
     module = import_module(FORMATS[fmt])
-    if fmt in ("onnx", "keras"):
-        return module.export(model, candidate, path, format=fmt, **kwargs)
-    return module.export(model, candidate, path, **kwargs)
+    try:
+        if fmt in ("onnx", "keras"):
+            return module.export(model, candidate, path, format=fmt, **kwargs)
+        return module.export(model, candidate, path, **kwargs)
+    except OSError as exc:  # a full disk, a read-only directory, a path under a file
+        if isinstance(exc, WsxError):
+            raise
+        raise os_error(path, exc, note="") from None
 
 
 def require(module: str, extra: str):

@@ -22,12 +22,14 @@ _WHAT = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exce
          errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a directory"}
 
 
-def os_error(path, exc: OSError, doing: str = "write") -> OutputError:
+RESUMES = " (journal.jsonl keeps every scoring made so far: re-running the same command resumes)"
+
+
+def os_error(path, exc: OSError, doing: str = "write", note: str = RESUMES) -> OutputError:
     """An OutputError naming ``path``, what the OS said and what to do."""
     why = _WHAT.get(exc.errno, exc.strerror or type(exc).__name__)
     return OutputError(f"cannot {doing} {path}: {why} ({type(exc).__name__}: {exc}); free space, fix the "
-                       "permissions or pick another --out (journal.jsonl keeps every scoring made so far: "
-                       "re-running the same command resumes)")
+                       f"permissions or pick another --out{note}")
 
 
 def prepare_dir(out) -> Path:
