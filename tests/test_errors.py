@@ -684,22 +684,19 @@ def test_journal_that_does_not_reproduce(journal_dir, tiny):
         run(tiny, out=journal_dir)
 
 
-def test_journal_with_another_baseline(journal_dir, tiny):
-    path = journal_dir / "journal.jsonl"
+def edit_header(path, **fields):
     lines = path.read_text().splitlines()
-    header = json.loads(lines[0])
-    header["baseline"] = 0.5
-    path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    path.write_text("\n".join([json.dumps({**json.loads(lines[0]), **fields})] + lines[1:]) + "\n")
+
+
+def test_journal_with_another_baseline(journal_dir, tiny):
+    edit_header(journal_dir / "journal.jsonl", baseline=0.5)
     with raises(JournalMismatchError, "unmodified model scores", "recorded 0.5", "--restart"):
         run(tiny, out=journal_dir)
 
 
 def test_journal_of_an_older_wsx(journal_dir, tiny):
-    path = journal_dir / "journal.jsonl"
-    lines = path.read_text().splitlines()
-    header = json.loads(lines[0])
-    header["version"] = 1
-    path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    edit_header(journal_dir / "journal.jsonl", version=1)
     with raises(JournalMismatchError, "older wsx", "--restart"):
         run(tiny, out=journal_dir)
 

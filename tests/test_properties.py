@@ -203,14 +203,20 @@ def inconsistent(draw, journal: bytes):
     return b"\n".join(lines) + b"\n"
 
 
+def resume(tmp_path_factory, tiny, journal: bytes) -> dict:
+    """The outcome of the same exploration on a journal made of ``journal`` (guarded)."""
+    out = tmp_path_factory.mktemp("journal")
+    (out / "journal.jsonl").write_bytes(journal)
+    with guarded(out) as outcome:
+        outcome["result"] = explore_tiny(tiny, out)
+    return outcome
+
+
 @CI
 @given(data=st.data())
 def test_any_damaged_journal_resumes_exactly_or_is_refused(tmp_path_factory, tiny, reference, data):
     journal, scores, front, _ = reference
-    out = tmp_path_factory.mktemp("journal")
-    (out / "journal.jsonl").write_bytes(data.draw(damaged(journal)))
-    with guarded(out) as outcome:
-        outcome["result"] = explore_tiny(tiny, out)
+    outcome = resume(tmp_path_factory, tiny, data.draw(damaged(journal)))
     if "result" in outcome:  # resumed: nothing it says may differ from the uninterrupted run
         result = outcome["result"]
         assert all(scores[tuple(sorted(c.knobs.items()))] == c.accuracy for c in result.history)
@@ -220,11 +226,7 @@ def test_any_damaged_journal_resumes_exactly_or_is_refused(tmp_path_factory, tin
 @CI
 @given(data=st.data())
 def test_any_inconsistent_journal_gives_a_result_or_a_wsx_error(tmp_path_factory, tiny, reference, data):
-    journal, _, _, _ = reference
-    out = tmp_path_factory.mktemp("journal")
-    (out / "journal.jsonl").write_bytes(data.draw(inconsistent(journal)))
-    with guarded(out) as outcome:
-        outcome["result"] = explore_tiny(tiny, out)
+    outcome = resume(tmp_path_factory, tiny, data.draw(inconsistent(reference[0])))
     if "result" in outcome:
         assert isinstance(outcome["result"], wsx.Result)
 

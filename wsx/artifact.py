@@ -299,10 +299,10 @@ def _check_manifest(path, m: Any, arrays: dict) -> None:
     if not _int(m.get("version")) or m["version"] > VERSION:
         raise CorruptFileError(f"{path} was written by a newer wsx (artifact version {m.get('version')!r}, "
                                f"this wsx reads {VERSION}); upgrade wsx to load it")
-    aliases = m.get("aliases", {})
+    aliases = m.get("aliases")
     if not isinstance(m.get("tensors"), list) or not isinstance(m.get("layers"), list) \
             or not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
-        raise _fail(path, "its manifest lacks the tensors / layers lists")
+        raise _fail(path, "its manifest lacks the tensors / layers lists or the aliases")
     if not _int(m.get("bits")) or m["bits"] not in CODEBOOK_DTYPES:
         raise _fail(path, f"its manifest's bits {m.get('bits')!r} is not one of {sorted(CODEBOOK_DTYPES)}")
     interest = m.get("layers_of_interest", {})
