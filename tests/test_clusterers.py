@@ -70,11 +70,11 @@ class _WrongInertia(Sorted1DClusterer):
 
 
 class _Unseeded(Sorted1DClusterer):
-    def _bounds_for(self, data, k):
+    def _bounding(self, data, k):
         # a fresh random start each call, and too few steps to converge to the same optimum
         self.seed, self.init = int(np.random.default_rng().integers(1 << 30)), "random"
         self.refine, self.max_iter = False, 2
-        return super()._bounds_for(data, k)
+        return (yield from super()._bounding(data, k))
 
 
 class _Quantiles(Clusterer):
@@ -90,6 +90,9 @@ class _Quantiles(Clusterer):
 
 
 class _WorseSweep(Sorted1DClusterer):
+    def cluster(self, weights, k):  # sorted1d's own cluster goes through cluster_many
+        return Sorted1DClusterer.cluster_many(self, weights, [k])[0]
+
     def cluster_many(self, weights, ks):
         return [Sorted1DClusterer(refine=False, init="linear").cluster(weights, k) for k in ks]
 

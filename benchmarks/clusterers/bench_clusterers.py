@@ -19,6 +19,15 @@ whose estimated time or memory is over the limits are skipped and marked in the 
 k sweep: ``cluster_many`` of the default clusterer over 100 log-spaced k in [2, 1024] (duplicates
 after rounding included) on the largest size, against one sklearn fit at k = 256.
 Writes results.csv and results.md next to this file (or to --out).
+
+    python benchmarks/clusterers/bench_clusterers.py --flash [--flash-sizes 147456,1280000]
+
+runs only the head-to-head with flash1dkmeans (``pip install -c constraints.txt -e ".[bench]"``;
+k-means++ and Lloyd on sorted data, compiled with numba): one call per k (weights in, centroids and
+labels in input order out, sorting included on both sides), both timed interleaved in one process,
+best of --repeats after a compile-and-warm-up call, then a sweep over every k (each sorting once:
+``cluster_many`` against flash1dkmeans on pre-sorted data, labels unsorted per k). Writes
+results-flash.csv and results-flash.md.
 """
 from __future__ import annotations
 
@@ -72,6 +81,113 @@ def clusterer_fit(cls, **params):
     def fit(w: np.ndarray, k: int) -> float:
         return cls(**params).cluster(w, k).inertia
     return fit
+
+
+def flash_fit(w: np.ndarray, k: int) -> float:
+    from flash1dkmeans import kmeans_1d
+
+    x = w.astype(np.float64)
+    centroids, labels = kmeans_1d(x, k, random_state=0)
+    return float(((x - np.asarray(centroids)[labels]) ** 2).sum())
+
+
+def flash_sweep(w: np.ndarray, ks: list[int]) -> list[float]:
+    """flash1dkmeans over a sweep, sorting once: pre-sorted data, borders, labels unsorted per k."""
+    from flash1dkmeans import kmeans_1d
+
+    x = w.astype(np.float64)
+    order = np.argsort(x)
+    xs = x[order]
+    out = []
+    for k in ks:
+        centroids, borders = kmeans_1d(xs, k, is_sorted=True, return_cluster_borders=True, random_state=0)
+        labels = np.empty(x.size, dtype=np.int64)
+        labels[order] = np.repeat(np.arange(k), np.diff(np.asarray(borders)))
+        out.append(float(((x - np.asarray(centroids)[labels]) ** 2).sum()))
+    return out
+
+
+def flash_main(args, argv) -> int:
+    """sorted1d against flash1dkmeans per k and over a sweep (see the module docstring)."""
+    from wsx.testing.clusterers import typical_weights
+    from wsx_plugins.clusterers.sorted1d import Sorted1DClusterer
+
+    def ours(w, k):
+        return Sorted1DClusterer().cluster(w, k).inertia
+
+    sizes = [int(v) for v in args.flash_sizes.split(",")]
+    ks = [int(v) for v in args.flash_ks.split(",")]
+    flash_fit(typical_weights(500, seed=1), 4)  # numba compiles here, outside the timings
+    rows = []
+    for n in sizes:
+        w = typical_weights(n, seed=0)
+        for k in ks:
+            ours(w, k), flash_fit(w, k)  # warm-up
+            best = {"sorted1d": (float("inf"), 0.0, 0.0), "flash1dkmeans": (float("inf"), 0.0, 0.0)}
+            for _ in range(args.repeats):  # interleaved, so both see the same machine load
+                for name, fit in (("sorted1d", ours), ("flash1dkmeans", flash_fit)):
+                    wall, cpu, value = timed(fit, w, k, 1)
+                    if wall < best[name][0]:
+                        best[name] = (wall, cpu, value)
+            (s_wall, s_cpu, s_val), (f_wall, f_cpu, f_val) = best["sorted1d"], best["flash1dkmeans"]
+            rows.append({"n": n, "k": k, "sorted1d_s": s_wall, "flash_s": f_wall, "sorted1d_cpu_s": s_cpu,
+                         "flash_cpu_s": f_cpu, "time_ratio": s_wall / f_wall, "sorted1d_inertia": s_val,
+                         "flash_inertia": f_val, "inertia_ratio": s_val / f_val})
+            print(f"n={n:>8} k={k:>5} sorted1d {fmt_s(s_wall):>9} flash1dkmeans {fmt_s(f_wall):>9} "
+                  f"time ratio {s_wall / f_wall:.2f} inertia ratio {s_val / f_val:.4f}", flush=True)
+    sweeps = []
+    from wsx_plugins.approximations.weight_sharing import log_k_range
+
+    sweep_ks = log_k_range(100, 2, 1024)
+    for n in sizes:
+        w = typical_weights(n, seed=0)
+        for name in ("sorted1d", "flash1dkmeans", "sorted1d", "flash1dkmeans"):
+            t, c = time.perf_counter(), time.process_time()
+            values = ([r.inertia for r in Sorted1DClusterer().cluster_many(w, sweep_ks)] if name == "sorted1d"
+                      else flash_sweep(w, sweep_ks))
+            sweeps.append({"n": n, "method": name, "seconds": time.perf_counter() - t,
+                           "cpu_seconds": time.process_time() - c, "inertia": values})
+            print(f"sweep n={n} {name}: {fmt_s(sweeps[-1]['seconds'])}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "results-flash.csv", "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(rows[0]))
+        out.writeheader()
+        out.writerows(rows)
+    command = "python benchmarks/clusterers/bench_clusterers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# sorted1d against flash1dkmeans", "", f"Command: `{command.strip()}`", "",
+             f"Machine: 2 CPU cores shared with other jobs ({platform.machine()}, Python "
+             f"{platform.python_version()}, numpy {np.__version__}). One call per k: weights in, centroids and "
+             "labels in input order out, sorting included on both sides; sorted1d with its defaults, "
+             "flash1dkmeans `kmeans_1d(x, k, random_state=0)` (k-means++ init, Lloyd up to 300 steps, numba). "
+             f"Best wall time of {args.repeats} interleaved runs after a warm-up (numba compiled before). "
+             "Weights: `typical_weights(n, seed=0)`.", "",
+             "| n | k | sorted1d | flash1dkmeans | time sorted1d / flash | inertia sorted1d / flash |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['k']} | {fmt_s(r['sorted1d_s'])} | {fmt_s(r['flash_s'])} | "
+                     f"{r['time_ratio']:.2f} | {r['inertia_ratio']:.4f} |")
+    worst_t = max(rows, key=lambda r: r["time_ratio"])
+    worst_i = max(rows, key=lambda r: r["inertia_ratio"])
+    met = worst_t["time_ratio"] <= 1.0 and worst_i["inertia_ratio"] <= 1.0 + 1e-9
+    lines += ["", f"Slowest relative to flash1dkmeans: n = {worst_t['n']}, k = {worst_t['k']} at "
+              f"**{worst_t['time_ratio']:.2f}x** its time; worst inertia: n = {worst_i['n']}, k = {worst_i['k']} at "
+              f"**{worst_i['inertia_ratio']:.4f}x** its inertia. Bar (at least as fast at every k, no worse "
+              f"inertia): {'met' if met else 'NOT met'}.", "",
+              f"## Sweep: {len(sweep_ks)} log-spaced k in [2, 1024], each side sorting once", "",
+              "sorted1d: `cluster_many(w, ks)` (labels included). flash1dkmeans: one argsort, then "
+              "`kmeans_1d(sorted, k, is_sorted=True, return_cluster_borders=True)` per k and the labels put "
+              "back in input order. Two runs each, alternating; the better kept.", "",
+              "| n | sorted1d | flash1dkmeans | time ratio | k where sorted1d's inertia is worse |",
+              "|---|---|---|---|---|"]
+    for n in sizes:
+        mine = min((r for r in sweeps if r["n"] == n and r["method"] == "sorted1d"), key=lambda r: r["seconds"])
+        theirs = min((r for r in sweeps if r["n"] == n and r["method"] == "flash1dkmeans"), key=lambda r: r["seconds"])
+        worse = [k for k, a, b in zip(sweep_ks, mine["inertia"], theirs["inertia"]) if a > b * (1 + 1e-9)]
+        lines.append(f"| {n} | {fmt_s(mine['seconds'])} | {fmt_s(theirs['seconds'])} | "
+                     f"{mine['seconds'] / theirs['seconds']:.2f} | {worse or 'none'} |")
+    (args.out / "results-flash.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'results-flash.csv'} and {args.out / 'results-flash.md'}")
+    return 0
 
 
 def methods() -> list[tuple[str, object, bool, str]]:
@@ -195,7 +311,12 @@ def main(argv=None) -> int:
     p.add_argument("--sklearn10-max", type=float, default=5e6, help="largest n*k for the sklearn plugin")
     p.add_argument("--no-sweep", action="store_true", help="skip the k sweep")
     p.add_argument("--out", type=Path, default=HERE, help="folder for results.csv and results.md")
+    p.add_argument("--flash", action="store_true", help="only sorted1d against flash1dkmeans")
+    p.add_argument("--flash-sizes", default="147456,1280000", help="layer sizes for --flash")
+    p.add_argument("--flash-ks", default="2,3,4,8,16,32,64,128,256,512,1024", help="values of k for --flash")
     args = p.parse_args(argv)
+    if args.flash:
+        return flash_main(args, argv)
 
     from wsx.testing.clusterers import typical_weights
     from wsx_plugins.approximations.weight_sharing import log_k_range

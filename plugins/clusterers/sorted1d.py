@@ -66,6 +66,11 @@ class SortedWeights:
     def values(self, pos: np.ndarray) -> np.ndarray:
         return self.sorted[pos]
 
+    def counts(self, pos: np.ndarray) -> np.ndarray:
+        """How many weights lie before each position, as floats: the third prefix sum. Every weight
+        counts once here; per-weight importances would keep their own prefix sum (and weight p1, p2)."""
+        return np.asarray(pos, dtype=np.float64)
+
     def distinct(self) -> int:
         """Number of distinct weights."""
         return int(np.count_nonzero(self.sorted[1:] != self.sorted[:-1])) + 1
@@ -108,16 +113,18 @@ def _argsort(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _stats(data: SortedWeights, b: np.ndarray):
     """Counts, centred sums and squared errors of the segments delimited by ``b``."""
     s1, s2 = data.prefix(b)
-    cnt = np.diff(b)
-    t1, t2 = np.diff(s1), np.diff(s2)
+    s0 = data.counts(b)
+    cnt, t1, t2 = s0[1:] - s0[:-1], s1[1:] - s1[:-1], s2[1:] - s2[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         sse = np.where(cnt > 0, t2 - t1 * t1 / np.maximum(cnt, 1), 0.0)
     return cnt, t1, np.maximum(sse, 0.0)
 
 
 def _means(data: SortedWeights, b: np.ndarray) -> np.ndarray:
-    cnt, t1, _ = _stats(data, b)
-    return t1 / cnt + data.mean
+    """Segment means (Lloyd's update; the hot loop, so no squared errors)."""
+    s1, _ = data.prefix(b)
+    s0 = data.counts(b)
+    return (s1[1:] - s1[:-1]) / (s0[1:] - s0[:-1]) + data.mean
 
 
 def _bounds(data: SortedWeights, c: np.ndarray) -> np.ndarray:
@@ -153,10 +160,10 @@ def lloyd(data: SortedWeights, c: np.ndarray, k: int, max_iter: int) -> np.ndarr
     prev = None
     for _ in range(max_iter):
         b = _bounds(data, c)
-        if c.size < k or np.any(b[1:] == b[:-1]):
+        if c.size < k or (b[1:] == b[:-1]).any():
             # near k = n, means -> bounds -> repair can cycle back to the same bounds: a fixed point too
             b = _repair(data, b, k)
-        if prev is not None and np.array_equal(b, prev):
+        if prev is not None and b.size == prev.size and (b == prev).all():
             break
         prev = b
         c = _means(data, b)
@@ -175,11 +182,10 @@ def _segment_cost(cnt: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> np.ndarray
     return t2
 
 
-def band_dp(data: SortedWeights, b: np.ndarray, band: int, steps: int) -> tuple[np.ndarray, float]:
-    """Exact best bounds when boundary j may move to any of the current bounds j-band .. j+band or
-    to ``steps`` evenly spaced positions inside each cluster between them. Candidates include the
-    current bounds, so the result is never worse, and a shift of every boundary by whole clusters
-    (moving a centroid from one region to another) is evaluated exactly."""
+def _band_problem(data: SortedWeights, b: np.ndarray, band: int, steps: int):
+    """The chain DP of ``band_dp``: candidate positions (k-1, m) of each inner boundary, the cost of
+    the first segment per candidate (m,), of each middle segment per pair of neighbouring candidates
+    (k-2, m, m; row: the left boundary's candidate) and of the last segment (m,)."""
     k, n = b.size - 1, data.n
     j = np.arange(1, k)
     span = np.clip(j[:, None] + np.arange(-band, band)[None, :], 0, k - 1)
@@ -187,31 +193,80 @@ def band_dp(data: SortedWeights, b: np.ndarray, band: int, steps: int) -> tuple[
     inner = lo[..., None] + (width[..., None] * np.arange(steps)) // steps
     cand = np.concatenate((inner.reshape(k - 1, -1), b[np.minimum(j + band, k), None]), axis=1)
     cand = np.clip(cand, 1, n - 1)
-    m = cand.shape[1]
     q1, q2 = data.prefix(np.concatenate(([n], cand.ravel())))
     end1, end2 = q1[0], q2[0]
     q1, q2 = q1[1:].reshape(cand.shape), q2[1:].reshape(cand.shape)
-    at = cand.astype(np.float64)
+    at, end0 = data.counts(cand), float(data.counts(n))
     first = _segment_cost(at[0], q1[0].copy(), q2[0].copy())
-    last = _segment_cost(n - at[-1], end1 - q1[-1], end2 - q2[-1])
+    last = _segment_cost(end0 - at[-1], end1 - q1[-1], end2 - q2[-1])
     cost = _segment_cost(at[1:, None, :] - at[:-1, :, None], q1[1:, None, :] - q1[:-1, :, None],
                          q2[1:, None, :] - q2[:-1, :, None])
-    best = first
-    back = np.empty((max(k - 2, 0), m), dtype=np.intp)
-    cols = np.arange(m)
-    for i in range(k - 2):
-        total = best[:, None] + cost[i]
-        back[i] = arg = total.argmin(axis=0)
-        best = total[arg, cols]
-    total = best + last
-    g = int(total.argmin())
-    pick = np.empty(k - 1, dtype=np.intp)
-    pick[-1] = g
-    for i in range(k - 3, -1, -1):
-        g = back[i, g]
-        pick[i] = g
-    nb = np.concatenate(([0], cand[np.arange(k - 1), pick], [n]))
-    return nb, float(total[pick[-1]])
+    return cand, first, cost, last
+
+
+def band_dp(data: SortedWeights, b: np.ndarray, band: int, steps: int) -> tuple[np.ndarray, float]:
+    """Exact best bounds when boundary j may move to any of the current bounds j-band .. j+band or
+    to ``steps`` evenly spaced positions inside each cluster between them. Candidates include the
+    current bounds, so the result is never worse, and a shift of every boundary by whole clusters
+    (moving a centroid from one region to another) is evaluated exactly."""
+    return band_dp_many(data, [(b, band, steps)])[0]
+
+
+_BATCH_STEPS = 1 << 14  # chain steps solved together: bounds the cost tensor at 16 k x m x m floats
+
+
+def band_dp_many(data: SortedWeights, requests: Sequence[tuple]) -> list[tuple[np.ndarray, float]]:
+    """``band_dp`` for several (bounds, band, steps) requests on one layer. The forward pass of the
+    DP is a Python loop over a chain's boundaries; here one loop over the longest chain advances
+    every chain still that long, so the k values of a sweep share it. Each answer equals what
+    ``band_dp`` gives for that request alone: every number is computed by the same operations."""
+    probs = [_band_problem(data, *r) for r in requests]
+    out: list = [None] * len(probs)
+    groups: dict[int, list[int]] = {}
+    for i in sorted(range(len(probs)), key=lambda i: -probs[i][2].shape[0]):  # longest chain first
+        groups.setdefault(probs[i][0].shape[1], []).append(i)
+    for m, order in groups.items():
+        batch: list[int] = []
+        used = 0
+        for i in order + [-1]:
+            size = probs[i][2].shape[0] if i >= 0 else 0
+            if batch and (i < 0 or used + size > _BATCH_STEPS):
+                _chain_dp(data, [probs[j] for j in batch], m, out, batch)
+                batch, used = [], 0
+            if i >= 0:
+                batch.append(i)
+                used += size
+    return out
+
+
+def _chain_dp(data: SortedWeights, probs: list, m: int, out: list, where: list[int]) -> None:
+    """Solve chain DPs (sorted longest first, all with m candidates per boundary) in one pass."""
+    lengths = np.array([p[2].shape[0] for p in probs])
+    active = (lengths[None, :] > np.arange(lengths[0])[:, None]).sum(axis=1)  # chains at each step
+    offset = np.concatenate(([0], np.cumsum(active)))
+    cost = np.empty((offset[-1], m, m))  # step-major: the chains active at a step are contiguous
+    for r, p in enumerate(probs):
+        cost[offset[:lengths[r]] + r] = p[2]
+    back = np.empty((offset[-1], m), dtype=np.intp)
+    best = np.stack([p[1] for p in probs])
+    for i, a in enumerate(active.tolist()):
+        total = cost[offset[i]:offset[i] + a]
+        total += best[:a, :, None]
+        back[offset[i]:offset[i] + a] = total.argmin(axis=1)
+        best[:a] = total.min(axis=1)
+    n = data.n
+    for r, p in enumerate(probs):
+        cand, k = p[0], p[0].shape[0] + 1
+        total = best[r] + p[3]
+        g = int(total.argmin())
+        value = float(total[g])
+        pick = [0] * (k - 1)
+        pick[-1] = g
+        rows = back[offset[:lengths[r]] + r].tolist()
+        for i in range(k - 3, -1, -1):
+            g = rows[i][g]
+            pick[i] = g
+        out[where[r]] = (np.concatenate(([0], cand[np.arange(k - 1), pick], [n])), value)
 
 
 _TOL = 3e-4  # a refinement round must gain this fraction of the inertia to count
@@ -219,9 +274,9 @@ _FIRST = 100  # Lloyd steps from the initial centroids before refining
 _INNER = 10  # Lloyd steps between DP rounds; the final polish runs to convergence
 
 
-def refine(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_rounds: int = 40) -> np.ndarray:
-    """Alternate banded DP and a few Lloyd steps until a full cycle of band widths gains nothing,
-    then let Lloyd converge."""
+def refining(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_rounds: int = 40):
+    """``refine`` as a generator: yields each banded-DP request (bounds, band, steps), is sent its
+    answer and returns the final bounds, so that ``run_batched`` can batch the DPs of many k."""
     if k < 2:
         return b
     best = float(_stats(data, b)[2].sum())
@@ -229,7 +284,7 @@ def refine(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_rounds
     while misses < len(_BANDS) and rounds < max_rounds:
         band, steps = _BANDS[rounds % len(_BANDS)]
         rounds += 1
-        nb, value = band_dp(data, b, band, steps)
+        nb, value = yield (b, band, steps)
         if not value < best * (1 - _TOL):
             misses += 1
             continue
@@ -240,6 +295,33 @@ def refine(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_rounds
         else:
             misses += 1
     return lloyd(data, _means(data, b), k, max_iter)
+
+
+def run_batched(data: SortedWeights, gens: Sequence) -> list:
+    """Drive generators that yield banded-DP requests in lockstep, answering each round's requests
+    with one ``band_dp_many``; returns what each generator returns, in order."""
+    results: list = [None] * len(gens)
+    live: dict[int, tuple] = {}
+    for i, gen in enumerate(gens):
+        try:
+            live[i] = next(gen)
+        except StopIteration as stop:
+            results[i] = stop.value
+    while live:
+        keys = list(live)
+        for i, answer in zip(keys, band_dp_many(data, [live[i] for i in keys])):
+            try:
+                live[i] = gens[i].send(answer)
+            except StopIteration as stop:
+                results[i] = stop.value
+                del live[i]
+    return results
+
+
+def refine(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_rounds: int = 40) -> np.ndarray:
+    """Alternate banded DP and a few Lloyd steps until a full cycle of band widths gains nothing,
+    then let Lloyd converge."""
+    return run_batched(data, [refining(data, b, k, max_iter, max_rounds)])[0]
 
 
 # -- initialisations: each returns k candidate centroids (sorted, possibly repeated) ---------------
@@ -285,7 +367,8 @@ def init_kmeanspp(data: SortedWeights, k: int, rng) -> np.ndarray:
     for _ in range(1, k):
         b = _bounds(data, c)
         s1, s2 = data.prefix(b)
-        cnt, t1, t2 = np.diff(b), np.diff(s1), np.diff(s2)
+        s0 = data.counts(b)
+        cnt, t1, t2 = np.diff(s0), np.diff(s1), np.diff(s2)
         cc = c - mu
         mass = np.maximum(t2 - 2 * cc * t1 + cc * cc * cnt, 0.0)
         total = mass.sum()
@@ -299,7 +382,7 @@ def init_kmeanspp(data: SortedWeights, k: int, rng) -> np.ndarray:
         while hi - lo > 1:  # smallest t with mass of [b_seg, t] > u
             mid = (lo + hi) // 2
             p1, p2 = data.prefix(np.array([mid]))
-            part = (p2[0] - base2) - 2 * ref * (p1[0] - base1) + ref * ref * (mid - b[seg])
+            part = (p2[0] - base2) - 2 * ref * (p1[0] - base1) + ref * ref * (float(data.counts(mid)) - s0[seg])
             lo, hi = (mid, hi) if part <= u else (lo, mid)
         c = np.unique(np.concatenate((c, data.values(np.array([lo])))))
     return c
@@ -336,18 +419,31 @@ class Sorted1DClusterer(Clusterer):
         if int(self.max_iter) < 1:
             raise InvalidSettingError(f"max_iter must be at least 1, got {self.max_iter!r}")
 
-    def _bounds_for(self, data: SortedWeights, k: int) -> np.ndarray:
-        """Final cluster bounds on ``data`` for k (more than k distinct values)."""
+    def _bounding(self, data: SortedWeights, k: int):
+        """Final cluster bounds on ``data`` for k (more than k distinct values), as a generator of
+        banded-DP requests (see ``run_batched``)."""
         rng = np.random.default_rng([int(self.seed), k])
         c0 = _INIT_FUNCS[self.init](data, k, rng)
         if not self.refine:
             return lloyd(data, c0, k, int(self.max_iter))
         b = lloyd(data, c0, k, min(int(self.max_iter), _FIRST))
-        return refine(data, b, k, int(self.max_iter))
+        return (yield from refining(data, b, k, int(self.max_iter)))
+
+    def _bounds_many(self, data: SortedWeights, ks: Sequence[int]) -> list[np.ndarray]:
+        """Bounds for every k, their refinements batched (each equals the k alone)."""
+        return run_batched(data, [self._bounding(data, k) for k in ks])
+
+    def _bounds_for(self, data: SortedWeights, k: int) -> np.ndarray:
+        return self._bounds_many(data, [k])[0]
 
     def _finish(self, data: SortedWeights, b: np.ndarray) -> Clustering:
         cnt, t1, sse = _stats(data, b)
         return Clustering(t1 / cnt + data.mean, data.labels(b), float(sse.sum()))
+
+    def cluster(self, weights: np.ndarray, k: int) -> Clustering:
+        """One k through the sweep's path: the sort also finds the distinct values, so the base
+        class's separate ``np.unique`` pass (a second sort of the layer) is skipped."""
+        return self.cluster_many(weights, [k])[0]
 
     def _cluster(self, w: np.ndarray, k: int) -> Clustering:
         self._check_params()
@@ -361,13 +457,9 @@ class Sorted1DClusterer(Clusterer):
         self._check_params()
         data = self._prepare(w)
         distinct = data.distinct()
-        out = []
-        for k in ks:
-            if k == 1 or k >= distinct:
-                out.append(_trivial(w, k))
-            else:
-                out.append(self._finish(data, self._bounds_for(data, k)))
-        return out
+        hard = [k for k in dict.fromkeys(ks) if 1 < k < distinct]
+        found = dict(zip(hard, self._bounds_many(data, hard)))
+        return [_trivial(w, k) if k not in found else self._finish(data, found[k]) for k in ks]
 
 
 @hookimpl

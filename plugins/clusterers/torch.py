@@ -144,8 +144,10 @@ class TorchClusterer(Sorted1DClusterer):
         ks = [_check_k(k, t.numel()) for k in ks]
         data = TorchSortedWeights(t)
         distinct = data.distinct()
-        return [self._trivial_tensor(data, k) if k == 1 or k >= distinct
-                else self._finish_tensor(data, self._bounds_for(data, k)) for k in ks]
+        hard = [k for k in dict.fromkeys(ks) if 1 < k < distinct]
+        found = dict(zip(hard, self._bounds_many(data, hard)))
+        return [self._trivial_tensor(data, k) if k not in found else self._finish_tensor(data, found[k])
+                for k in ks]
 
     def cluster_tensor(self, weights, k: int) -> TensorClustering:
         return self.cluster_many_tensor(weights, [k])[0]
