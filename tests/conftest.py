@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from wsx.threads import auto_threads, set_process_threads, usable_cpus
+
 HERE = Path(__file__).parent
+
+# Each xdist worker gets its share of the cores before any framework is imported: two workers with
+# a thread per core each ran the suite 5x slower on 2 cores. WSX_THREADS overrides.
+set_process_threads(auto_threads())
+
+
+@pytest.hookimpl(optionalhook=True)  # known only when pytest-xdist is loaded
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable core (CPU affinity respected), each single-threaded."""
+    return usable_cpus()
 
 
 def make_distribution(root: Path, name: str, module_source: Path | str, entry_points: dict[str, str],

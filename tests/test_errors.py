@@ -14,6 +14,7 @@ import pytest
 
 import wsx
 from _tiny import TinyBackend, make_mlp
+import wsx.threads
 from wsx.errors import JournalMismatchError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -140,6 +141,14 @@ def test_budget_too_small_for_first_step(tiny):
 def test_budget_not_positive(tiny):
     with raises(wsx.InvalidSettingError, "budget=0", "positive number"):
         run(tiny, budget=0)
+
+
+def test_threads_not_positive(tiny, monkeypatch):
+    with raises(wsx.InvalidSettingError, "threads=0", "whole number of threads"):
+        run(tiny, threads=0)
+    monkeypatch.setenv("WSX_THREADS", "lots")
+    with raises(wsx.InvalidSettingError, "WSX_THREADS", "whole number of threads"):
+        wsx.threads.auto_threads()
 
 
 def test_subset_outside_range(tiny):

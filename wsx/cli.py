@@ -48,6 +48,10 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "threads"):  # before any model loads: TensorFlow and XLA fix their pools on first use
+            from .threads import auto_threads, set_process_threads
+
+            set_process_threads(args.threads if args.threads is not None else auto_threads())
         return int(args._run(args) or 0)
     except WsxError as exc:
         print(f"wsx: error: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ from .problem import ApproximationCache, Problem, Timers
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
 from .strategy import Strategy
+from .threads import check_threads, limit_threads
 
 MIN_SUBSET = 1000  # fewer samples make top-1's standard error larger than typical AL differences
 
@@ -157,7 +158,7 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
             out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
             time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
             device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET,
-            restart: bool = False) -> Result:
+            restart: bool = False, threads: int | None = None) -> Result:
     """Search per-layer knob values (k for weight sharing) and return the front of accuracy loss
     against compression rate.
 
@@ -172,7 +173,9 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     a journal of another model, data or settings is refused unless ``restart=True`` discards it.
     One run at a time may use an ``out`` directory (a second one raises OutputError).
     Every argument is checked before anything is scored. The user's model is bit-identical
-    afterwards, whether the call returns, raises or is interrupted.
+    afterwards, whether the call returns, raises or is interrupted. ``threads`` caps torch's CPU
+    threads for the run (default: this process's share of the cores, ``wsx.threads.auto_threads``;
+    see ``wsx.threads`` for TensorFlow and JAX).
     """
     t_start = time.perf_counter()
     target_frac = resolve_target(target)
@@ -185,6 +188,7 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     min_subset = check_count("min_subset", min_subset, minimum=0)
     knobs = check_knobs(knobs)
     out = check_out(out)
+    threads = None if threads is None else check_threads(threads)
     if data is None and not isinstance(backend, Backend):
         raise InvalidDataError("data=None: explore scores the model on data; pass (inputs, labels), the inputs "
                                "alone (metrics that compare with the uncompressed model) or a loader")
@@ -201,13 +205,16 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
         stack.callback(be.restore, snapshot)  # runs before close: the model is put back first
         prog = Progress(progress)
         stack.callback(prog.finish)
+        n_threads, thread_notes, restore_threads = limit_threads(threads)
+        stack.callback(restore_threads)
         test_be = None
         if test_data is not None:
             test_be = scoring_backend(model, test_data, type(be), what="test_data", **kwargs)
             stack.callback(test_be.close)
         return _explore(stack, be, test_be, strat, appr, clus, executor or SerialExecutor(), prog, t_start,
                         target=target, target_frac=target_frac, subset=subset, seed=seed, budget=budget,
-                        out=out, time_limit=time_limit, knobs=knobs, min_subset=min_subset, restart=restart)
+                        out=out, time_limit=time_limit, knobs=knobs, min_subset=min_subset, restart=restart,
+                        threads=n_threads, thread_notes=thread_notes)
 
 
 def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", **kwargs) -> Backend:
@@ -229,7 +236,8 @@ def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", 
 
 def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Strategy, appr: Approximation,
              clus: Clusterer | None, executor, prog: Progress, t_start: float, *, target, target_frac, subset,
-             seed, budget, out, time_limit, knobs, min_subset, restart) -> Result:
+             seed, budget, out, time_limit, knobs, min_subset, restart, threads=None,
+             thread_notes=()) -> Result:
     layers = be.layers()
     if not layers:
         raise InvalidModelError(f"backend {be.name!r} found no layers of interest in the model; wsx shares "
@@ -273,6 +281,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog)
     if chance:
         problem.note(chance)
+    for message in thread_notes:
+        problem.note(message)
     if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
                                                             if isinstance(subset, float) else int(subset)):
         problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
@@ -333,7 +343,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                 "approximation_params": _jsonable(appr.get_params()),
                 "clusterer_params": _jsonable(clus.get_params()) if clus else None,
                 "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
-                "executor": getattr(executor, "name", type(executor).__name__)}
+                "executor": getattr(executor, "name", type(executor).__name__), "threads": threads}
     if journal is not None:
         settings["fingerprint"] = journal.fingerprint
     result = Result(front=front, history=problem.history,

@@ -24,6 +24,13 @@ def add_common(p) -> None:
                    help="discard the journal in --out (from a run with other model, data or settings) and start over")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_threads(p)
+
+
+def add_threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch, TensorFlow and XLA (default: this process's share of the cores: "
+                   "the usable cores less those other processes keep busy, at least 1; or $WSX_THREADS)")
 
 
 def parse_target(text: str):
@@ -54,7 +61,7 @@ def explore_kwargs(args) -> dict:
                 approximation=args.approximation, target=parse_target(args.target),
                 subset=parse_subset(args.subset), budget=args.budget, time_limit=args.time_limit,
                 bits=args.bits, seed=args.seed, out=args.out, progress=not (args.quiet or args.json),
-                restart=args.restart)
+                restart=args.restart, threads=args.threads)
 
 
 def report(result, args) -> None:

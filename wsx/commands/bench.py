@@ -34,6 +34,9 @@ def add_parser(sub):
     p.add_argument("--bits", type=int, default=32, help="bits of a stored value in the baseline (B)")
     p.add_argument("--subset", default=None, help="search-time scoring subset (fraction, count or 'all'); "
                    "default: the problem's (digits: all 540 images; fashion-mnist: 0.5 of the validation split)")
+    from . import add_threads
+
+    add_threads(p)
     return p
 
 
