@@ -178,6 +178,58 @@ def test_cluster_many_equals_cluster_per_k():
         assert np.array_equal(res.labels, one.labels)
 
 
+def test_batched_sweeps_equal_single_k_in_every_batch_shape(monkeypatch):
+    """The sweep solves the banded DPs of all k together, split into batches of bounded size; any
+    split gives what each k gives alone, and requests with different candidate counts mix."""
+    w = typical_weights(3000, seed=11)
+    ks = [3, 40, 7, 300, 40, 120]
+    alone = [Sorted1DClusterer().cluster(w, k) for k in ks]
+    for cap in (1, 64, 1 << 20):
+        monkeypatch.setattr(s1d, "_BATCH_STEPS", cap)
+        for a, b in zip(Sorted1DClusterer().cluster_many(w, ks), alone):
+            assert a.centroids.tobytes() == b.centroids.tobytes() and a.inertia == b.inertia
+    data = s1d.SortedWeights(w.astype(np.float64))
+    reqs = [(s1d.lloyd(data, s1d.init_linear(data, k, None), k, 50), band, steps)
+            for k, band, steps in ((5, 1, 8), (30, 3, 3), (12, 2, 4))]
+    for req, (nb, value) in zip(reqs, s1d.band_dp_many(data, reqs)):
+        one_nb, one_value = s1d.band_dp(data, *req)
+        assert np.array_equal(nb, one_nb) and value == one_value
+        assert value == pytest.approx(float(s1d._stats(data, nb)[2].sum()), rel=1e-9)
+
+
+class _Doubled(s1d.SortedWeights):
+    """Every weight counted twice through the prefix sums: what per-weight importances would do."""
+
+    def __init__(self, w):
+        super().__init__(w)
+        self.p1 *= 2
+        self.p2 *= 2
+
+    def counts(self, pos):
+        return 2.0 * np.asarray(pos, dtype=np.float64)
+
+
+def test_counts_enter_every_statistic():
+    """Weighting every weight by 2 through ``counts`` and the prefix sums gives the clustering of the
+    weights repeated twice: no step counts positions instead of weights."""
+    w = typical_weights(2000, seed=12).astype(np.float64)
+
+    class Weighted(Sorted1DClusterer):
+        def _prepare(self, w):
+            return _Doubled(w)
+
+    for k in (2, 9, 60):
+        a = Weighted(init="linear", refine=False).cluster(w, k)
+        b = Sorted1DClusterer(init="linear", refine=False).cluster(np.repeat(w, 2), k)
+        np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-9)
+        assert a.inertia == pytest.approx(b.inertia, rel=1e-9)
+    data = _Doubled(w)
+    b = s1d.lloyd(data, s1d.init_kmeanspp(data, 16, np.random.default_rng(0)), 16, 100)
+    nb, value = s1d.band_dp(data, b, 2, 4)
+    assert value == pytest.approx(float(s1d._stats(data, nb)[2].sum()), rel=1e-9)
+    assert value <= float(s1d._stats(data, b)[2].sum()) * (1 + 1e-12)
+
+
 def test_seeded_inits_depend_on_the_seed_and_only_on_it():
     data = s1d.SortedWeights(typical_weights(2000, seed=6).astype(np.float64))
     for init in ("random", "k-means++"):

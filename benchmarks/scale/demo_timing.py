@@ -1,0 +1,109 @@
+"""The demo's exploration time before and after this branch's clustering and thread changes, alone and under test-suite load.
+
+    python benchmarks/scale/demo_timing.py [--runs 2] [--load] [--before-commit main]
+
+Each run is a fresh process exploring the embedded LeNet-5 / digits model with the demo's defaults
+(``wsx.explore(model, data)``, divide-and-conquer), reporting the result's timings:
+
+- before: sorted1d as of ``--before-commit`` (its source read with ``git show``), torch's own
+  thread count (one per core: what wsx did before it chose threads);
+- after: sorted1d of this checkout, ``wsx.threads.auto_threads()``.
+
+Variants alternate (before, after, before, after, ...). With ``--load`` each demo runs while
+``python -m pytest -n 2 tests`` runs beside it, started 20 s before and stopped when the demo ends;
+the suite's workers run as they did before (``WSX_THREADS=<cores / 1>`` per worker: a thread per
+core each) for "before" and with this checkout's conftest for "after".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def child(variant: str, before_commit: str) -> None:
+    import wsx
+
+    if variant == "before":
+        import importlib.util
+        import tempfile
+
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{before_commit}:plugins/clusterers/sorted1d.py"],
+                             capture_output=True, text=True, check=True).stdout
+        path = Path(tempfile.mkdtemp()) / "sorted1d_before.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location("sorted1d_before", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        clusterer = mod.Sorted1DClusterer()
+        import torch
+
+        threads = torch.get_num_threads()  # torch's default: what explore used before
+    else:
+        clusterer, threads = None, None
+    model, data = wsx.zoo.load("lenet5-digits", framework="torch")
+    t = time.perf_counter()
+    r = wsx.explore(model, data, clusterer=clusterer, threads=threads, progress=False)
+    wall = time.perf_counter() - t
+    best = r.best()
+    print(json.dumps({"variant": variant, "wall": wall, "threads": r.settings.get("threads", threads),
+                      "timings": r.timings, "scorings": r.scorings,
+                      "best_cr": best.compression_rate if best else None}))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=2, help="runs per variant")
+    p.add_argument("--load", action="store_true", help="run the test suite (pytest -n 2) beside each demo")
+    p.add_argument("--before-commit", default="main")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args.child, args.before_commit)
+        return 0
+    rows = []
+    for i in range(args.runs):
+        for variant in ("before", "after"):
+            load = None
+            if args.load:
+                env = dict(os.environ)
+                if variant == "before":
+                    env["WSX_THREADS"] = str(os.cpu_count() or 1)
+                else:
+                    env.pop("WSX_THREADS", None)
+                load = subprocess.Popen([sys.executable, "-m", "pytest", "-n", "2", "-q", "tests"], cwd=ROOT,
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+                time.sleep(20)
+            before_load = os.getloadavg()[0]
+            out = subprocess.run([sys.executable, __file__, "--child", variant, "--before-commit", args.before_commit],
+                                 capture_output=True, text=True, cwd=ROOT,
+                                 env={k: v for k, v in os.environ.items() if k != "WSX_THREADS"})
+            if load is not None:
+                os.killpg(load.pid, signal.SIGTERM)
+                load.wait()
+            line = next((x for x in out.stdout.splitlines()[::-1] if x.startswith("{")), None)
+            if line is None:
+                print(out.stderr[-2000:], file=sys.stderr)
+                return 1
+            row = json.loads(line)
+            row["load_at_start"] = before_load
+            rows.append(row)
+            t = row["timings"]
+            print(f"run {i} {variant:6s} load={'pytest -n 2' if args.load else 'none'} (1-min avg {before_load:.1f}) "
+                  f"threads {row['threads']}: explore {row['wall']:.1f} s = clustering {t['clustering']:.1f} + "
+                  f"scoring {t['scoring']:.1f} + overhead {t['overhead']:.1f} (+ final {t['final_scoring']:.1f}); "
+                  f"{row['scorings']} scorings, best CR {row['best_cr']:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
