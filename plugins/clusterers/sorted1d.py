@@ -16,8 +16,15 @@ alternate over a schedule of band widths until a full cycle gains nothing. On tr
 weights this lands within about 0.5 % of the exact optimum (``kmeans1d``) at a small share of its
 cost; ``refine=False`` gives plain Lloyd.
 
+Sweeps: each k's result depends on k alone (``wsx.apply`` re-clusters one k and must get what was
+scored), so no k warm-starts another; instead ``cluster_many`` sorts once and runs the refinements
+of all k in lockstep, solving each round's banded DPs in one pass over the longest chain
+(``band_dp_many``): the DP's Python-level loop, its cost, is shared by every k.
+
 The O(n) work (sort, prefix sums, labels) sits behind ``SortedWeights`` so that the torch and cupy
-clusterers keep it on their device; everything else runs on O(k) host arrays.
+clusterers keep it on their device; everything else runs on O(k) host arrays. Segment statistics
+take their counts from ``SortedWeights.counts`` (a third prefix sum), so per-weight importances
+can enter by weighting the three prefix sums.
 """
 from __future__ import annotations
 
