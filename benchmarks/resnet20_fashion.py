@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import fashion_mnist  # noqa: E402  (a sibling script, not a package)
+if __package__:
+    from . import fashion_mnist
+else:  # run as a script
+    sys.path.insert(0, str(HERE))
+    import fashion_mnist
 
 WEIGHTS = HERE / "data" / "resnet20_fashion.safetensors"
 WIDTHS = (16, 32, 64)

@@ -9,6 +9,8 @@ final front is measured on.
   10 000-image validation split (held out of the training file) and the front is measured on the
   untouched 10 000 test images. With 1 000 images (10 %) top-1's standard error (~1 pp) exceeds
   the whole allowed loss (0.88 pp) and the search is mostly noise.
+- ``fashion-resnet20``: the same data with the ResNet-20 of ``benchmarks/resnet20_fashion.py``
+  (21 convolutions and a linear layer, ~270 k weights): a non-toy model with real accuracy.
 
 Each problem may have an exhaustive front (``data/<name>-exhaustive-front.csv``, written by
 ``exhaustive.py``) against which IGD is computed.
@@ -61,7 +63,14 @@ def load(name: str) -> BenchProblem:
         return BenchProblem(name, model, val, test, subset=0.5,
                             note="search on a seeded 5000-image subset of the 10 000 validation images "
                                  "(unless --subset says otherwise); front measured on the 10 000 test images")
+    if name == "fashion-resnet20":
+        from benchmarks import resnet20_fashion
+
+        model, val = resnet20_fashion.load("val")
+        return BenchProblem(name, model, val, resnet20_fashion.fashion_mnist.split("test"), subset=0.5,
+                            note="ResNet-20 trained by benchmarks/resnet20_fashion.py (~270 k weights); splits "
+                                 "and subset as fashion-mnist")
     raise ValueError(f"unknown benchmark problem {name!r}; use one of {NAMES}")
 
 
-NAMES = ("lenet5-digits", "fashion-mnist")
+NAMES = ("lenet5-digits", "fashion-mnist", "fashion-resnet20")

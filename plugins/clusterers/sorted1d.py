@@ -40,6 +40,15 @@ INITS = ("density", "quantile", "linear", "random", "k-means++")
 
 # Refinement schedule: (clusters spanned on each side, candidate positions inside each cluster).
 _BANDS = ((1, 8), (2, 4), (4, 2))
+_FINE = 1024  # up to k = _FINE // 16 the schedule adds a band of _FINE // k (<= 32) positions per cluster
+
+
+def _bands(k: int) -> tuple:
+    """The schedule for k. At small k, Lloyd's local optima differ by boundary shifts of a few
+    percent of a cluster, finer than the coarse bands resolve; a finer band finds them at a cost
+    of k * (2 * steps + 1)^2, bounded by the cap on steps."""
+    steps = min(32, _FINE // max(k, 1))
+    return _BANDS + ((1, steps),) if steps >= 16 else _BANDS
 
 
 class SortedWeights:
@@ -288,8 +297,9 @@ def refining(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_roun
         return b
     best = float(_stats(data, b)[2].sum())
     misses = rounds = 0
-    while misses < len(_BANDS) and rounds < max_rounds:
-        band, steps = _BANDS[rounds % len(_BANDS)]
+    bands = _bands(k)
+    while misses < len(bands) and rounds < max_rounds:
+        band, steps = bands[rounds % len(bands)]
         rounds += 1
         nb, value = yield (b, band, steps)
         if not value < best * (1 - _TOL):

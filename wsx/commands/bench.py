@@ -19,9 +19,10 @@ def add_parser(sub):
         "(the problems live in benchmarks/). Example: wsx bench --problem lenet5-digits "
         "--strategies nsga2,knapsack,divide-and-conquer:combination=regression --budget 1000 --seeds 0,1 "
         "--out /tmp/bench")
-    p.add_argument("--problem", default="lenet5-digits", choices=("lenet5-digits", "fashion-mnist"),
-                   help="lenet5-digits (embedded) or fashion-mnist (needs benchmarks/data/lenet5_fashion."
-                   "safetensors and the Debian package dataset-fashion-mnist)")
+    p.add_argument("--problem", default="lenet5-digits", choices=("lenet5-digits", "fashion-mnist", "fashion-resnet20"),
+                   help="lenet5-digits (embedded), fashion-mnist (LeNet-5; needs benchmarks/data/lenet5_fashion."
+                   "safetensors and the Debian package dataset-fashion-mnist) or fashion-resnet20 (ResNet-20, "
+                   "benchmarks/data/resnet20_fashion.safetensors, same data)")
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help="comma-separated strategies; options as name:key=value:key=value, e.g. "
                    "greedy-filter:inertia_filter_ratio=0.05 (default: %(default)s)")
