@@ -138,7 +138,8 @@ def time_scoring(model: Any, data: tuple, *, layer: str | None = None, k: int = 
                  repeats: int = 3, backend: Any = None, **backend_options) -> dict:
     """Seconds to score ``population`` candidates that share ``layer`` (default: the first layer of
     interest) at k values around ``k``, on all samples, best of ``repeats`` after one warm-up; plus
-    the backend's fast-path reports (``fold_error_``, ``prefix_errors_``, ``vmap_error_``)."""
+    the backend's fast-path reports (``fold_error_``, ``prefix_errors_``, ``vmap_error_``) and which
+    paths ran (``stats_``: folded calls, vmap calls, one-by-one forwards, prefix-cache counts)."""
     from wsx.engine import make_backend, resolve_clusterer
     from wsx_plugins.approximations.weight_sharing import WeightSharing
 
@@ -160,6 +161,7 @@ def time_scoring(model: Any, data: tuple, *, layer: str | None = None, k: int = 
                 "seconds_per_candidate": best / population,
                 "fold_error_": getattr(be, "fold_error_", None),
                 "prefix_errors_": dict(getattr(be, "prefix_errors_", {}) or {}),
-                "vmap_error_": getattr(be, "vmap_error_", None)}
+                "vmap_error_": getattr(be, "vmap_error_", None),
+                "paths": {k: int(v) for k, v in dict(getattr(be, "stats_", {}) or {}).items()}}
     finally:
         be.close()

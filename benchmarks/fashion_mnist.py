@@ -123,21 +123,30 @@ def train(epochs: int = 6, seed: int = 0, out: Path = WEIGHTS) -> dict:
     return accs
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cli(argv, *, description: str, name: str, weights: Path, train, load, epochs: int, options=()) -> None:
+    """The train / eval command line of a Fashion-MNIST benchmark model (``options``: extra
+    (flag, argparse keywords) for train, passed to ``train`` by name)."""
+    ap = argparse.ArgumentParser(description=description)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train LeNet-5 and write data/lenet5_fashion.safetensors")
-    t.add_argument("--epochs", type=int, default=6)
+    t = sub.add_parser("train", help=f"train {name} and write data/{weights.name}")
+    t.add_argument("--epochs", type=int, default=epochs)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", type=Path, default=WEIGHTS)
+    for flag, kwargs in options:
+        t.add_argument(flag, **kwargs)
+    t.add_argument("--out", type=Path, default=weights)
     sub.add_parser("eval", help="print the accuracy on val and test")
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        train(args.epochs, args.seed, args.out)
+        train(**{k: v for k, v in vars(args).items() if k != "cmd"})
     else:
         model, _ = load()
         for s in ("val", "test"):
             print(f"{s}: {accuracy(model, *split(s)):.4f}")
+
+
+def main(argv=None) -> None:
+    run_cli(argv, description=__doc__.splitlines()[0], name="LeNet-5", weights=WEIGHTS, train=train, load=load,
+            epochs=6)
 
 
 if __name__ == "__main__":

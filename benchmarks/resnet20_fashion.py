@@ -13,7 +13,6 @@ interest. The data come from the Debian package ``dataset-fashion-mnist``; nothi
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -132,21 +131,8 @@ def train(epochs: int = 4, seed: int = 0, threads: int = 2, out: Path = WEIGHTS)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train ResNet-20 and write data/resnet20_fashion.safetensors")
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--out", type=Path, default=WEIGHTS)
-    sub.add_parser("eval", help="print the accuracy on val and test")
-    args = ap.parse_args(argv)
-    if args.cmd == "train":
-        train(args.epochs, args.seed, args.threads, args.out)
-    else:
-        model, _ = load()
-        for s in ("val", "test"):
-            print(f"{s}: {fashion_mnist.accuracy(model, *fashion_mnist.split(s)):.4f}")
+    fashion_mnist.run_cli(argv, description=__doc__.splitlines()[0], name="ResNet-20", weights=WEIGHTS,
+                          train=train, load=load, epochs=4, options=(("--threads", {"type": int, "default": 2}),))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def measure(name: str, samples: int) -> dict:
             "weights": weights, "first_step_scorings": first_step, "s_per_scoring": one["seconds"],
             "s_per_candidate_pop8": pop["seconds_per_candidate"], "pop8_layer": middle,
             "first_step_hours_at_1000x224": first_step * one["seconds"] * scale / 3600,
-            "build_s": built, **{k: v if v else "" for k, v in errors.items()}}
+            "build_s": built, "pop8_paths": " ".join(f"{k}={v}" for k, v in sorted(pop["paths"].items())),
+            **{k: v if v else "" for k, v in errors.items()}}
 
 
 def main(argv=None) -> int:
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
         rows.append(row)
         gc.collect()
     fields = ["arch", "framework", "size", "samples", "layers", "weights", "first_step_scorings", "s_per_scoring",
-              "s_per_candidate_pop8", "pop8_layer", "first_step_hours_at_1000x224", "build_s", "fold_error_",
+              "s_per_candidate_pop8", "pop8_layer", "first_step_hours_at_1000x224", "build_s", "pop8_paths", "fold_error_",
               "prefix_errors_", "vmap_error_", "error"]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "baseline.csv", "w", newline="") as f:
@@ -95,21 +96,23 @@ def main(argv=None) -> int:
              "a 4-conv Flax CNN; inputs synthetic, labels the model's own predictions (top-1 = agreement). "
              "Times are noisy on this shared machine: compare within a row, or rerun side by side.", "",
              "| model | layers | weights | D&C first-step scorings | s / scoring | s / candidate, population 8 "
-             "| first step at 1 000 @ 224 px (h) | fold_error_ | prefix_errors_ | vmap_error_ |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+             "| first step at 1 000 @ 224 px (h) | paths, population 8 | fold_error_ | prefix_errors_ | vmap_error_ |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['arch']} | failed: {r['error']} | | | | | | | | |")
+            lines.append(f"| {r['arch']} | failed: {r['error']} | | | | | | | | | |")
             continue
         cells = [f"{r['arch']} ({r['size']}{' tokens' if r['arch'] == 'bert6' else ' px'}, {r['samples']})",
                  str(r["layers"]), str(r["weights"]), str(r["first_step_scorings"]), f"{r['s_per_scoring']:.3f}",
-                 f"{r['s_per_candidate_pop8']:.3f}", f"{r['first_step_hours_at_1000x224']:.1f}",
+                 f"{r['s_per_candidate_pop8']:.3f}", f"{r['first_step_hours_at_1000x224']:.1f}", r["pop8_paths"],
                  str(r["fold_error_"] or "none")[:160], "; ".join(r["prefix_errors_"])[:200] or "none",
                  str(r["vmap_error_"] or "none")[:160]]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     lines += ["", "Population 8: eight k values of the middle layer of interest scored in one call, as "
               "divide-and-conquer's layer-wise step does (fold or vmap, and the prefix cache, where they work). "
-              "Errors: what the backend recorded while scoring (none = the fast path worked or was not tried).", ""]
+              "Paths: the backend's counters over the population-8 warm-up and timed call (`folded_calls`: the "
+              "fx fold; `vmap_calls`; `loop_forwards`: candidates run one by one; prefix-cache counters where "
+              "the cache was used). Errors: what the backend recorded (none = worked, or not tried: see paths).", ""]
     (args.out / "baseline.md").write_text("\n".join(lines))
     print(f"wrote {args.out / 'baseline.md'} and {args.out / 'baseline.csv'}")
     return 0
