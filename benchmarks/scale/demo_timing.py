@@ -1,6 +1,7 @@
 """The demo's exploration time before and after this branch's clustering and thread changes, alone and under test-suite load.
 
     python benchmarks/scale/demo_timing.py [--runs 2] [--load] [--before-commit main]
+    python benchmarks/scale/demo_timing.py --layers-only [--runs 2]    # clustering alone, per k vs sweep
 
 Each run is a fresh process exploring the embedded LeNet-5 / digits model with the demo's defaults
 (``wsx.explore(model, data)``, divide-and-conquer), reporting the result's timings:
@@ -33,17 +34,7 @@ def child(variant: str, before_commit: str) -> None:
     import wsx
 
     if variant == "before":
-        import importlib.util
-        import tempfile
-
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{before_commit}:plugins/clusterers/sorted1d.py"],
-                             capture_output=True, text=True, check=True).stdout
-        path = Path(tempfile.mkdtemp()) / "sorted1d_before.py"
-        path.write_text(src)
-        spec = importlib.util.spec_from_file_location("sorted1d_before", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        clusterer = mod.Sorted1DClusterer()
+        clusterer = _sorted1d_before(before_commit).Sorted1DClusterer()
         import torch
 
         threads = torch.get_num_threads()  # torch's default: what explore used before
@@ -59,13 +50,59 @@ def child(variant: str, before_commit: str) -> None:
                       "best_cr": best.compression_rate if best else None}))
 
 
+def _sorted1d_before(before_commit: str):
+    """The sorted1d module as of ``before_commit`` (read with ``git show``)."""
+    import importlib.util
+    import tempfile
+
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{before_commit}:plugins/clusterers/sorted1d.py"],
+                         capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "sorted1d_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("sorted1d_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def layers_only(before_commit: str, runs: int) -> None:
+    """Clustering alone on the demo's layers x default k grid: before per k, after per k (as the
+    engine asks today), after as one sweep per layer; alternating, seconds per pass."""
+    import numpy as np
+    import wsx
+    from wsx_plugins.approximations.weight_sharing import log_k_range
+    from wsx_plugins.clusterers import sorted1d as after
+
+    before = _sorted1d_before(before_commit)
+    model, _ = wsx.zoo.load("lenet5-digits", framework="torch")
+    layers = [p.detach().numpy().ravel().astype(np.float64) for p in model.parameters() if p.ndim > 1]
+    total = {"before, per k": 0.0, "after, per k": 0.0, "after, sweep": 0.0}
+    for _ in range(runs):
+        for w in layers:
+            ks = log_k_range(100, 2, 1024, cap=w.size)
+            for name in total:
+                t = time.perf_counter()
+                if name == "after, sweep":
+                    after.Sorted1DClusterer().cluster_many(w, ks)
+                else:
+                    mod = before if name.startswith("before") else after
+                    [mod.Sorted1DClusterer().cluster(w, k) for k in ks]
+                total[name] += time.perf_counter() - t
+    print("clustering the demo's 5 layers x default k grid, seconds per pass (load "
+          f"{os.getloadavg()[0]:.1f}): " + ", ".join(f"{k} {v / runs:.2f}" for k, v in total.items()))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=2, help="runs per variant")
     p.add_argument("--load", action="store_true", help="run the test suite (pytest -n 2) beside each demo")
     p.add_argument("--before-commit", default="main")
+    p.add_argument("--layers-only", action="store_true", help="clustering alone on the demo's layers")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.layers_only:
+        layers_only(args.before_commit, args.runs)
+        return 0
     if args.child:
         child(args.child, args.before_commit)
         return 0

@@ -40,15 +40,15 @@ INITS = ("density", "quantile", "linear", "random", "k-means++")
 
 # Refinement schedule: (clusters spanned on each side, candidate positions inside each cluster).
 _BANDS = ((1, 8), (2, 4), (4, 2))
-_FINE = 1024  # up to k = _FINE // 16 the schedule adds a band of _FINE // k (<= 32) positions per cluster
+_FINE = 1024  # up to k = _FINE // 16 a last band of _FINE // k (<= 32) positions per cluster
 
 
-def _bands(k: int) -> tuple:
-    """The schedule for k. At small k, Lloyd's local optima differ by boundary shifts of a few
-    percent of a cluster, finer than the coarse bands resolve; a finer band finds them at a cost
-    of k * (2 * steps + 1)^2, bounded by the cap on steps."""
+def _fine_band(k: int) -> tuple | None:
+    """The band tried once the coarse ones gain nothing, for small k. There Lloyd's local optima
+    differ by boundary shifts of a few percent of a cluster, finer than the coarse bands resolve;
+    this one costs k * (2 * steps + 1)^2, bounded by the cap on steps."""
     steps = min(32, _FINE // max(k, 1))
-    return _BANDS + ((1, steps),) if steps >= 16 else _BANDS
+    return (1, steps) if steps >= 16 else None
 
 
 class SortedWeights:
@@ -258,14 +258,24 @@ def band_dp_many(data: SortedWeights, requests: Sequence[tuple]) -> list[tuple[n
 def _chain_dp(data: SortedWeights, probs: list, m: int, out: list, where: list[int]) -> None:
     """Solve chain DPs (sorted longest first, all with m candidates per boundary) in one pass."""
     lengths = np.array([p[2].shape[0] for p in probs])
-    active = (lengths[None, :] > np.arange(lengths[0])[:, None]).sum(axis=1)  # chains at each step
-    offset = np.concatenate(([0], np.cumsum(active)))
-    cost = np.empty((offset[-1], m, m))  # step-major: the chains active at a step are contiguous
-    for r, p in enumerate(probs):
-        cost[offset[:lengths[r]] + r] = p[2]
+    if len(probs) == 1:  # one chain (a single k): its own cost tensor, no step-major copy
+        active, offset, cost = [1] * int(lengths[0]), np.arange(lengths[0] + 1), probs[0][2]
+    else:
+        active = (lengths[None, :] > np.arange(lengths[0])[:, None]).sum(axis=1).tolist()  # chains per step
+        offset = np.concatenate(([0], np.cumsum(active)))
+        cost = np.empty((offset[-1], m, m))  # step-major: the chains active at a step are contiguous
+        for r, p in enumerate(probs):
+            cost[offset[:lengths[r]] + r] = p[2]
     back = np.empty((offset[-1], m), dtype=np.intp)
     best = np.stack([p[1] for p in probs])
-    for i, a in enumerate(active.tolist()):
+    head, cols = best[0], np.arange(m)
+    for i, a in enumerate(active):
+        if a == 1:  # one chain left: 2-D operations, cheaper per step than the batched reduction
+            total = cost[offset[i]]
+            total += head[:, None]
+            back[offset[i]] = arg = total.argmin(axis=0)
+            head[:] = total[arg, cols]
+            continue
         total = cost[offset[i]:offset[i] + a]
         total += best[:a, :, None]
         back[offset[i]:offset[i] + a] = total.argmin(axis=1)
@@ -296,10 +306,16 @@ def refining(data: SortedWeights, b: np.ndarray, k: int, max_iter: int, max_roun
     if k < 2:
         return b
     best = float(_stats(data, b)[2].sum())
-    misses = rounds = 0
-    bands = _bands(k)
-    while misses < len(bands) and rounds < max_rounds:
-        band, steps = bands[rounds % len(bands)]
+    misses = rounds = coarse = 0
+    fine = _fine_band(k)
+    while rounds < max_rounds:
+        if misses < len(_BANDS):
+            band, steps = _BANDS[coarse % len(_BANDS)]
+            coarse += 1
+        elif misses == len(_BANDS) and fine is not None:  # the coarse cycle is spent: one fine round
+            band, steps = fine
+        else:
+            break
         rounds += 1
         nb, value = yield (b, band, steps)
         if not value < best * (1 - _TOL):
