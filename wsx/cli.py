@@ -48,6 +48,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "config", None):  # the file's settings become defaults: flags given override them
+            from .commands.config import defaults_from
+
+            args._parser.set_defaults(**defaults_from(args.config, args._parser))
+            args = parser.parse_args(argv)
         if hasattr(args, "threads"):  # before any model loads: TensorFlow and XLA fix their pools on first use
             from .threads import auto_threads, set_process_threads
 
@@ -57,8 +62,19 @@ def main(argv=None) -> int:
         print(f"wsx: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("wsx: interrupted; the model was restored", file=sys.stderr)
+        print(interrupted_message(args), file=sys.stderr)
         return 130
+
+
+def interrupted_message(args) -> str:
+    """What Ctrl-C leaves: the model as it was, and (with --out) a journal the same command resumes from."""
+    text = "wsx: interrupted; the model was restored"
+    if getattr(args, "out", None) and hasattr(args, "restart"):
+        return (f"{text}; every scoring made so far is kept in {args.out}/journal.jsonl: run the same command "
+                "again to resume where it stopped")
+    if hasattr(args, "restart"):
+        return text + "; nothing was saved (with --out DIR a run can be resumed by running it again)"
+    return text
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import plugins
+from . import plugins, specs
 from .approximation import Approximation
 from .backend import Backend
 from .clusterer import Clusterer
@@ -61,18 +61,11 @@ def make_backend(model: Any, data: Any, backend: Any = None, **kwargs) -> Backen
 
 
 def resolve_strategy(strategy: Any) -> Strategy:
-    if isinstance(strategy, Strategy):
-        return strategy
-    if isinstance(strategy, type) and issubclass(strategy, Strategy):
-        return strategy()
-    return plugins.get("strategy", strategy)()
+    """A Strategy from an instance, a class, a name or a ``name:key=value,...`` spec (wsx.specs)."""
+    return specs.resolve("strategy", strategy, Strategy)
 
 
 def resolve_clusterer(clusterer: Any, seed: int) -> Clusterer:
-    if isinstance(clusterer, Clusterer):
-        return clusterer
-    if isinstance(clusterer, type) and issubclass(clusterer, Clusterer):
-        return clusterer(seed=seed)
     if clusterer is None:
         table = plugins.clusterers()
         usable = [cls for cls in table.values() if cls.available()[0]]
@@ -80,16 +73,11 @@ def resolve_clusterer(clusterer: Any, seed: int) -> Clusterer:
             raise PluginNotFoundError("no clusterer is available; reinstall wsx")
         cls = max(usable, key=lambda c: (getattr(c, "priority", 0), c.name))
         return cls(seed=seed)
-    return plugins.get("clusterer", clusterer)(seed=seed)
+    return specs.resolve("clusterer", clusterer, Clusterer, seed=seed)
 
 
 def resolve_approximation(approximation: Any, bits: int | None) -> Approximation:
-    if isinstance(approximation, Approximation):
-        appr = approximation
-    elif isinstance(approximation, type) and issubclass(approximation, Approximation):
-        appr = approximation()
-    else:
-        appr = plugins.get("approximation", approximation)()
+    appr = specs.resolve("approximation", approximation, Approximation)
     bits = check_bits(bits)
     if bits is not None:
         appr.bits = bits
@@ -346,6 +334,12 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                 "executor": getattr(executor, "name", type(executor).__name__), "threads": threads}
     if journal is not None:
         settings["fingerprint"] = journal.fingerprint
+    settings["config"] = {  # every setting, resolved, in the form `wsx explore --config` reads
+        "strategy": {"name": strat.name, **settings["strategy_params"]},
+        "clusterer": {"name": clus.name, **settings["clusterer_params"]} if clus else None,
+        "approximation": {"name": appr.name, **settings["approximation_params"]}, "backend": be.name,
+        "knobs": _jsonable({"knobs": knobs})["knobs"], "target": settings["target"], "subset": subset,
+        "min_subset": min_subset, "budget": budget, "time_limit": time_limit, "bits": appr.bits, "seed": seed}
     result = Result(front=front, history=problem.history,
                     baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
                                       subset_accuracy=base_sub, test_accuracy=test_base),

@@ -152,11 +152,11 @@ class Result:
     def save(self, out: str | Path, *, plot: bool = True) -> Path:
         """Write results.json, results.csv (history), front.png and report.html into directory ``out``
         (``plot=False``: the JSON and CSV only)."""
-        from .files import atomic_write, prepare_dir, write_text
+        from .files import atomic_write, prepare_dir
 
         out = prepare_dir(out)
         # Each file is written whole under a temporary name, then moved: a kill leaves old or new.
-        write_text(out / "results.json", json.dumps(self.to_dict(), indent=1, default=_plain))
+        self.save_json(out)
         frame = self.to_frame()
         atomic_write(out / "results.csv", lambda tmp: frame.to_csv(tmp, index=False))
         if plot:
@@ -166,6 +166,14 @@ class Result:
             atomic_write(out / "front.png", lambda tmp: plot_front(self, tmp))
             write_report(self, out / "report.html", front_png=out / "front.png")
         return out
+
+    def save_json(self, out: str | Path) -> Path:
+        """Write (or rewrite) ``out/results.json`` alone."""
+        from .files import prepare_dir, write_text
+
+        path = prepare_dir(out) / "results.json"
+        write_text(path, json.dumps(self.to_dict(), indent=1, default=_plain))
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Result":

@@ -5,18 +5,45 @@ import json
 import sys
 
 
-def add_common(p) -> None:
-    """Options shared by commands that run an exploration."""
-    p.add_argument("--strategy", default="divide-and-conquer", help="strategy name (see `wsx plugins`)")
+def add_config(p) -> None:
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file holding any of this command's settings (keys are the option names, e.g. "
+                   "strategy = \"nsga2:pop_size=50\" or a [strategy] table with name = ...); options given on "
+                   "the command line override it. A results.json written by wsx is read too (its resolved "
+                   "settings.config)")
+    p.set_defaults(_parser=p)
+
+
+def add_run_options(p) -> None:
+    """What an exploration's model, data and search space take: shared by explore, demo and bench."""
     p.add_argument("--backend", default=None, help="backend name; default: detected from the model")
-    p.add_argument("--clusterer", default=None, help="clusterer name; default: the fastest available")
-    p.add_argument("--approximation", default="weight-sharing")
+    p.add_argument("--clusterer", default=None, help="clusterer, optionally with settings: name:key=value,... "
+                   "(e.g. sorted1d:init=quantile); default: the fastest available")
+    p.add_argument("--approximation", default="weight-sharing", help="approximation, optionally with settings "
+                   "(e.g. weight-sharing:k_max=256,granularity=channel)")
+    p.add_argument("--granularity", default=None, help="the approximation's granularity (weight-sharing: layer, "
+                   "channel or kernel); the same as approximation setting granularity=...")
+    p.add_argument("--knobs", default=None, help="knob values to explore: one list for every layer (2,4,8,16) or "
+                   "JSON per layer ('{\"conv1\": [2, 4, 8]}'); default: the approximation's")
     p.add_argument("--target", default="mlperf-heavy",
                    help="mlperf-heavy (99%% of baseline), mlperf-light (98%%) or a fraction such as 0.995")
     p.add_argument("--subset", default="0.1", help="search-time scoring subset: fraction, count, or 'all'")
-    p.add_argument("--budget", type=int, default=None, help="maximum number of scorings")
+    p.add_argument("--min-subset", type=int, default=None,
+                   help="fewest samples a subset is raised to (default 1000: below it top-1's noise exceeds "
+                   "typical loss differences)")
     p.add_argument("--time-limit", type=float, default=None, help="search seconds")
     p.add_argument("--bits", type=int, default=32, help="bits of a stored value in the baseline (B)")
+    add_threads(p)
+
+
+def add_common(p) -> None:
+    """Options of the commands that run one exploration (demo, explore)."""
+    add_config(p)
+    p.add_argument("--strategy", default="divide-and-conquer", help="strategy, optionally with settings: "
+                   "name:key=value,... (e.g. divide-and-conquer:combination=regression,doe=auto; `wsx plugins` "
+                   "lists the names)")
+    add_run_options(p)
+    p.add_argument("--budget", type=int, default=None, help="maximum number of scorings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for results.json, results.csv, front.png, report.html "
                    "and journal.jsonl; re-running the same command there resumes an interrupted run")
@@ -24,7 +51,6 @@ def add_common(p) -> None:
                    help="discard the journal in --out (from a run with other model, data or settings) and start over")
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    add_threads(p)
 
 
 def add_threads(p) -> None:
@@ -33,17 +59,21 @@ def add_threads(p) -> None:
                    "the usable cores less those other processes keep busy, at least 1; or $WSX_THREADS)")
 
 
-def parse_target(text: str):
+def parse_target(text):
+    if not isinstance(text, str):
+        return text
     try:
         return float(text)
     except ValueError:
         return text
 
 
-def parse_subset(text: str):
-    """'all', a sample count ('1000'), a fraction ('0.1') or a percentage ('10%')."""
+def parse_subset(text):
+    """'all', a sample count ('1000'), a fraction ('0.1') or a percentage ('10%'); numbers pass."""
     from wsx.errors import InvalidSettingError
 
+    if not isinstance(text, str):
+        return text
     text = text.strip()
     if text in ("all", "none", "None"):
         return None
@@ -56,12 +86,52 @@ def parse_subset(text: str):
                                   "a sample count such as 1000, or 'all'") from None
 
 
+def parse_knobs(text):
+    """'2,4,8' -> [2, 4, 8]; JSON ('[2, 4]', '{"conv1": [2, 4]}') as JSON; lists and dicts pass."""
+    from wsx.specs import parse_value
+
+    if text is None or not isinstance(text, str):
+        return text
+    value = parse_value(text.strip())
+    if isinstance(value, (list, dict)):
+        return value
+    return [parse_value(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def approximation_of(args):
+    """--approximation with --granularity folded into its settings."""
+    from wsx.specs import Spec
+
+    granularity = getattr(args, "granularity", None)
+    if granularity is None:
+        return args.approximation
+    spec = args.approximation if isinstance(args.approximation, Spec) else Spec.parse(args.approximation)
+    return Spec(spec.name, {**spec.params, "granularity": granularity})
+
+
+def run_kwargs(args) -> dict:
+    """explore's arguments from the options of ``add_run_options``."""
+    from wsx.engine import MIN_SUBSET
+
+    return dict(backend=args.backend, clusterer=args.clusterer, approximation=approximation_of(args),
+                knobs=parse_knobs(args.knobs), target=parse_target(args.target), subset=parse_subset(args.subset),
+                min_subset=MIN_SUBSET if args.min_subset is None else args.min_subset,
+                time_limit=args.time_limit, bits=args.bits, threads=args.threads)
+
+
 def explore_kwargs(args) -> dict:
-    return dict(strategy=args.strategy, backend=args.backend, clusterer=args.clusterer,
-                approximation=args.approximation, target=parse_target(args.target),
-                subset=parse_subset(args.subset), budget=args.budget, time_limit=args.time_limit,
-                bits=args.bits, seed=args.seed, out=args.out, progress=not (args.quiet or args.json),
-                restart=args.restart, threads=args.threads)
+    return dict(strategy=args.strategy, budget=args.budget, seed=args.seed, out=args.out,
+                progress=not (args.quiet or args.json), restart=args.restart, **run_kwargs(args))
+
+
+def record_config(result, args, **given) -> None:
+    """Add the command line's own settings (model, data, out ...) to the resolved config the engine
+    recorded, and rewrite results.json: ``--config OUT/results.json`` then repeats the run."""
+    config = result.settings.setdefault("config", {})
+    config.update({k: v for k, v in given.items() if v is not None})
+    if args.out:
+        config["out"] = str(args.out)
+        result.save_json(args.out)
 
 
 def report(result, args) -> None:

@@ -1,7 +1,7 @@
 """``wsx demo``: explore the embedded LeNet-5 on scikit-learn's digits."""
 from __future__ import annotations
 
-from . import add_common, explore_kwargs, report
+from . import add_common, explore_kwargs, record_config, report
 
 FRAMEWORK = {None: "torch", "torch": "torch", "keras": "keras", "tensorflow": "keras", "jax": "jax"}
 
@@ -21,5 +21,6 @@ def run(args) -> int:
         raise wsx.InvalidSettingError(f"--backend {args.backend!r}: the demo model exists for torch, keras and jax")
     model, data = wsx.zoo.load("lenet5-digits", framework=FRAMEWORK[args.backend])
     result = wsx.explore(model, data, **explore_kwargs(args))
+    record_config(result, args, backend=args.backend)
     report(result, args)
     return 0

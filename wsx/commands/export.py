@@ -95,7 +95,7 @@ def run(args) -> int:
                                   "MODULE:ATTR naming the model it was explored on")
     model, data = found
     if args.data:
-        data = load_object(args.data)
+        data = load_object(args.data, "--data")
     fmt = format_for(args.out, args.format)
     kwargs = {}
     if fmt != "wsx":
