@@ -187,9 +187,11 @@ class Problem:
 
     @contextmanager
     def stage(self, name: str, total: int | None = None):
-        """A named step of a strategy; drives the progress bar."""
+        """A named step of a strategy scoring at most ``total`` candidates (None: not known in
+        advance); drives the progress bar, whose total is also capped by the budget left."""
         if self.progress is not None:
-            self.progress.start(name, total)
+            left = self.budget_left
+            self.progress.start(name, total if left is None or total is None else min(total, left))
         try:
             yield
         finally:
@@ -222,6 +224,8 @@ class Problem:
         for key, knobs in zip(keys, population):
             if key not in self.scores and key not in todo:
                 todo[key] = knobs
+        if self.progress is not None:
+            self.progress.skip(len(set(keys)) - len(todo))  # known already: nothing to score
         stopped = None
         if self.budget is not None and len(todo) > self.budget_left:
             todo = dict(list(todo.items())[: self.budget_left])

@@ -124,7 +124,7 @@ class DivideAndConquer(Strategy):
 
     def _combine_scoring(self, problem) -> None:
         seed = seed_of(self, problem)
-        with problem.stage("nsga2 over phi", self.pop_size * self.generations):
+        with problem.stage("nsga2 over phi", None):  # ends at an unknown count (patience, repeats)
             self.nsga_ = run_nsga2(problem, self.phi_, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
                                    pop_size=self.pop_size, generations=self.generations,
                                    crossover=self.crossover, mutation=self.mutation, seed=seed,

@@ -48,9 +48,13 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | 
         def __init__(self):
             super().__init__(n_var=len(names), n_obj=2, n_ieq_constr=1 if constrained else 0,
                              xl=np.zeros(len(names)), xu=np.maximum(upper, 1e-9), vtype=int)
+            self.generation = 0
 
         def _evaluate(self, X, out, *args, **kwargs):
             check_time(problem)
+            self.generation += 1  # pymoo evaluates once per generation (the first: the initial population)
+            if problem.progress is not None:
+                problem.progress.note(f"generation {self.generation}/{generations}")
             X = np.clip(np.round(X), 0, upper).astype(int)
             if objectives is not None:
                 al, cr = (np.asarray(v, dtype=float) for v in objectives(X))
@@ -126,7 +130,7 @@ class NSGA2(Strategy):
 
     def _run(self, problem) -> None:
         check_settings(self.pop_size, self.generations, self.patience)
-        with problem.stage("nsga2", self.pop_size * self.generations):
+        with problem.stage("nsga2", None):  # patience and repeated candidates end it at an unknown count
             self.nsga_ = run_nsga2(problem, problem.knob_values, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
                                    pop_size=self.pop_size, generations=self.generations,
                                    crossover=self.crossover, mutation=self.mutation, seed=seed_of(self, problem),
