@@ -819,6 +819,75 @@ def test_cli_user_errors(argv, needle, capsys):
     assert "wsx: error:" in err and needle in err and "Traceback" not in err
 
 
+# -- plugin settings, --config, bench -------------------------------------------------------------
+def test_unknown_plugin_setting(tiny):
+    with raises(wsx.InvalidSettingError, "strategy 'nsga2' has no parameter 'pop'", "pop_size", "generations"):
+        run(tiny, strategy="nsga2:pop=3")
+    with raises(wsx.InvalidSettingError, "approximation 'pruning' has no parameter 'granularity'", "sparsities"):
+        run(tiny, approximation="pruning:granularity=channel")
+    with raises(wsx.InvalidSettingError, "clusterer 'sorted1d' has no parameter 'k'", "init"):
+        run(tiny, clusterer="sorted1d:k=3")
+
+
+def test_malformed_plugin_spec(tiny):
+    with raises(wsx.InvalidSettingError, "'nsga2:pop_size'", "not key=value", "nsga2:key=value"):
+        run(tiny, strategy="nsga2:pop_size")
+    with raises(wsx.InvalidSettingError, "give a plugin name"):
+        run(tiny, strategy=":pop_size=3")
+
+
+def test_config_file_errors(tmp_path, capsys):
+    from wsx.cli import main
+
+    cases = [("run.toml", 'strategee = "nsga2"\n', "unknown setting 'strategee'", "strategy"),
+             ("run.toml", "budget = \n", "not valid TOML", "run.toml"),
+             ("run.toml", '[strategy]\npop_size = 3\n', "needs name =", "strategy table"),
+             ("run.json", "[1, 2]", "not a table of settings", "run.json")]
+    for name, text, *needles in cases:
+        (tmp_path / name).write_text(text)
+        assert main(["explore", "--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert all(n in err for n in needles), err
+    assert main(["explore", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+
+
+def test_model_attr_needing_arguments(tmp_path, monkeypatch, capsys):
+    from wsx.cli import main
+
+    (tmp_path / "needs_args.py").write_text("def build(width):\n    return width\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["explore", "--model", "needs_args:build", "--data", "needs_args:build"]) == 2
+    assert "build needs arguments" in capsys.readouterr().err
+    assert main(["explore", "--data", "needs_args:build"]) == 2
+    assert "--model MODULE:ATTR is required" in capsys.readouterr().err
+
+
+def test_bench_budget_below_a_first_step(tiny):
+    with raises(wsx.BudgetTooSmallError, "divide-and-conquer needs 8 scorings", "budget 5", "nothing was run"):
+        wsx.bench(tiny[0], tiny[1], strategies=["divide-and-conquer", "random"], budgets=[5, 50], seeds=1,
+                  backend=TinyBackend, knobs=[2, 4, 8, 16], subset=None, log=None)
+
+
+def test_bench_seeds_and_budgets(tiny):
+    kw = dict(strategies=["random"], backend=TinyBackend, knobs=[2, 4], subset=None, log=None)
+    with raises(wsx.InvalidSettingError, "seeds=[3, 3]", "distinct"):
+        wsx.bench(tiny[0], tiny[1], seeds=[3, 3], **kw)
+    with raises(wsx.InvalidSettingError, "budgets=-1", "positive"):
+        wsx.bench(tiny[0], tiny[1], budgets=[-1], **kw)
+    with raises(wsx.InvalidSettingError, "strategies", "distinct"):
+        wsx.bench(tiny[0], tiny[1], **{**kw, "strategies": ["random", "random"]})
+
+
+def test_bench_exhaustive_front_unusable(tiny, tmp_path):
+    kw = dict(strategies=["random"], backend=TinyBackend, knobs=[2, 4], subset=None, log=None, seeds=1)
+    (tmp_path / "f.csv").write_text("cr,al\n1,2\n")
+    with raises(wsx.InvalidSettingError, "f.csv", "compression_rate", "accuracy_loss"):
+        wsx.bench(tiny[0], tiny[1], exhaustive_front=tmp_path / "f.csv", **kw)
+    with raises(wsx.InvalidSettingError, "(loss, CR) rows"):
+        wsx.bench(tiny[0], tiny[1], exhaustive_front=[[1.0, float("nan")]], **kw)
+
+
 # -- the docs table ------------------------------------------------------------------------------
 def test_every_docs_row_names_an_existing_test():
     """docs/errors.md lists each case with its test; every named test exists here and vice versa."""

@@ -210,10 +210,3 @@ def test_greedy_pareto_group_filter_keeps_every_bit_width():
     assert whole == sorted(problem.knob_values[name])[-keep:]  # lowest inertia = largest k
     assert len(bits(whole)) < len(bits(grouped))
 
-
-def test_bench_command_is_registered():
-    from wsx.cli import build_parser
-
-    args = build_parser().parse_args(["bench", "--problem", "lenet5-digits", "--strategies", "nsga2,knapsack",
-                                      "--budget", "50", "--seeds", "0,1", "--out", "x"])
-    assert args.command == "bench" and args.budget == 50 and args.seeds == "0,1"

@@ -10,9 +10,6 @@
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
 from .approximation import Approximated, Approximation
 from .backend import Backend
 from .clusterer import Clusterer, Clustering
@@ -29,50 +26,32 @@ from .strategy import Strategy
 __version__ = "0.1.0"
 
 __all__ = [
-    "explore", "apply", "export", "load_compressed", "zoo", "plugins", "hookimpl",
+    "explore", "apply", "export", "load_compressed", "bench", "zoo", "plugins", "testing", "hookimpl",
     "Backend", "Clusterer", "Clustering", "Approximation", "Approximated", "Strategy", "Problem",
     "Result", "Candidate", "Baseline", "LayerInfo", "compression_rate", "weight_sharing_bits",
     "WsxError", "PluginNotFoundError", "PluginUnavailableError", "BackendNotFoundError",
-    "InvalidModelError", "InvalidDataError", "InvalidSettingError", "MetricError",
-    "BudgetTooSmallError", "CorruptFileError", "JournalMismatchError", "OutputError",
+    "InvalidModelError", "InvalidDataError", "InvalidSettingError", "MetricError", "BudgetTooSmallError",
+    "CorruptFileError", "JournalMismatchError", "OutputError",
 ]
 
-
-def explore(model: Any, data: Any, **kwargs) -> Result:
-    from .engine import explore as _explore
-
-    return _explore(model, data, **kwargs)
-
-
-explore.__doc__ = "Search per-layer knobs; see wsx.engine.explore for every argument."
-
-
-def apply(model: Any, candidate: Any, **kwargs) -> Any:
-    from .engine import apply as _apply
-
-    return _apply(model, candidate, **kwargs)
-
-
-apply.__doc__ = "Write a candidate's shared weights into the model; see wsx.engine.apply."
-
-
-def export(model: Any, candidate: Any, path: Any, *, format: str | None = None, **kwargs):
-    from .exporting import export as _export
-
-    return _export(model, candidate, path, format=format, **kwargs)
-
-
-export.__doc__ = """Write a candidate at ``path``: ``format="wsx"`` (the artifact; the default unless the name
-ends in .mlpackage, .onnx or .keras), "coreml" (lookup-table weights), "onnx" or "keras" (dense)."""
-
-
-def load_compressed(path: Any, **kwargs):
-    from .artifact import load_compressed as _load
-
-    return _load(path, **kwargs)
+# Imported on first use, so that ``import wsx`` stays light; each name is the function itself (its
+# signature and docstring show in help() and autocompletion).
+_LAZY = {"explore": ("engine", "explore"), "apply": ("engine", "apply"), "export": ("exporting", "export"),
+         "load_compressed": ("artifact", "load_compressed"), "bench": ("benchmark", "bench"),
+         "zoo": ("zoo", None), "plugins": ("plugins", None), "testing": ("testing", None)}
 
 
 def __getattr__(name: str):
-    if name in ("zoo", "plugins", "testing"):
-        return import_module(f".{name}", __name__)
+    if name in _LAZY:
+        from importlib import import_module
+
+        module, attr = _LAZY[name]
+        obj = import_module(f".{module}", __name__)
+        value = obj if attr is None else getattr(obj, attr)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'wsx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__ + ["__version__"])

@@ -6,9 +6,11 @@ test data), and the guarantee that the user's model is restored bit for bit what
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from contextlib import ExitStack
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,11 @@ from .strategy import Strategy
 from .threads import check_threads, limit_threads
 
 MIN_SUBSET = 1000  # fewer samples make top-1's standard error larger than typical AL differences
+
+# wsx.bench sets this around its runs of one problem (same model, data, metric, approximation and
+# clusterer): {search subset: {knob key: score}}, so that a candidate another run scored on the same
+# samples is taken instead of scored again (it still counts as a scoring of this run).
+SHARED_SCORES: ContextVar[dict | None] = ContextVar("wsx_shared_scores", default=None)
 
 
 # -- resolving names to plugin instances --------------------------------------------------------
@@ -263,10 +270,14 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     base_sub = base_full if sub is None else float(score([{}], sub)[0])
     timers.seconds.pop("scoring", None)
     cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
+    shared = SHARED_SCORES.get()
+    if shared is not None:
+        shared = shared.setdefault(None if sub is None else hashlib.sha256(sub.tobytes()).hexdigest(), {})
     problem = Problem(layers=layers, knob_values=knob_values, approximation=appr,
                       cache=cache, score_fn=lambda pop: score(pop, sub), baseline_accuracy=base_sub,
                       target=target_frac, budget=budget, time_limit=time_limit, seed=seed,
-                      measured_on="subset" if sub is not None else "full", timers=timers, progress=prog)
+                      measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,
+                      shared_scores=shared)
     if chance:
         problem.note(chance)
     for message in thread_notes:
@@ -306,6 +317,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     t_final = time.perf_counter()
     front = _rescore_front(problem, score, sub, base_full, target_frac, n_sub)
     extras = dict(problem.extras)
+    if shared is not None:
+        extras["shared_scores"] = problem.shared_hits  # scorings taken from another run of a wsx.bench
     replayed = {"scoring": 0.0, "clustering": 0.0, "wall": 0.0}
     if journal is not None:
         extras["journal"] = journal.info()

@@ -98,7 +98,8 @@ class Problem:
                  approximation: Approximation, cache: ApproximationCache, score_fn,
                  baseline_accuracy: float, target: float, budget: int | None = None,
                  time_limit: float | None = None, seed: int = 0, measured_on: str = "subset",
-                 timers: Timers | None = None, progress=None, chunk_size: int = 32):
+                 timers: Timers | None = None, progress=None, chunk_size: int = 32,
+                 shared_scores: dict | None = None):
         self.layers = list(layers)
         self.layer_names = [layer.name for layer in self.layers]
         self._by_name = {layer.name: layer for layer in self.layers}
@@ -119,6 +120,10 @@ class Problem:
         self.chunk_size = chunk_size
         self.history: list[Candidate] = []
         self.scores: dict[tuple, float] = {}  # knob key -> subset metric; pre-fillable (resume)
+        # Scores other runs made on the same model, data, subset and approximation (wsx.bench): a hit
+        # is taken instead of scored but still counts as a scoring, so budgets mean the same.
+        self.shared_scores = shared_scores
+        self.shared_hits = 0
         self.scorings = 0
         self.notes: list[str] = []
         self.extras: dict = {}
@@ -230,6 +235,15 @@ class Problem:
         if self.budget is not None and len(todo) > self.budget_left:
             todo = dict(list(todo.items())[: self.budget_left])
             stopped = "scoring budget reached"
+        if self.shared_scores is not None:
+            hits = [(k, v) for k, v in todo.items() if k in self.shared_scores]
+            for key, knobs in hits:
+                del todo[key]
+                self.shared_hits += 1
+                self._add(key, knobs, self.shared_scores[key], origin)
+                self._on_scored(key, knobs, self.shared_scores[key], origin)
+            if hits and self.progress is not None:
+                self.progress.update(len(hits))
         items = list(todo.items())
         for start in range(0, len(items), self.chunk_size):
             if self._time_up():
@@ -242,6 +256,8 @@ class Problem:
                 value = float(value)
                 self._add(key, knobs, value, origin)
                 self._on_scored(key, knobs, value, origin)
+                if self.shared_scores is not None:
+                    self.shared_scores[key] = value
             if self.progress is not None:
                 self.progress.update(len(chunk))
         if stopped is None and self._time_up():

@@ -14,10 +14,15 @@ final front is measured on.
 
 Each problem may have an exhaustive front (``data/<name>-exhaustive-front.csv``, written by
 ``exhaustive.py``) against which IGD is computed.
+
+The zero-argument functions at the end name the problems' parts for ``wsx bench --model
+benchmarks.strategies.problems:fashion_model --data ...:fashion_val --test-data ...:fashion_test``
+(run from the repository root); ``bench_arguments(name)`` gives each problem's ``wsx.bench`` arguments.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +79,49 @@ def load(name: str) -> BenchProblem:
 
 
 NAMES = ("lenet5-digits", "fashion-mnist", "fashion-resnet20")
+
+
+# -- for `wsx bench --model MODULE:ATTR` and wsx.bench ----------------------------------------------
+@lru_cache(maxsize=None)
+def _loaded(name: str) -> BenchProblem:
+    return load(name)
+
+
+def digits_model():
+    return _loaded("lenet5-digits").model
+
+
+def digits_data():
+    return _loaded("lenet5-digits").data
+
+
+def fashion_model():
+    return _loaded("fashion-mnist").model
+
+
+def fashion_val():
+    return _loaded("fashion-mnist").data
+
+
+def fashion_test():
+    return _loaded("fashion-mnist").test_data
+
+
+def resnet20_model():
+    return _loaded("fashion-resnet20").model
+
+
+def resnet20_val():
+    return _loaded("fashion-resnet20").data
+
+
+def resnet20_test():
+    return _loaded("fashion-resnet20").test_data
+
+
+def bench_arguments(name: str) -> dict:
+    """(model, data) and the keyword arguments wsx.bench takes for problem ``name``."""
+    p = _loaded(name)
+    front = exhaustive_front_path(name)
+    return {"model": p.model, "data": p.data, "test_data": None if p.test_data is p.data else p.test_data,
+            "subset": p.subset, "exhaustive_front": str(front) if front.exists() else None, "name": name}

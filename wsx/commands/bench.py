@@ -1,77 +1,98 @@
-"""``wsx bench``: head-to-head strategy benchmark (runs ``benchmarks/strategies`` of a source checkout)."""
+"""``wsx bench``: strategies head to head on one model and data, over budgets and seeds (wsx.bench)."""
 from __future__ import annotations
 
 import shlex
 import sys
-from pathlib import Path
 
-DEFAULT_STRATEGIES = ("greedy,greedy-filter,greedy-pareto,divide-and-conquer,"
-                      "divide-and-conquer:combination=regression,nsga2,random,knapsack")
+from wsx.benchmark import DEFAULT_STRATEGIES as STRATEGIES
+
+from . import add_config, add_run_options, run_kwargs
+
+DEFAULT_STRATEGIES = ",".join(STRATEGIES)
+PROBLEMS = {"lenet5-digits": "the embedded LeNet-5 on the 540 held-out digits (search and measurement on "
+                             "all of them)"}
 
 
 def add_parser(sub):
     p = sub.add_parser(
-        "bench", help="head-to-head strategy benchmark (Table 6.1 shape)",
-        description="Run strategies head-to-head on one benchmark problem with the same budget, seeds and "
-        "clusterer, and write runs.csv, fronts.csv, results.md (thesis Table 6.1 columns: scoring count, "
-        "scoring / clustering / total time, overhead %, plus hypervolume, best CR meeting the target on "
-        "all test data and IGD to the exhaustive front) and fronts.png into --out. Needs a source checkout "
-        "(the problems live in benchmarks/). Example: wsx bench --problem lenet5-digits "
-        "--strategies nsga2,knapsack,divide-and-conquer:combination=regression --budget 1000 --seeds 0,1 "
-        "--out /tmp/bench")
-    p.add_argument("--problem", default="lenet5-digits", choices=("lenet5-digits", "fashion-mnist", "fashion-resnet20"),
-                   help="lenet5-digits (embedded), fashion-mnist (LeNet-5; needs benchmarks/data/lenet5_fashion."
-                   "safetensors and the Debian package dataset-fashion-mnist) or fashion-resnet20 (ResNet-20, "
-                   "benchmarks/data/resnet20_fashion.safetensors, same data)")
+        "bench", help="head-to-head strategy benchmark over budgets and seeds",
+        description="Run strategies head to head on one model and data at the same budgets and seeds (the "
+        "clusterer is built once, seed 0: only the search differs). Per strategy and budget it reports the "
+        "mean and 95%% confidence interval over seeds of the best CR meeting the target (on --test-data when "
+        "given), hypervolume, IGD (against --exhaustive-front, else the union of all runs' fronts), scorings "
+        "and wall time, plus anytime curves; writes bench.csv, runs.csv, fronts.csv, curves.csv, meta.json "
+        "and report.html into --out. Every budget is checked against every strategy before anything runs. "
+        "Example: wsx bench --model mymodel:build --data mymodel:val --test-data mymodel:test "
+        "--strategies nsga2,divide-and-conquer:combination=regression --budgets 500,1000 --seeds 5 --out bench1")
+    add_config(p)
+    p.add_argument("--model", default=None, help="MODULE:ATTR of the model, or of a function / class building it")
+    p.add_argument("--data", default=None, help="MODULE:ATTR of the search data (or a function returning it)")
+    p.add_argument("--test-data", default=None, help="MODULE:ATTR of a disjoint test split the fronts are "
+                   "measured on")
+    p.add_argument("--problem", default=None, choices=sorted(PROBLEMS),
+                   help="a built-in example instead of --model/--data: " + "; ".join(
+                       f"{k}: {v}" for k, v in PROBLEMS.items()))
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                   help="comma-separated strategies; options as name:key=value:key=value, e.g. "
-                   "greedy-filter:inertia_filter_ratio=0.05 (default: %(default)s)")
-    p.add_argument("--budget", type=int, default=1000, help="scorings per run, the same for every strategy")
-    p.add_argument("--seeds", default="0,1", help="comma-separated seeds; every strategy runs once per seed")
-    p.add_argument("--out", required=True, help="directory for the results")
-    p.add_argument("--target", default="mlperf-heavy")
-    p.add_argument("--clusterer", default=None, help="clusterer name; default: the fastest available")
-    p.add_argument("--time-limit", type=float, default=None, help="search seconds per run")
-    p.add_argument("--bits", type=int, default=32, help="bits of a stored value in the baseline (B)")
-    p.add_argument("--subset", default=None, help="search-time scoring subset (fraction, count or 'all'); "
-                   "default: the problem's (digits: all 540 images; fashion-mnist: 0.5 of the validation split)")
-    from . import add_threads
-
-    add_threads(p)
+                   help="comma-separated strategies, each optionally name:key=value,... (a part with = and no : "
+                   "continues the strategy before it), e.g. nsga2:pop_size=50,generations=20,knapsack "
+                   "(default: %(default)s)")
+    p.add_argument("--budgets", "--budget", dest="budgets", default="1000",
+                   help="comma-separated scoring budgets; every strategy runs at each (default: %(default)s)")
+    p.add_argument("--seeds", default="5", help="a number of seeds (5: seeds 0..4) or a comma-separated list "
+                   "(0,1,7) (default: %(default)s)")
+    p.add_argument("--exhaustive-front", default=None, help="CSV of the true front (compression_rate and "
+                   "test_accuracy_loss or accuracy_loss columns), the IGD reference")
+    p.add_argument("--no-share-scores", action="store_true", help="score every run's candidates itself (by "
+                   "default a candidate another run scored on the same samples is reused, still counted as a "
+                   "scoring)")
+    add_run_options(p)
+    p.add_argument("--out", default=None, help="directory for the results (required)")
+    p.add_argument("--quiet", action="store_true", help="no line per finished run")
     return p
 
 
-def _benchmarks_root() -> Path:
-    import wsx
+def _ints(text, what: str) -> list[int]:
+    from wsx.errors import InvalidSettingError
 
-    from ..errors import InvalidSettingError
-
-    root = Path(wsx.__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "strategies" / "harness.py").exists():
-        raise InvalidSettingError("wsx bench needs a source checkout of wsx (benchmarks/ is not installed); "
-                                  "run it from a clone installed with pip install -e .")
-    return root
-
-
-def _subset(text):
-    if text is None:
-        return "default"
-    from . import parse_subset
-
-    return parse_subset(text)
+    if isinstance(text, (int, list)):
+        return text if isinstance(text, list) else [text]
+    try:
+        return [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise InvalidSettingError(f"--{what} {text!r}: give comma-separated whole numbers") from None
 
 
 def run(args) -> int:
-    root = _benchmarks_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks.strategies import harness
+    import wsx
+    from wsx.errors import InvalidSettingError
 
+    from .explore import load_object
+
+    if not args.out:
+        raise InvalidSettingError("--out DIR is required: wsx bench writes its tables and report.html there")
+    if args.problem and (args.model or args.data):
+        raise InvalidSettingError("give either --problem or --model/--data, not both")
+    kwargs = run_kwargs(args)
+    if args.problem == "lenet5-digits" or not (args.model or args.data):
+        if not args.problem:
+            raise InvalidSettingError("--model MODULE:ATTR and --data MODULE:ATTR are required (or --problem "
+                                      "lenet5-digits, the built-in example)")
+        model, data = wsx.zoo.load("lenet5-digits", framework="torch", split="test")
+        test = None
+        if args.subset == "0.1":  # the default: all 540 images (fewer than the 1000-sample minimum anyway)
+            kwargs["subset"] = None
+    else:
+        if not (args.model and args.data):
+            raise InvalidSettingError("--model and --data are both required (MODULE:ATTR)")
+        model, data = load_object(args.model, "--model"), load_object(args.data, "--data")
+        test = load_object(args.test_data, "--test-data") if args.test_data else None
+    seeds = _ints(args.seeds, "seeds")
+    seeds = seeds[0] if len(seeds) == 1 and "," not in str(args.seeds) else seeds
     command = "wsx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    runs = harness.run(args.problem, [s for s in args.strategies.split(",") if s.strip()], budget=args.budget,
-                       seeds=seeds, out=Path(args.out), target=args.target, clusterer=args.clusterer,
-                       time_limit=args.time_limit, bits=args.bits, command=command, subset=_subset(args.subset),
-                       log=lambda m: print(m, flush=True))
-    print((Path(args.out) / "results.md").read_text())
-    return 0 if len(runs) else 1
+    result = wsx.bench(model, data, strategies=args.strategies, budgets=_ints(args.budgets, "budgets"),
+                       seeds=seeds, test_data=test, exhaustive_front=args.exhaustive_front, out=args.out,
+                       share_scores=not args.no_share_scores, name=args.problem or args.model, command=command,
+                       log=None if args.quiet else (lambda m: print(m, flush=True)), **kwargs)
+    print(result.markdown())
+    print(f"wrote {args.out}/bench.csv, runs.csv, fronts.csv, curves.csv, meta.json, report.html")
+    return 0
