@@ -36,11 +36,52 @@ def test_report_is_written_and_self_contained(run_dir):
     page = (out / "report.html").read_text()
     assert {"front.png", "results.json", "results.csv", "report.html", "journal.jsonl"} <= {p.name for p in out.iterdir()}
     imgs = images(page)
-    assert set(imgs) == {"front", "per-layer k", "layer sensitivity", "timing"}
+    assert set(imgs) == {"per-layer k", "layer sensitivity", "timing"}
     assert all(data.startswith(PNG) and len(data) > 2000 for data in imgs.values())
-    assert imgs["front"] == (out / "front.png").read_bytes()
     assert not re.search(r'(src|href)="(?!data:)', page), "the page must not load anything"
-    assert "<script" not in page
+    assert page.count("<script") == 1 and "<script src" not in page  # the front's inline hover script
+    assert page.count('<svg id="wsx-front"') == 1
+
+
+def test_report_front_is_explorable(run_dir):
+    """Each front point carries its CR, accuracy and k per layer (tooltip and hover panel)."""
+    import html as html_mod
+
+    out, result = run_dir
+    page = (out / "report.html").read_text()
+    infos = [html_mod.unescape(i) for i in re.findall(r'<circle data-i="([^"]+)"', page)]
+    assert len(infos) == len(result.history) + len(result.front)
+    for c in result.front:
+        knobs = ", ".join(f"{name} k={k}" for name, k in c.knobs.items())
+        assert any(f"CR {c.compression_rate:.2f}" in i and f"accuracy {c.accuracy:.4f}" in i and knobs in i
+                   for i in infos), (c, infos[:3])
+
+
+def test_report_shows_test_columns_and_rounded_settings():
+    weights, data = make_mlp()
+    x, y = data
+    dc = wsx.plugins.strategies()["divide-and-conquer"](pop_size=6, generations=2)
+    result = wsx.explore(weights, (x[:200], y[:200]), backend=TinyBackend(weights, (x[:200], y[:200])), strategy=dc,
+                         knobs=[2, 4, 8, 16], subset=None, target=0.95, progress=False, test_data=(x[200:], y[200:]))
+    page = render(result)
+    head = re.search(r"<th>#</th>.*?</tr>", page, re.S).group(0)
+    assert "<th>test accuracy</th>" in head and "<th>test AL (pp)</th>" in head
+    for c in result.front:
+        assert f"<td>{c.test_accuracy:.4f}</td>" in page
+    assert re.search(r"<rect data-i=\"[^\"]*test accuracy", page)  # the test front in the chart
+    settings = re.search(r"<pre>(.*?)</pre>", page, re.S).group(1)
+    assert not re.search(r"\d\.\d{6,}", settings), "settings are rounded for reading"
+
+
+def test_front_axes_hold_the_test_front():
+    from wsx.plot import y_range
+
+    c = Candidate(knobs={"a": 2}, accuracy=0.9, accuracy_loss=1.0, compression_rate=3.0, meets_target=True,
+                  test_accuracy=0.7, test_accuracy_loss=30.0, test_meets_target=False)
+    r = Result(front=[c], history=[c], baseline=Baseline(accuracy=1.0, bits=10), timings={}, scorings=1,
+               settings={"max_accuracy_loss": 1.0})
+    low, high = y_range(r, 1.0)
+    assert low < 0.0 and high > 30.0
 
 
 def test_report_tables_show_front_timings_and_settings(run_dir):
@@ -98,16 +139,57 @@ def test_k_chart_names_every_layer_of_the_chosen_candidates(run_dir):
 
 
 # -- progress --------------------------------------------------------------------------------------
-def test_progress_bar_shows_count_and_eta():
+def test_progress_bar_shows_count_and_eta_and_ends_at_its_end():
     from wsx.progress import Progress
 
     stream = io.StringIO()
     prog = Progress(True, stream=stream)
     prog.start("layer-wise", 10)
     prog.update(4)
-    prog.finish()
-    text = stream.getvalue()
-    assert "layer-wise" in text and "4/10" in text and "<" in text  # tqdm's [elapsed<remaining]
+    prog.note("generation 2/5")
+    prog._bar.refresh()  # tqdm draws at most every 0.1 s by itself
+    assert "4/10" in stream.getvalue() and "<" in stream.getvalue()  # tqdm's [elapsed<remaining]
+    prog.skip(3)  # known candidates leave the total
+    assert prog._bar.total == 7
+    prog.update(1)
+    prog.finish()  # the step ended before its planned total: the bar ends at 100 %
+    last = stream.getvalue().split("\r")[-1]
+    assert "5/5" in last and "100%" in last
+
+
+class _DiesOnLayerTwo(TinyBackend):
+    """Interrupted (Ctrl-C) when the layer-wise step reaches the second layer."""
+
+    def score(self, population, subset=None):
+        if any("fc2" in c for c in population):
+            raise KeyboardInterrupt
+        return super().score(population, subset)
+
+
+def test_progress_of_a_resumed_run_counts_what_is_left(tmp_path):
+    import contextlib
+
+    weights, data = make_mlp()
+    kw = dict(knobs=[2, 4, 8, 16], subset=None, out=tmp_path,
+              strategy=wsx.plugins.strategies()["divide-and-conquer"](pop_size=4, generations=1))
+    with pytest.raises(KeyboardInterrupt):
+        wsx.explore(weights, data, backend=_DiesOnLayerTwo(weights, data), progress=False, **kw)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # resumes: fc1's 4 scorings replayed, fc2's 4 left
+        wsx.explore(weights, data, backend=TinyBackend(weights, data), progress=True, **kw)
+    layerwise = [line for line in err.getvalue().replace("\r", "\n").splitlines() if "layer-wise" in line]
+    assert "4/4" in layerwise[-1] and "100%" in layerwise[-1], layerwise
+    assert not any("8/8" in line for line in layerwise)
+
+
+def test_nsga2_bar_has_no_made_up_total(capsys):
+    weights, data = make_mlp()
+    nsga = wsx.plugins.strategies()["nsga2"](pop_size=6, generations=3)
+    wsx.explore(weights, data, backend=TinyBackend(weights, data), strategy=nsga, knobs=[2, 4, 8], subset=None,
+                progress=True)
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("nsga2")]
+    assert bars and "100%" in bars[-1] and "generation 3/3" in bars[-1], bars
+    assert not any("/600" in line or "/18 " in line for line in bars)  # no pop_size x generations total
 
 
 def test_quiet_and_json_silence_progress(tmp_path):

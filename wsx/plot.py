@@ -10,7 +10,7 @@ def plot_front(result, path: str | Path, title: str | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(7, 5.2), dpi=110)
     hist = result.history
     if hist:
         ok = [c for c in hist if c.meets_target]
@@ -32,13 +32,26 @@ def plot_front(result, path: str | Path, title: str | None = None) -> Path:
         ax.axhline(max_al, color="#c03030", lw=1, ls="--", label=f"target ({result.settings.get('target')})")
     ax.set_xlabel("compression rate (x)")
     ax.set_ylabel("accuracy loss (pp)")
-    if hist:
-        worst = max(max_al or 0.0, max((c.accuracy_loss for c in front), default=0.0))
-        ax.set_ylim(min(-0.5, min(c.accuracy_loss for c in hist) - 0.2), max(2.0, min(worst * 1.5 + 0.5, 20)))
-    ax.set_title(title or f"{result.strategy} on {result.backend} ({result.scorings} scorings)")
+    if hist or front:
+        ax.set_ylim(*y_range(result, max_al))
+    ax.set_title(title or f"{result.strategy} on {result.backend} ({result.scorings} scorings)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    # Below the axes, never over the points.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def y_range(result, max_al: float | None) -> tuple[float, float]:
+    """Loss axis limits showing every front point (search, full-data and test measurements) and the
+    target; scored candidates far above the front and the target may fall off the top."""
+    front_losses = [c.accuracy_loss for c in result.front]
+    front_losses += [c.test_accuracy_loss for c in result.front if c.test_accuracy_loss is not None]
+    lows = front_losses + [c.accuracy_loss for c in result.history] + [0.0]
+    worst = max(front_losses + [max_al or 0.0])
+    low = min(lows)
+    top = max(2.0, min(worst * 1.5 + 0.5, 20), worst + 0.5)
+    margin = 0.05 * (top - low)
+    return low - max(margin, 0.2), top

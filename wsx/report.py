@@ -1,6 +1,6 @@
 """``report.html``: one self-contained page (figures inlined as PNG) that explains a Result.
 
-Sections: the front with the target line; k per layer for the chosen candidates (thesis Fig. 5.15);
+Sections: the front with the target line (an inline SVG: hovering a point shows its knobs); k per layer for the chosen candidates (thesis Fig. 5.15);
 each layer's sensitivity, AL against k from the layer-wise step (Fig. 5.3 / 5.4); where the time
 went; the front as a table; the settings. Nothing is fetched when the page is opened.
 """
@@ -12,6 +12,8 @@ import io
 import json
 import math
 from pathlib import Path
+
+from .report_svg import front_svg
 
 MAX_CHOSEN = 6  # candidates in the per-layer k chart
 
@@ -34,23 +36,6 @@ def _pyplot():
     return plt
 
 
-def front_figure(result, png: str | Path | None = None) -> str | None:
-    """The front plot of ``wsx.plot`` (history, front, target line) as base64 PNG; ``png`` is that
-    plot already drawn (Result.save has just written front.png)."""
-    import tempfile
-
-    from .plot import plot_front
-
-    if not result.history and not result.front:
-        return None
-    if png is not None and Path(png).is_file():
-        return base64.b64encode(Path(png).read_bytes()).decode()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot_front(result, Path(tmp) / "front.png")
-        return base64.b64encode(path.read_bytes()).decode()
-
-
 def chosen_candidates(result) -> list:
     """The candidates the k chart shows: the front's target-meeting ones, highest CR first."""
     ok = [c for c in result.front if c.meets_target] or list(result.front)
@@ -66,7 +51,7 @@ def k_figure(result) -> str | None:
     if not all(isinstance(v, (int, float)) for c in chosen for v in c.knobs.values()):
         return None  # a knob that is not one number (weight-sharing+pruning's pair) has no bar height
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(layers) + 2), 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(layers) + 4), 4), dpi=110)
     width = 0.8 / len(chosen)
     for j, c in enumerate(chosen):
         ks = [c.knobs.get(name) for name in layers]
@@ -75,16 +60,15 @@ def k_figure(result) -> str | None:
                       label=f"CR {c.compression_rate:.2f}, AL {c.accuracy_loss:.2f} pp")
         for bar, k in zip(bars, [k for k in ks if k is not None]):
             ax.annotate(f"{k}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                        va="bottom", fontsize=6)
+                        va="bottom", fontsize=7)
     if all(v > 0 for c in chosen for v in c.knobs.values()):  # numbers already checked above
         ax.set_yscale("log", base=2)
     ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=9)
     knob = _knob_name(result)
     ax.set_ylabel("k (shared values)" if knob == "k" else knob)
-    ax.set_title("per-layer knob of the chosen candidates (layers left untouched have no bar)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return _png(fig)
 
@@ -115,9 +99,9 @@ def sensitivity_figure(result) -> str | None:
     plt = _pyplot()
     phi = (result.extras or {}).get("phi") or {}
     names = list(curves)
-    cols = min(3, len(names))
+    cols = min(3, len(names))  # the page is ~1000 px wide: three panels a row stay legible
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), dpi=100, squeeze=False)
     max_al = result.settings.get("max_accuracy_loss")
     for ax, name in zip(axes.ravel(), names):
         pts = sorted((p for p in curves[name] if isinstance(p[0], (int, float))), key=lambda p: p[0])
@@ -140,16 +124,15 @@ def sensitivity_figure(result) -> str | None:
             ax.set_xscale("log", base=2)
         top = max(2.0, (max_al or 0) * 3)
         ax.set_ylim(min(-0.5, min(p[1] for p in pts) - 0.2), min(max(p[1] for p in pts) + 1, top * 5))
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel(_knob_name(result), fontsize=7)
-        ax.set_ylabel("AL (pp)", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.set_title(name if len(name) <= 32 else "..." + name[-29:], fontsize=10)
+        ax.set_xlabel(_knob_name(result), fontsize=9)
+        ax.set_ylabel("AL (pp)", fontsize=9)
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     if axes.ravel()[0].get_legend_handles_labels()[0]:  # no phi marks when phi was not recorded
-        axes.ravel()[0].legend(fontsize=6)
+        axes.ravel()[0].legend(fontsize=8)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
-    fig.suptitle("layer sensitivity: accuracy loss when only this layer is shared (dashed: target)", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
@@ -192,10 +175,11 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
 th{background:#f4f4f4}img{max-width:100%}pre{background:#f7f7f7;padding:1em;font-size:.8em;overflow:auto}
-.muted{color:#888}"""
+.muted{color:#888}.legend span{margin-right:1.2em}.point{background:#f7f7f7;padding:.5em;min-height:2.6em;
+font-size:.85em}svg{max-width:100%;height:auto}"""
 
 
-def render(result, front_png: str | Path | None = None) -> str:
+def render(result) -> str:
     """The report page as one HTML string."""
     b = result.baseline
     best = result.best()
@@ -210,25 +194,38 @@ def render(result, front_png: str | Path | None = None) -> str:
          f"CR {best.compression_rate:.2f}, accuracy {best.accuracy:.4f}, AL {best.accuracy_loss:.2f} pp")
          + f" (decided on {result.best_basis()})"),
     ]
-    front_rows = [[i, f"{c.compression_rate:.2f}", f"{c.accuracy:.4f}", f"{c.accuracy_loss:.2f}",
-                   "yes" if c.meets_target else "no", c.measured_on,
-                   ", ".join(f"{k}={v}" for k, v in c.knobs.items())] for i, c in enumerate(result.front)]
+    test = any(c.test_accuracy is not None for c in result.front)
+    front_head = ["#", "CR", "accuracy", "AL (pp)", "target", "measured on"]
+    front_head += ["test accuracy", "test AL (pp)", "test target"] if test else []
+    front_rows = []
+    for i, c in enumerate(result.front):
+        row = [i, f"{c.compression_rate:.2f}", f"{c.accuracy:.4f}", f"{c.accuracy_loss:.2f}",
+               "yes" if c.meets_target else "no", c.measured_on]
+        if test:
+            row += (["-", "-", "-"] if c.test_accuracy is None else
+                    [f"{c.test_accuracy:.4f}", f"{c.test_accuracy_loss:.2f}", "yes" if c.test_meets_target else "no"])
+        front_rows.append(row + [", ".join(f"{k}={v}" for k, v in c.knobs.items())])
     t = result.timings or {}
     timing_rows = [[k.replace("_", " "), f"{float(v):.2f}"] for k, v in t.items()]
     layer_rows = [[layer.get("name"), "x".join(map(str, layer.get("shape", []))), layer.get("size"),
                    layer.get("kind")] for layer in result.layers]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-    settings = {k: v for k, v in s.items() if k != "knob_values"}
+    settings = rounded({k: v for k, v in s.items() if k != "knob_values"})
     parts = [
         "<!doctype html><html><head><meta charset=utf-8>",
         f"<title>wsx report: {html.escape(result.strategy)} on {html.escape(result.backend)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>wsx exploration report</h1>{_table(None, summary)}",
         f"<ul>{notes}</ul>" if notes else "",
-        "<h2>Front: accuracy loss against compression rate</h2>", _img(front_figure(result, front_png), "front"),
-        _table(["#", "CR", "accuracy", "AL (pp)", "target", "measured on", "knobs"], front_rows),
-        "<h2>Per-layer k of the chosen candidates</h2>", _img(k_figure(result), "per-layer k"),
-        "<h2>Layer sensitivity (layer-wise step)</h2>", _img(sensitivity_figure(result), "layer sensitivity"),
+        "<h2>Front: accuracy loss against compression rate</h2>",
+        front_svg(result, _knob_name(result)) or _img(None, "front"),
+        _table(front_head + ["knobs"], front_rows),
+        "<h2>Per-layer k of the chosen candidates</h2>",
+        "<p>One bar per layer and chosen candidate (the front's target-meeting ones, highest CR first); "
+        "layers a candidate leaves untouched have no bar.</p>", _img(k_figure(result), "per-layer k"),
+        "<h2>Layer sensitivity (layer-wise step)</h2>",
+        "<p>Accuracy loss when only this layer is shared, per knob value (dashed: the target; ringed: the "
+        "values kept for the combination step).</p>", _img(sensitivity_figure(result), "layer sensitivity"),
         "<h2>Where the time went</h2>", _img(timing_figure(result), "timing"),
         _table(["part", "seconds"], timing_rows),
         "<h2>Layers of interest</h2>", _table(["name", "shape", "weights", "kind"], layer_rows),
@@ -238,8 +235,19 @@ def render(result, front_png: str | Path | None = None) -> str:
     return "\n".join(parts)
 
 
-def write_report(result, path: str | Path, front_png: str | Path | None = None) -> Path:
+def rounded(value, digits: int = 4):
+    """``value`` with every float rounded to ``digits`` significant digits (for display)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def write_report(result, path: str | Path) -> Path:
     """Write ``report.html`` for ``result`` at ``path`` (atomically)."""
     from .files import write_text
 
-    return write_text(path, render(result, front_png))
+    return write_text(path, render(result))

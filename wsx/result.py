@@ -164,7 +164,7 @@ class Result:
             from .report import write_report
 
             atomic_write(out / "front.png", lambda tmp: plot_front(self, tmp))
-            write_report(self, out / "report.html", front_png=out / "front.png")
+            write_report(self, out / "report.html")
         return out
 
     def save_json(self, out: str | Path) -> Path:
