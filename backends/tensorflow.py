@@ -5,7 +5,10 @@ The CLI and ``explore(backend=...)`` also accept the alias ``"keras"`` (see ``al
 """
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -20,6 +23,46 @@ from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef,
 LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
                "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Dense")
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")  # SeparableConv has both of the last
+
+
+# What TensorFlow prints on stderr while it loads (CUDA probing on a machine without a GPU, oneDNN and
+# CPU-instruction notes), twice: once per native library, before its logging reads any setting.
+BANNERS = ("absl::InitializeLog()", "oneDNN custom operations", "cudart_stub.cc", "cpu_feature_guard.cc",
+           "To enable the following instructions", "cuda_platform.cc", "cuda_dnn.cc", "cuda_fft.cc",
+           "cuda_blas.cc", "computation_placer.cc", "Unable to register cu", "TF-TRT Warning")
+
+
+def quiet_import() -> None:
+    """Import TensorFlow without its start-up banners: TF_CPP_MIN_LOG_LEVEL=3 (its C++ log lines; Python
+    errors are unaffected) and the lines it prints before reading that setting filtered out of stderr.
+    Does nothing once TensorFlow is imported or when the user set TF_CPP_MIN_LOG_LEVEL (asking for them)."""
+    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _stderr_without(BANNERS):
+        import tensorflow  # noqa: F401
+
+
+@contextmanager
+def _stderr_without(patterns: Sequence[str]):
+    """Native code writes to file descriptor 2 directly: catch it in a file, then pass on every line
+    that matches none of ``patterns``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(p in line for p in patterns)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _is_keras_model(model: Any) -> bool:
@@ -46,6 +89,7 @@ class TensorflowBackend(PopulationScoring, Backend):
     name = "tensorflow"
     aliases = ("keras",)
     extra = "tensorflow"
+    prepare_import = staticmethod(quiet_import)
     requires = ("tensorflow", "keras")
     zoo_framework = "keras"
     supports_gpu = True
@@ -56,6 +100,7 @@ class TensorflowBackend(PopulationScoring, Backend):
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES):
         super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
+        quiet_import()
         import keras
 
         if not isinstance(model, keras.Model):

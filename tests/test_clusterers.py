@@ -310,8 +310,10 @@ def test_torch_and_cupy_report_a_missing_framework(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("torch", "cupy") else real(name, *a))
-    assert TorchClusterer.available() == (False, "torch is not installed; pip install 'wsx[torch]'")
-    assert CupyClusterer.available() == (False, "cupy is not installed; pip install 'wsx[cupy]'")
+    from wsx.plugins import install_hint
+
+    assert TorchClusterer.available() == (False, f"torch is not installed; {install_hint('torch')}")
+    assert CupyClusterer.available() == (False, f"cupy is not installed; {install_hint('cupy')}")
 
 
 def test_cupy_is_unavailable_without_cuda():

@@ -338,7 +338,9 @@ def test_coreml_without_coremltools(lenet, tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "coremltools", None)
     model, (x, _) = lenet
-    with raises(wsx.PluginUnavailableError, "coremltools is not installed", "pip install 'wsx[coreml]'"):
+    from wsx.plugins import install_hint
+
+    with raises(wsx.PluginUnavailableError, "coremltools is not installed", install_hint("coreml")):
         wsx.export(model, {"fc1.weight": 4}, tmp_path / "m.mlpackage", example_inputs=x[:1])
 
 

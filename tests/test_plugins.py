@@ -148,7 +148,9 @@ def test_missing_framework_does_not_break_import_and_is_reported(tmp_path):
     rows = json.loads(proc.stdout[proc.stdout.index("["):])
     torch_row = next(r for r in rows if r["kind"] == "backend" and r["name"] == "torch")
     assert torch_row["available"] is False
-    assert "pip install 'wsx[torch]'" in torch_row["reason"]
+    from wsx.plugins import install_hint
+
+    assert install_hint("torch") in torch_row["reason"] and "[torch]" in torch_row["reason"]
     broken_row = next(r for r in rows if r["name"] == "broken")
     assert broken_row["available"] is False and "not_a_real_framework_xyz" in broken_row["reason"]
     assert any(r["name"] == "divide-and-conquer" and r["available"] for r in rows)
@@ -189,3 +191,18 @@ def test_in_process_register_and_unregister():
     finally:
         wsx.plugins.unregister("fixed-plugin")
     assert "fixed-test" not in wsx.plugins.strategies()
+
+
+def test_install_hint_follows_how_wsx_was_installed(monkeypatch, tmp_path):
+    """A source install is told to install the extra from its folder (with its constraints): the name
+    wsx on a package index may be another project."""
+    import wsx.plugins as p
+
+    (tmp_path / "constraints.txt").write_text("torch==2.13.0\n")
+    monkeypatch.setattr(p, "_source_install", lambda: (tmp_path, True))
+    assert p.install_hint("torch") == f"pip install -c {tmp_path / 'constraints.txt'} -e '{tmp_path}[torch]'"
+    monkeypatch.setattr(p, "_source_install", lambda: (tmp_path / "x", False))
+    assert p.install_hint("jax") == f"pip install '{tmp_path / 'x'}[jax]'"
+    monkeypatch.setattr(p, "_source_install", lambda: None)
+    assert p.install_hint("jax") == "pip install 'wsx[jax]'"
+    assert p.unavailable_reason("jax", "jax") == "jax is not installed; pip install 'wsx[jax]'"

@@ -53,6 +53,11 @@ class Backend(ABC):
                 return ok, reason
         return True, ""
 
+    @staticmethod
+    def prepare_import() -> None:
+        """Called before anything of wsx imports the backend's framework (e.g. the zoo building a model):
+        a backend may set the framework's environment here (the tensorflow backend quiets its banners)."""
+
     @classmethod
     def accepts(cls, model: Any) -> bool:
         """True if ``model`` is an object of this backend's framework."""

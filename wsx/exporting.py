@@ -34,7 +34,16 @@ def format_for(path: str | os.PathLike, format: str | None = None) -> str:
 
 
 def export(model: Any, candidate: Any, path: str | os.PathLike, *, format: str | None = None, **kwargs) -> dict:
-    """Write ``candidate`` of ``model`` at ``path`` in ``format``; returns what was written."""
+    """Write ``candidate`` of ``model`` at ``path``; returns what was written (sizes, per-layer details).
+
+    ``format="wsx"`` (the default unless the name ends in .mlpackage, .onnx or .keras) writes the
+    compressed artifact (bit-packed indices and per-layer codebooks, safetensors; read it back with
+    ``wsx.load_compressed``); ``"coreml"`` a Core ML package with lookup-table weights; ``"onnx"`` and
+    ``"keras"`` dense files with the shared weights written in. Pass ``result=`` (the Result the
+    candidate came from: same clusterer, parameters and seed), ``backend=`` to force one, and for
+    Core ML / ONNX / Keras ``example_inputs=`` (a batch of inputs); Core ML also takes
+    ``precision="float32" | "float16"`` and ``target=`` (e.g. "iOS16").
+    """
     from .errors import WsxError
     from .files import os_error
 
@@ -52,10 +61,12 @@ def export(model: Any, candidate: Any, path: str | os.PathLike, *, format: str |
 
 def require(module: str, extra: str):
     """Import an optional package, or say which extra installs it."""
+    from .plugins import install_hint
+
     try:
         return import_module(module)
     except ImportError as exc:
-        raise PluginUnavailableError(f"{module} is not installed ({exc}); pip install 'wsx[{extra}]'") from exc
+        raise PluginUnavailableError(f"{module} is not installed ({exc}); {install_hint(extra)}") from exc
 
 
 # -- the candidate -------------------------------------------------------------------------------

@@ -221,5 +221,34 @@ def module_available(module: str, extra: str | None) -> tuple[bool, str]:
 
 def unavailable_reason(extra: str | None, module: str) -> str:
     """Standard message for a plugin whose framework is missing."""
-    hint = f"pip install 'wsx[{extra}]'" if extra else f"pip install {module}"
+    hint = install_hint(extra) if extra else f"pip install {module}"
     return f"{module} is not installed; {hint}"
+
+
+def install_hint(extra: str) -> str:
+    """The command installing wsx's ``extra`` the way this wsx was installed: from its source folder
+    (``pip install -e .``: the folder, with its constraints.txt) or as a published distribution."""
+    source = _source_install()
+    if source is None:
+        return f"pip install 'wsx[{extra}]'"
+    root, editable = source
+    constraints = f"-c {root / 'constraints.txt'} " if (root / "constraints.txt").is_file() else ""
+    return f"pip install {constraints}{'-e ' if editable else ''}'{root}[{extra}]'"
+
+
+def _source_install():
+    """(folder, editable) when wsx was installed from a local folder (PEP 610 direct_url.json), else None."""
+    import json
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    for dist in md.distributions():  # a source folder's own wsx.egg-info has no direct_url.json: skip it
+        if (dist.metadata["Name"] or "").lower() != "wsx":
+            continue
+        try:
+            info = json.loads(dist.read_text("direct_url.json") or "null")
+        except ValueError:
+            continue
+        if isinstance(info, dict) and "dir_info" in info and str(info.get("url", "")).startswith("file:"):
+            return Path(unquote(urlparse(info["url"]).path)), bool(info["dir_info"].get("editable"))
+    return None

@@ -60,10 +60,15 @@ def load(name: str = "lenet5-digits", framework: str = "torch", split: str = "te
     except AttributeError:
         raise PluginUnavailableError(f"the {framework} version of {name!r} is not available in this "
                                      "wsx build") from None
+    from ..plugins import backends, install_hint
+
+    for cls in backends().values():  # the backend may set its framework's environment before the import
+        if getattr(cls, "zoo_framework", None) == framework and cls.available()[0]:
+            cls.prepare_import()
     try:
         model = builder(load_weights(name))
     except ImportError as exc:
         extra = "tensorflow" if framework == "keras" else framework
-        raise PluginUnavailableError(f"{framework} is not installed ({exc}); pip install 'wsx[{extra}]'") from exc
+        raise PluginUnavailableError(f"{framework} is not installed ({exc}); {install_hint(extra)}") from exc
     layout = "nchw" if framework == "torch" else "nhwc"
     return model, digits_split(split, layout)
