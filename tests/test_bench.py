@@ -160,7 +160,7 @@ class _TinyPlugin:
 
 def test_cli_bench_on_a_model_module(tmp_path, monkeypatch, capsys):
     """`wsx bench --model MODULE:ATTR` from the folder holding the module (no PYTHONPATH)."""
-    (tmp_path / "mymlp.py").write_text(
+    (tmp_path / "mymlp_bench.py").write_text(
         "import sys\nsys.path.insert(0, %r)\n" % str(Path(__file__).parent)
         + "from _tiny import make_mlp\nweights, data = make_mlp()\n")
     monkeypatch.chdir(tmp_path)
@@ -169,7 +169,7 @@ def test_cli_bench_on_a_model_module(tmp_path, monkeypatch, capsys):
     try:
         from wsx.cli import main
 
-        code = main(["bench", "--model", "mymlp:weights", "--data", "mymlp:data", "--backend", "tiny",
+        code = main(["bench", "--model", "mymlp_bench:weights", "--data", "mymlp_bench:data", "--backend", "tiny",
                      "--strategies", "nsga2:pop_size=6,generations=2,random", "--budgets", "10,20", "--seeds", "2",
                      "--knobs", "2,4,8", "--subset", "all", "--target", "0.9", "--out", "b", "--quiet"])
     finally:

@@ -3,6 +3,7 @@ the resolved config in results.json; `wsx explore` importing from the current fo
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,16 @@ class _TinyPlugin:
 
 @pytest.fixture
 def tiny_cli(tmp_path, monkeypatch):
-    """A folder holding mymlp.py (weights, data, and builders), as the current directory, with the tiny
+    """A folder holding mymlp_cli.py (weights, data, and builders), as the current directory, with the tiny
     backend registered as a plugin."""
-    (tmp_path / "mymlp.py").write_text(
+    (tmp_path / "mymlp_cli.py").write_text(
         f"import sys\nsys.path.insert(0, {str(HERE)!r})\nfrom _tiny import make_mlp\n"
         "weights, data = make_mlp()\n"
         "def build():\n    return make_mlp()[0]\n"
         "class Net(dict):\n    def __init__(self):\n        super().__init__(make_mlp()[0])\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.delitem(sys.modules, "mymlp_cli", raising=False)  # this folder's copy, not another test's
     wsx.plugins.register(_TinyPlugin(), name="tiny-cli")
     yield tmp_path
     wsx.plugins.unregister("tiny-cli")
@@ -77,14 +79,14 @@ def test_cli_run_options_reach_explore():
 def test_explore_imports_from_the_current_folder_and_calls_builders(tiny_cli):
     from wsx.commands.explore import load_object
 
-    assert load_object("mymlp:build").keys() == {"fc1", "fc2"}   # a function: called
-    assert isinstance(load_object("mymlp:Net"), dict)           # a class: instantiated
-    assert isinstance(load_object("mymlp:weights"), dict)       # an object: as it is
+    assert load_object("mymlp_cli:build").keys() == {"fc1", "fc2"}   # a function: called
+    assert isinstance(load_object("mymlp_cli:Net"), dict)           # a class: instantiated
+    assert isinstance(load_object("mymlp_cli:weights"), dict)       # an object: as it is
 
 
 def test_config_file_with_cli_override_and_resolved_config(tiny_cli, capsys):
     (tiny_cli / "run.toml").write_text(
-        'model = "mymlp:Net"\ndata = "mymlp:data"\nbackend = "tiny"\nsubset = "all"\nknobs = [2, 4, 8]\n'
+        'model = "mymlp_cli:Net"\ndata = "mymlp_cli:data"\nbackend = "tiny"\nsubset = "all"\nknobs = [2, 4, 8]\n'
         'target = 0.9\nbudget = 40\nout = "run1"\nquiet = true\n'
         '[strategy]\nname = "nsga2"\npop_size = 6\ngenerations = 2\n')
     assert main(["explore", "--config", "run.toml", "--budget", "30"]) == 0  # the flag overrides the file
@@ -92,7 +94,7 @@ def test_config_file_with_cli_override_and_resolved_config(tiny_cli, capsys):
     saved = json.loads((tiny_cli / "run1" / "results.json").read_text())
     config = saved["settings"]["config"]
     assert saved["scorings"] <= 30 and config["budget"] == 30
-    assert config["strategy"]["pop_size"] == 6 and config["model"] == "mymlp:Net" and config["data"] == "mymlp:data"
+    assert config["strategy"]["pop_size"] == 6 and config["model"] == "mymlp_cli:Net" and config["data"] == "mymlp_cli:data"
     assert config["out"] == "run1" and config["knobs"] == [2, 4, 8]
     # the results.json is a config too: the same run again (here into another directory)
     assert main(["explore", "--config", "run1/results.json", "--out", "run2", "--quiet"]) == 0

@@ -119,10 +119,10 @@ def test_bad_names_and_missing_framework(monkeypatch):
         wsx.zoo.load("resnet-1000", framework="torch")
     monkeypatch.setitem(sys.modules, "flax", None)
     monkeypatch.setitem(sys.modules, "flax.linen", None)
-    with pytest.raises(wsx.PluginUnavailableError, match=r"wsx\[jax\]"):
+    with pytest.raises(wsx.PluginUnavailableError, match=r"\[jax\]'"):
         wsx.zoo.load("lenet5-digits", framework="jax")
     monkeypatch.setitem(sys.modules, "keras", None)
-    with pytest.raises(wsx.PluginUnavailableError, match=r"wsx\[tensorflow\]"):
+    with pytest.raises(wsx.PluginUnavailableError, match=r"\[tensorflow\]'"):
         wsx.zoo.load("lenet5-digits", framework="keras")
 
 
