@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsx.backend import Backend
+from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
 
 
@@ -61,3 +62,11 @@ class TinyBackend(Backend):
     def score(self, population, subset=None):
         values = super().score(population, subset)
         return values if self.bad_scores is None else np.full(len(values), self.bad_scores)
+
+
+class TinyPlugin:
+    """Registers TinyBackend as the backend "tiny" (for commands that take --backend by name)."""
+
+    @hookimpl
+    def wsx_backends(self):
+        return [TinyBackend]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import wsx
-from _tiny import TinyBackend, make_mlp
+from _tiny import TinyBackend, TinyPlugin, make_mlp
 from wsx.benchmark import anytime, igd, mean_ci, union_front
 
 SMALL = ["divide-and-conquer:pop_size=6,generations=3", "nsga2:pop_size=8,generations=3", "random"]
@@ -152,11 +152,6 @@ def test_shared_scores_change_nothing_but_time(tiny):
     assert shared.fronts.drop(columns=[]).equals(alone.fronts)
 
 
-class _TinyPlugin:
-    @wsx.hookimpl
-    def wsx_backends(self):
-        return [TinyBackend]
-
 
 def test_cli_bench_on_a_model_module(tmp_path, monkeypatch, capsys):
     """`wsx bench --model MODULE:ATTR` from the folder holding the module (no PYTHONPATH)."""
@@ -165,7 +160,7 @@ def test_cli_bench_on_a_model_module(tmp_path, monkeypatch, capsys):
         + "from _tiny import make_mlp\nweights, data = make_mlp()\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    wsx.plugins.register(_TinyPlugin(), name="tiny-bench")
+    wsx.plugins.register(TinyPlugin(), name="tiny-bench")
     try:
         from wsx.cli import main
 

@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 
 import wsx
-from _tiny import TinyBackend, make_mlp
+from _tiny import TinyBackend, TinyPlugin, make_mlp
 from wsx.cli import build_parser, main
 from wsx.commands import explore_kwargs
 from wsx.specs import Spec, parse_value, split_list
 
 HERE = Path(__file__).resolve().parent
 
-
-class _TinyPlugin:
-    @wsx.hookimpl
-    def wsx_backends(self):
-        return [TinyBackend]
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def tiny_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.delitem(sys.modules, "mymlp_cli", raising=False)  # this folder's copy, not another test's
-    wsx.plugins.register(_TinyPlugin(), name="tiny-cli")
+    wsx.plugins.register(TinyPlugin(), name="tiny-cli")
     yield tmp_path
     wsx.plugins.unregister("tiny-cli")
 

@@ -15,10 +15,22 @@ import numpy as np
 from .report import CSS, _img, _png, _pyplot, _table
 
 
-def _colors(labels) -> dict:
+def _figure(labels):
+    """(figure, axes, {label: colour}) of one chart."""
     plt = _pyplot()
     cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    return fig, ax, {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str) -> str:
+    """Labels, grid, the legend right of the axes (never over the lines), as base64 PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return _png(fig)
 
 
 def budget_figure(bench) -> str | None:
@@ -26,22 +38,15 @@ def budget_figure(bench) -> str | None:
     s = bench.summary
     if s.empty:
         return None
-    plt = _pyplot()
     labels = list(dict.fromkeys(s.strategy))
-    colors = _colors(labels)
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    fig, ax, colors = _figure(labels)
     for label in labels:
         g = s[s.strategy == label].sort_values("budget")
         low = np.where(np.isnan(g.best_cr_low), g.best_cr, g.best_cr_low)
         high = np.where(np.isnan(g.best_cr_high), g.best_cr, g.best_cr_high)
         ax.errorbar(g.budget, g.best_cr, yerr=[g.best_cr - low, high - g.best_cr], marker="o", ms=4, capsize=3,
                     color=colors[label], label=label)
-    ax.set_xlabel("budget (scorings)")
-    ax.set_ylabel("best CR meeting the target")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    return _png(fig)
+    return _finish(fig, ax, "budget (scorings)", "best CR meeting the target")
 
 
 def anytime_figure(bench) -> str | None:
@@ -49,10 +54,8 @@ def anytime_figure(bench) -> str | None:
     c = bench.curves
     if c.empty:
         return None
-    plt = _pyplot()
     labels = list(dict.fromkeys(c.strategy))
-    colors = _colors(labels)
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    fig, ax, colors = _figure(labels)
     for label in labels:
         g = c[c.strategy == label]
         g = g[g.budget == g.budget.max()]
@@ -67,12 +70,7 @@ def anytime_figure(bench) -> str | None:
                 label=f"{label} (budget {int(g.budget.max())})")
         if len(steps) > 1:
             ax.fill_between(grid, steps.min(axis=0), steps.max(axis=0), step="post", color=colors[label], alpha=0.15)
-    ax.set_xlabel("scorings")
-    ax.set_ylabel("best CR meeting the target so far\n(search-time measurement)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    return _png(fig)
+    return _finish(fig, ax, "scorings", "best CR meeting the target so far\n(search-time measurement)")
 
 
 def fronts_figure(bench) -> str | None:
@@ -80,11 +78,9 @@ def fronts_figure(bench) -> str | None:
     f = bench.fronts
     if f.empty:
         return None
-    plt = _pyplot()
     labels = list(dict.fromkeys(bench.runs.strategy))
-    colors = _colors(labels)
+    fig, ax, colors = _figure(labels)
     seed0, budget = min(bench.meta["seeds"]), max(bench.meta["budgets"])
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     ref = bench.reference
     if len(ref):
         ref = ref[np.argsort(ref[:, 1])]
@@ -98,14 +94,11 @@ def fronts_figure(bench) -> str | None:
     max_loss = bench.meta["max_loss"]
     ax.axhline(max_loss, color="#c03030", ls="--", lw=1, label=f"target ({bench.meta['target']})")
     lo = min(min(losses), 0.0)
-    ax.set_ylim(lo - 0.1 * (max_loss + abs(lo)) - 0.1, max(3 * max_loss, 0.5) + 0.1)
-    ax.set_xlabel("compression rate")
-    ax.set_ylabel("loss (pp)" + (" on test data" if bench.meta.get("test_data") else ""))
+    top = max(3 * max_loss, 0.5, min(max(losses), 10 * max_loss))  # fronts far past the target may leave
+    ax.set_ylim(lo - 0.1 * (max_loss + abs(lo)) - 0.1, top + 0.1)
     ax.set_title(f"final fronts, seed {seed0}, budget {budget}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    return _png(fig)
+    return _finish(fig, ax, "compression rate",
+                   "loss (pp)" + (" on test data" if bench.meta.get("test_data") else ""))
 
 
 def _fmt(v, fmt: str) -> str:
