@@ -8,8 +8,6 @@
 
 ``import wsx`` imports no deep-learning framework; backends import theirs when used.
 """
-from __future__ import annotations
-
 from .approximation import Approximated, Approximation
 from .backend import Backend
 from .clusterer import Clusterer, Clustering
