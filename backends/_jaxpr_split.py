@@ -1,9 +1,10 @@
 """Cut a traced JAX function around some of its parameter leaves (for the prefix cache).
 
-``jax.make_jaxpr`` turns ``f(*leaves, x)`` into a list of equations. An equation *depends* on the
+``jax.make_jaxpr`` turns ``f(*leaves, x)`` into a list of equations (its invars: the leaves, then
+the leaves of the input pytree ``x``). An equation *depends* on the
 changed leaves if it reads one of them or a value computed by a dependent equation. The others form
 the prefix; the values they produce that dependent equations (or the outputs) read are the *live*
-values. The prefix jaxpr returns them; the suffix jaxpr takes ``(*leaves, x, *live)``. Both are run
+values. The prefix jaxpr returns them; the suffix jaxpr takes ``(*leaves, *x_leaves, *live)``. Both are run
 with ``jax.extend.core.jaxpr_as_fun``, so they compile and vmap like any JAX function.
 """
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
-def cut(closed, changed: Sequence[int]):
-    """(prefix fn, suffix fn, live count) for the leaf positions ``changed`` (the last invar is the
-    input batch), or None when the prefix would not touch the inputs or the jaxpr has effects."""
+def cut(closed, changed: Sequence[int], n_leaves: int):
+    """(prefix fn, suffix fn, live count) for the leaf positions ``changed`` (the first ``n_leaves``
+    invars are the parameter leaves, the rest the input batch's leaves), or None when the prefix
+    would not touch the inputs or the jaxpr has effects."""
     import jax.extend.core as jc
 
     jaxpr = closed.jaxpr
     if jaxpr.effects:
         return None
     depends = {jaxpr.invars[i] for i in changed}
-    on_input = {jaxpr.invars[-1]}  # values computed from the inputs x
+    on_input = set(jaxpr.invars[n_leaves:])  # values computed from the inputs x
     before, after = [], []
     for eqn in jaxpr.eqns:
         reads = [v for v in eqn.invars if isinstance(v, jc.Var)]

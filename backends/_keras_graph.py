@@ -60,8 +60,10 @@ def split(model, changed_ids: set[int]):
     input_ids = {id(t) for t in graph.inputs}
     if all(id(t) in input_ids for t in live):  # the prefix would compute nothing
         return None
-    prefix = keras.Model(graph.inputs, live)
-    suffix = keras.Model(live, graph.outputs)
+    # the model's own input and output structures (a dict of named inputs, a dict of outputs), so the
+    # prefix takes what the model takes and the suffix returns what the model returns
+    prefix = keras.Model(getattr(graph, "_inputs_struct", graph.inputs), live)
+    suffix = keras.Model(live, getattr(graph, "_outputs_struct", graph.outputs))
     return prefix, suffix, len(live)
 
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequenc
 
 import numpy as np
 
-from wsx.backend import check_labels
+from wsx.data import Data, as_data, tree_map
 from wsx.errors import InvalidDataError, InvalidModelError, InvalidSettingError
 from wsx.hookspecs import hookimpl
 
@@ -51,6 +51,11 @@ DEFAULT_VMAP_BYTES = 1 << 30
 # per-op overhead dominates and one vectorised call wins (LeNet: 4-9x); on large ones the stacked
 # activations are memory-bound and a loop is faster (MobileNetV2 96x96 sweep: loop 28 s, vmap 45 s).
 VMAP_AUTO_MAX_BYTES = 256 << 10
+
+
+def float32_inputs(a: np.ndarray, _: str = "") -> np.ndarray:
+    """Floating input arrays as float32 (what the built-in Keras and JAX backends score with)."""
+    return a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32 else a
 
 
 def name_filter(name: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> bool:
@@ -95,43 +100,6 @@ def check_shape(name: str, array: Any, shape: Sequence[int]) -> np.ndarray:
     if tuple(array.shape) != tuple(shape):
         raise InvalidModelError(f"weights for {name!r} have shape {array.shape}, expected {tuple(shape)}")
     return array
-
-
-# -- scoring data, as every built-in backend accepts it ---------------------------------------------
-DATA_FORMS = "(inputs, labels) arrays or an iterable of (inputs, labels) batches"
-
-
-def is_data_pair(data: Any) -> bool:
-    """True for ``(inputs, labels)``; anything else is an iterable of batches."""
-    return isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple)
-
-
-def list_batches(data: Any, forms: str = DATA_FORMS, empty: str = "the data loader yielded no batches") -> list:
-    """An iterable of batches read into a list, with the error a user can act on."""
-    try:
-        items = list(data)
-    except TypeError:
-        raise InvalidDataError(f"data must be {forms}, got {type(data).__name__}") from None
-    if not items:
-        raise InvalidDataError(f"{empty}; pass at least one sample")
-    return items
-
-
-def numpy_data(data: Any, forms: str = DATA_FORMS, empty: str = "the data loader yielded no batches",
-               examples: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``data`` as contiguous numpy inputs (floats as float32) and int64 labels. With ``examples``,
-    items whose label is a scalar are single examples, stacked rather than concatenated."""
-    if is_data_pair(data):
-        inputs, labels = np.asarray(data[0]), np.asarray(data[1])
-    else:
-        items = list_batches(data, forms, empty)
-        join = np.stack if examples and np.ndim(items[0][1]) == 0 else np.concatenate
-        inputs = join([np.asarray(b[0]) for b in items])
-        labels = join([np.asarray(b[1]) for b in items])
-    if np.issubdtype(inputs.dtype, np.floating):
-        inputs = inputs.astype(np.float32)
-    labels = check_labels(len(inputs), labels)
-    return np.ascontiguousarray(inputs), labels.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -217,11 +185,14 @@ class PopulationScoring:
     ``_to_native(name, array)``, ``_original(name)``, ``_stack(tensors)``,
     ``_forward(subs, inputs, split, live) -> numpy``, ``_forward_stacked(stacked, inputs, split, live)
     -> numpy with a leading candidate axis``, ``_make_split(changed) -> Split | None``,
-    ``_live_nbytes(live)``, ``_activation_bytes_per_sample()``, ``_probe_inputs()`` and
-    ``_new_batches(idx, key)``, which yields ``(BatchRef, labels)`` for ``_iter_batches`` to cache.
-    It keeps its scoring data as ``_inputs`` / ``_labels``; ``zoo_framework`` names the framework
-    of the embedded LeNet its conformance example is.
+    ``_live_nbytes(live)``, ``_activation_bytes_per_sample()``, ``_native_inputs(tree)`` (numpy
+    inputs of some samples as the model takes them, on its device) and ``_new_batches(idx, key)``,
+    which yields ``(BatchRef, labels, sample indices)`` for ``_iter_batches`` to cache. It keeps its
+    scoring data as ``wsx.data.Data`` in ``_data`` (``_load``); ``zoo_framework`` names the
+    framework of the embedded LeNet its conformance example is.
     """
+
+    probe_samples: ClassVar[int] = 2  # samples in the probe batch that checks cuts
 
     zoo_framework: ClassVar[str] = ""
     # the two levers this mixin implements (a subclass may turn one off)
@@ -259,17 +230,32 @@ class PopulationScoring:
 
         return load("lenet5-digits", framework=cls.zoo_framework)
 
+
+    def _load(self, data: Any, cast: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
+        """Keep ``data`` (any form ``wsx.data.as_data`` accepts; None: weight access only) as numpy
+        ``Data``, input arrays passed through ``cast`` (e.g. floats to the model's dtype)."""
+        if data is None:
+            self._data = None
+            return
+        d = as_data(data)
+        self._data = d if cast is None else d.map_inputs(cast)
+
     def _require_data(self) -> None:
-        if self._inputs is None:
+        if self._data is None:
             raise InvalidDataError(f"this {self.name} backend was created without data (data=None); pass "
-                                   "(inputs, labels) to score")
+                                   "(inputs, labels) or inputs to score")
+
+    def _probe_data(self, n: int = 2) -> Any:
+        """The inputs of the first ``n`` samples (numpy tree), for probes and traces."""
+        self._require_data()
+        return self._data.take(slice(0, n)).inputs
 
     # -- batches ----------------------------------------------------------------------------------
     @property
     def num_samples(self) -> int:
-        return len(self._labels)
+        return 0 if self._data is None else self._data.num_samples
 
-    def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[BatchRef, np.ndarray]]:
+    def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[BatchRef, Any, np.ndarray]]:
         self._require_data()
         idx = np.arange(self.num_samples) if subset is None else np.asarray(subset)
         skey = subset_key(subset, self.num_samples)
@@ -290,8 +276,13 @@ class PopulationScoring:
         """Whether the native batches of ``idx`` are kept for the next ``score`` call."""
         return True
 
-    def _new_batches(self, idx: np.ndarray, key: tuple) -> Iterator[tuple[BatchRef, np.ndarray]]:
+    def _new_batches(self, idx: np.ndarray, key: tuple) -> Iterator[tuple[BatchRef, Any, np.ndarray]]:
+        """(BatchRef of native inputs, labels, sample indices) per batch of ``idx``."""
         raise NotImplementedError
+
+    def _probe_inputs(self):
+        """Native inputs of the first ``probe_samples`` samples."""
+        return self._native_inputs(self._probe_data(self.probe_samples))
 
     # -- population -----------------------------------------------------------------------------
     def _prepare(self, population):
@@ -394,9 +385,10 @@ class PopulationScoring:
         return self._forward({}, x, split, split.prefix(x) if split is not None else None)
 
     def _invalidate(self) -> None:
-        """The model's weights changed: cached activations are stale."""
+        """The model's weights changed: cached activations and reference outputs are stale."""
         self._prefix.clear()
         self._probe_whole = None
+        self._forget_reference()
 
     def _close_scoring(self) -> None:
         self._batches = {}

@@ -77,8 +77,8 @@ class Part(torch.nn.Module):
     def module_at(self, target: str):
         return self._calls[target]
 
-    def forward(self, *args):
-        env = dict(zip(self.inputs, args))
+    def forward(self, *args, **kwargs):
+        env = bind(self.inputs, args, kwargs)
         get = env.__getitem__
         for node in self.nodes:
             a = map_arg(node.args, get)
@@ -95,6 +95,24 @@ class Part(torch.nn.Module):
             else:  # a placeholder left unfed: its default value
                 env[node] = node.args[0] if node.args else None
         return map_arg(self.output, get)
+
+
+def bind(inputs: list, args: tuple, kwargs: dict) -> dict:
+    """Values of a Part's input nodes, as Python binds a call: positional ``args`` first, then the
+    remaining placeholders by name from ``kwargs`` (a model called with a dict of inputs), else
+    their default values (``attn_mask=None``)."""
+    env = dict(zip(inputs, args))
+    names = set()
+    for node in inputs[len(args):]:
+        names.add(node.target)
+        if node.op == "placeholder" and node.target in kwargs:
+            env[node] = kwargs[node.target]
+        else:
+            env[node] = node.args[0] if node.args else None
+    unknown = set(kwargs) - names
+    if unknown:
+        raise TypeError(f"the traced forward takes no argument(s) {sorted(unknown)}")
+    return env
 
 
 def split(gm, root, changed_ids: set[int]):

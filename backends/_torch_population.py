@@ -114,13 +114,17 @@ class PopulationInterpreter:
         return Folded(_channels_last(v.repeat(1, p, *([1] * (v.dim() - 2)))), v.shape[1])
 
     # -- the walk -------------------------------------------------------------------------------
-    def run(self, stacked: dict, args: tuple, p: int):
+    def run(self, stacked: dict, args: tuple, p: int, kwargs: dict | None = None):
+        """Outputs of the P candidates: a tensor with a leading candidate axis, or the graph's output
+        structure (dict, tuple) with one such tensor per entry."""
         import torch
-        from torch.fx.node import map_arg
+        from torch.fx.node import map_aggregate, map_arg
+
+        from ._torch_fx import bind
 
         part = self.part
         by_id = {self._param_ids[name]: t for name, t in stacked.items() if name in self._param_ids}
-        env: dict = dict(zip(part.inputs, args))
+        env: dict = bind(part.inputs, args, kwargs or {})
         get = env.__getitem__
         for node in part.nodes:
             a = map_arg(node.args, get)
@@ -137,11 +141,13 @@ class PopulationInterpreter:
             else:
                 raise TypeError(f"unexpected graph node {node.op}")
         out = map_arg(part.output, get)
-        if isinstance(out, POP):
-            return self._lead(out, p).t
-        if isinstance(out, torch.Tensor):
-            return out.expand(p, *out.shape)
-        raise TypeError(f"population forwards need a model returning one tensor, got {type(out).__name__}")
+
+        def stack(v):
+            if isinstance(v, POP):
+                return self._lead(v, p).t
+            return v.expand(p, *v.shape) if isinstance(v, torch.Tensor) else v
+
+        return stack(out) if isinstance(out, (torch.Tensor, *POP)) else map_aggregate(out, stack)
 
     # -- call_module ----------------------------------------------------------------------------
     def _module(self, target, mod, a, kw, by_id, p):

@@ -20,12 +20,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from wsx.backend import Backend
+from wsx.backend import DEFAULT_REFERENCE_BYTES, Backend
+from wsx.data import tree_leaves, tree_map
 from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
-                       backend_hooks, check_shape, name_filter, numpy_data)
+                       backend_hooks, check_shape, float32_inputs, name_filter)
 
 
 def _is_pair(model: Any) -> bool:
@@ -38,6 +39,21 @@ def _is_pair(model: Any) -> bool:
         return False
     arrays = [x for x in leaves if isinstance(x, (jax.Array, np.ndarray))]
     return bool(arrays) and any(x.ndim >= 2 for x in arrays)
+
+
+def _flat(x: Any) -> list:
+    """The input pytree's leaves, in the order the traced function's invars hold them."""
+    import jax
+
+    return jax.tree_util.tree_leaves(x)
+
+
+def _shape_key(x: Any) -> tuple:
+    """What a trace of the function depends on: the inputs' structure, shapes and dtypes."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    return (str(treedef),) + tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
 
 
 def key_name(path) -> str:
@@ -59,11 +75,14 @@ class JaxBackend(PopulationScoring, Backend):
     backend's own copy, read back with ``params``).
 
     Layers of interest are the floating-point leaves with at least ``min_ndim`` (2) dimensions, named
-    by their "/"-joined key path and ordered by first use in the traced function (in pytree order
-    when the backend has no data to trace with, or tracing fails). ``include`` /
-    ``exclude`` name or exclude leaves (exact names or fnmatch patterns, e.g. ``exclude=["*/embed*"]``).
-    ``data`` is ``(inputs, labels)`` arrays or an iterable of batches. Populations run through
-    ``jax.vmap`` over the stacked changed leaves; the prefix cache splits the function's jaxpr.
+    by their "/"-joined key
+    path and ordered by first use in the traced function (in pytree order when the backend has no
+    data to trace with, or tracing fails). ``include`` / ``exclude`` name or exclude leaves (exact
+    names or fnmatch patterns, e.g. ``exclude=["*/embed*"]``).
+    ``data`` is any form ``wsx.data.as_data`` takes; ``apply_fn(params, inputs)`` receives the inputs
+    as given: an array, or a dict / tuple pytree of arrays. ``output`` picks what the metric sees of a
+    dict or tuple result (``wsx.outputs``). Populations run through ``jax.vmap`` over the stacked
+    changed leaves; the prefix cache splits the function's jaxpr.
     ``vmap``, ``prefix_cache``, ``prefix_cache_bytes`` and ``vmap_bytes`` as for the torch backend;
     ``device`` is a JAX platform ("cpu", "gpu").
     """
@@ -75,12 +94,13 @@ class JaxBackend(PopulationScoring, Backend):
     supports_gpu = True
     compiled = True  # see PopulationScoring.compiled
 
-    def __init__(self, model: Any, data: Any, *, metric: Any = "top1", batch_size: int = 256,
+    def __init__(self, model: Any, data: Any, *, metric: Any = None, output: Any = None, batch_size: int = 256,
                  device: str | None = None, include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, min_ndim: int = 2, vmap: bool | str = "auto",
                  prefix_cache: bool = True, prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
-                 vmap_bytes: int = DEFAULT_VMAP_BYTES):
-        super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
+                 vmap_bytes: int = DEFAULT_VMAP_BYTES, reference_bytes: int = DEFAULT_REFERENCE_BYTES):
+        super().__init__(model, data, metric=metric, output=output, batch_size=batch_size, device=device,
+                         reference_bytes=reference_bytes)
         import jax
         import jax.numpy as jnp
 
@@ -101,7 +121,7 @@ class JaxBackend(PopulationScoring, Backend):
             raise InvalidModelError(f"params must be a pytree of arrays: {exc}") from None
         self._paths = [key_name(path) for path, _ in flat]
         self._index = {name: i for i, name in enumerate(self._paths)}
-        self._inputs, self._labels = numpy_data(data) if data is not None else (None, np.zeros(0, np.int64))
+        self._load(data, float32_inputs)
         self._jits: dict = {}
         self._jaxprs: dict = {}
         self._originals_np: dict = {}
@@ -124,14 +144,16 @@ class JaxBackend(PopulationScoring, Backend):
         import jax
 
         *leaves, x = args
-        out = self.apply_fn(jax.tree_util.tree_unflatten(self._treedef, leaves), x)
+        out = self.select_output(self.apply_fn(jax.tree_util.tree_unflatten(self._treedef, leaves), x))
         if not hasattr(out, "shape"):
-            raise InvalidModelError("apply_fn must return one array (batch x classes)")
+            raise InvalidModelError(f"the selected output of apply_fn is a {type(out).__name__}, not an array; pass "
+                                    "output= a key, an index or a callable returning the array the metric reads")
         return out
 
     def _jaxpr(self, x):
-        """The traced function for an input shape (cached)."""
-        key = (tuple(x.shape), str(x.dtype))
+        """The traced function for an input shape (cached). Its invars are the params' leaves, then
+        the input pytree's leaves."""
+        key = _shape_key(x)
         if key not in self._jaxprs:
             import jax
 
@@ -192,7 +214,7 @@ class JaxBackend(PopulationScoring, Backend):
 
         from wsx.identity import code_digest, strip_addresses
 
-        if self._inputs is None:
+        if self._data is None:
             return code_digest(self.apply_fn)
         text = strip_addresses(str(self._jaxpr(self._probe_inputs())))
         return hashlib.sha256(text.encode()).hexdigest()
@@ -207,25 +229,20 @@ class JaxBackend(PopulationScoring, Backend):
             self._invalidate()
 
     # -- data ---------------------------------------------------------------------------------
-    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, np.ndarray]]:
+    def _native_inputs(self, tree: Any) -> Any:
         import jax
 
+        return jax.device_put(tree, self.device_)
+
+    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, Any, np.ndarray]]:
         n_batches = -(-idx.size // self.batch_size)
         size = -(-idx.size // max(n_batches, 1))  # even batches, the last padded: one compiled shape
-        for start in range(0, idx.size, size):
-            sel = idx[start:start + size]
-            x = self._inputs[sel]
-            valid = None
+        for start, (sel, part) in enumerate(self._data.batches(idx, size)):
+            x, valid = part.inputs, None
             if len(sel) < size:
-                x = np.concatenate([x, np.zeros((size - len(sel),) + x.shape[1:], x.dtype)])
+                x = tree_map(lambda a, _: np.concatenate([a, np.zeros((size - len(sel),) + a.shape[1:], a.dtype)]), x)
                 valid = len(sel)
-            yield BatchRef(jax.device_put(x, self.device_), (skey, start), valid), self._labels[sel]
-
-    def _probe_inputs(self):
-        import jax
-
-        self._require_data()
-        return jax.device_put(self._inputs[:2], self.device_)
+            yield BatchRef(self._native_inputs(x), (skey, start), valid), part.labels, sel
 
     # -- scoring ------------------------------------------------------------------------------
     # Candidates stay numpy until a compiled function receives them: stacking, slicing or padding
@@ -260,12 +277,16 @@ class JaxBackend(PopulationScoring, Backend):
         return tuple(0 if i in pos else None for i in range(len(self._leaves)))
 
     def _forward(self, subs: dict, inputs: Any, split: Split | None, live: Any) -> np.ndarray:
-        leaves = self._args(subs)
+        import jax
+
+        # on the device like the other leaves: a numpy leaf at another position would be another
+        # signature of the compiled function, so every layer would cost a compilation
+        leaves = self._args({n: jax.device_put(v, self.device_) for n, v in subs.items()})
         if split is None:
             return np.asarray(self._jit(("full",), lambda: self._apply_flat)(*leaves, inputs))
         suffix = split.suffix(inputs)
-        fn = self._jit(("suffix", split.changed, inputs.shape), lambda: lambda *a: suffix(*a)[0])
-        return np.asarray(fn(*leaves, inputs, *live))
+        fn = self._jit(("suffix", split.changed, _shape_key(inputs)), lambda: lambda *a: suffix(*a)[0])
+        return np.asarray(fn(*leaves, *_flat(inputs), *live))
 
     def _forward_stacked(self, stacked: dict, inputs: Any, split: Split | None, live: Any) -> np.ndarray:
         # pad the candidate axis to a power of two (repeating the last candidate): population sizes
@@ -286,9 +307,10 @@ class JaxBackend(PopulationScoring, Backend):
             fn = self._jit(("vmap", names), lambda: jax.vmap(self._apply_flat, in_axes=axes + (None,)))
             return np.asarray(fn(*leaves, inputs))
         suffix = split.suffix(inputs)
-        fn = self._jit(("vmap-suffix", names, split.changed, inputs.shape),
-                       lambda: jax.vmap(lambda *a: suffix(*a)[0], in_axes=axes + (None,) * (1 + len(live))))
-        return np.asarray(fn(*leaves, inputs, *live))
+        xs = _flat(inputs)
+        fn = self._jit(("vmap-suffix", names, split.changed, _shape_key(inputs)),
+                       lambda: jax.vmap(lambda *a: suffix(*a)[0], in_axes=axes + (None,) * (len(xs) + len(live))))
+        return np.asarray(fn(*leaves, *xs, *live))
 
     def _on_accelerator(self) -> bool:
         return self.device_.platform != "cpu"
@@ -297,32 +319,33 @@ class JaxBackend(PopulationScoring, Backend):
         from . import _jaxpr_split
 
         x = self._probe_inputs()
-        return _jaxpr_split.activation_bytes(self._jaxpr(x)) // max(len(x), 1)
+        return _jaxpr_split.activation_bytes(self._jaxpr(x)) // max(len(_flat(x)[0]), 1)
 
     def _make_split(self, changed: tuple) -> Split | None:
         from . import _jaxpr_split
 
         positions = [self._index[n] for n in changed]
+        n_leaves = len(self._leaves)
         x0 = self._probe_inputs()
         cuts: dict = {}
 
         def parts(x):  # the jaxpr is traced per input shape; so is its cut
-            key = (tuple(x.shape), str(x.dtype))
+            key = _shape_key(x)
             if key not in cuts:
-                cuts[key] = _jaxpr_split.cut(self._jaxpr(x), positions)
+                cuts[key] = _jaxpr_split.cut(self._jaxpr(x), positions, n_leaves)
                 if cuts[key] is None:
-                    raise InvalidModelError(f"the function cannot be cut for inputs of shape {x.shape}")
+                    raise InvalidModelError(f"the function cannot be cut for inputs of shapes {key}")
             return cuts[key]
 
-        if _jaxpr_split.cut(self._jaxpr(x0), positions) is None:
+        if _jaxpr_split.cut(self._jaxpr(x0), positions, n_leaves) is None:
             return None
 
         def prefix(x):
-            fn = self._jit(("prefix", changed, x.shape), lambda: parts(x)[0])
-            return fn(*self._leaves, x)
+            fn = self._jit(("prefix", changed, _shape_key(x)), lambda: parts(x)[0])
+            return fn(*self._leaves, *_flat(x))
 
         def prefix_eager(x):
-            return parts(x)[0](*self._leaves, x)
+            return parts(x)[0](*self._leaves, *_flat(x))
 
         return Split(changed, prefix, lambda x: parts(x)[1], {"prefix_eager": prefix_eager})
 
@@ -333,7 +356,7 @@ class JaxBackend(PopulationScoring, Backend):
         with jax.disable_jit():
             if split is None:
                 return np.asarray(self._apply_flat(*self._leaves, x))
-            return np.asarray(split.suffix(x)(*self._leaves, x, *split.info["prefix_eager"](x))[0])
+            return np.asarray(split.suffix(x)(*self._leaves, *_flat(x), *split.info["prefix_eager"](x))[0])
 
     def _live_nbytes(self, live) -> int:
         return sum(int(a.size) * a.dtype.itemsize for a in live)

@@ -13,12 +13,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from wsx.backend import Backend
+from wsx.backend import DEFAULT_REFERENCE_BYTES, Backend
+from wsx.data import tree_map
 from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
-                       backend_hooks, check_shape, is_layer_of, name_filter, numpy_data)
+                       backend_hooks, check_shape, float32_inputs, is_layer_of, name_filter)
 
 LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
                "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Dense")
@@ -79,8 +80,11 @@ class TensorflowBackend(PopulationScoring, Backend):
     their variable path (``"conv1/kernel"``; a Sequential prefixes its own name) and given in Keras
     layout. ``include`` / ``exclude`` filter them (exact names or fnmatch patterns).
 
-    ``data`` is ``(inputs, labels)`` numpy arrays, a ``tf.data.Dataset`` of ``(inputs, labels)``
-    batches (or single examples), or any iterable of batches; it is read once and kept in memory.
+    ``data`` is any form ``wsx.data.as_data`` takes, a ``tf.data.Dataset`` of batches (or of single
+    examples with scalar labels) included; it is read once and kept in memory. The model is called
+    as ``model(inputs, training=False)`` with the inputs as given: an array, a dict keyed by the
+    functional model's input names, or a tuple / list for several positional inputs. ``output``
+    picks what the metric sees of a dict or list result (``wsx.outputs``).
     Populations run through one ``tf.vectorized_map`` inside a ``tf.function``; the prefix cache cuts
     functional and Sequential graphs (subclassed models use full forwards). ``vmap``,
     ``prefix_cache``, ``prefix_cache_bytes`` and ``vmap_bytes`` as for the torch backend.
@@ -95,11 +99,13 @@ class TensorflowBackend(PopulationScoring, Backend):
     supports_gpu = True
     compiled = True  # see PopulationScoring.compiled
 
-    def __init__(self, model: Any, data: Any, *, metric: Any = "top1", batch_size: int = 256,
+    def __init__(self, model: Any, data: Any, *, metric: Any = None, output: Any = None, batch_size: int = 256,
                  device: str | None = None, include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
-                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES):
-        super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES,
+                 reference_bytes: int = DEFAULT_REFERENCE_BYTES):
+        super().__init__(model, data, metric=metric, output=output, batch_size=batch_size, device=device,
+                         reference_bytes=reference_bytes)
         quiet_import()
         import keras
 
@@ -115,7 +121,7 @@ class TensorflowBackend(PopulationScoring, Backend):
         self.exclude = exclude
         self._check_device()
         self._vars = self._find_kernels()
-        self._inputs, self._labels = self._load_data(data) if data is not None else (None, np.zeros(0, np.int64))
+        self._load_data(data)
         self._fns: dict = {}
         self._init_scoring(vmap=vmap, prefix_cache=prefix_cache, prefix_cache_bytes=prefix_cache_bytes,
                            vmap_bytes=vmap_bytes)
@@ -206,28 +212,21 @@ class TensorflowBackend(PopulationScoring, Backend):
             self._invalidate()
 
     # -- data ---------------------------------------------------------------------------------
-    def _load_data(self, data: Any):
+    def _load_data(self, data: Any) -> None:
         tf = sys.modules.get("tensorflow")
         if tf is not None and isinstance(data, tf.data.Dataset):
             data = data.as_numpy_iterator()
-        # a dataset of single examples (a scalar label each) is stacked, not concatenated
-        return numpy_data(data, "(inputs, labels) arrays, a tf.data.Dataset or an iterable of (inputs, labels) "
-                          "batches", "the dataset yielded nothing", examples=True)
+        self._load(data, float32_inputs)
 
-    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, np.ndarray]]:
+    def _native_inputs(self, tree: Any) -> Any:
         import tensorflow as tf
 
-        for start in range(0, idx.size, self.batch_size):
-            sel = idx[start:start + self.batch_size]
-            with self._device():
-                x = tf.constant(self._inputs[sel])
-            yield BatchRef(x, (skey, start)), self._labels[sel]
+        with self._device():
+            return tree_map(lambda a, _: tf.constant(a), tree)
 
-    def _probe_inputs(self):
-        import tensorflow as tf
-
-        self._require_data()
-        return tf.constant(self._inputs[:2])
+    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, Any, np.ndarray]]:
+        for start, (sel, part) in enumerate(self._data.batches(idx, self.batch_size)):
+            yield BatchRef(self._native_inputs(part.inputs), (skey, start)), part.labels, sel
 
     def _check_device(self) -> None:
         """Refuse a ``device`` TensorFlow does not have (it would otherwise fail at the first forward)."""
@@ -292,16 +291,14 @@ class TensorflowBackend(PopulationScoring, Backend):
         def forward(values, args):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 out = net(args if split is not None else args[0], training=False)
-            if not tf.is_tensor(out):
-                raise InvalidModelError("the Keras model must return one tensor (batch x classes)")
-            return out
+            return self._selected(out)
 
         def open_first(t):
             return tf.TensorSpec([None] + list(t.shape[1:]), t.dtype)
 
         value_specs = tuple((open_first if kind == "stacked" else lambda t: tf.TensorSpec(t.shape, t.dtype))(v)
                             for v in values)
-        signature = [value_specs, [open_first(a) for a in args]]
+        signature = [value_specs, tf.nest.map_structure(open_first, args)]
         if kind == "one":
             fn = tf.function(forward, input_signature=signature)
         else:
@@ -309,6 +306,16 @@ class TensorflowBackend(PopulationScoring, Backend):
                              input_signature=signature)
         self._fns[key] = fn
         return fn
+
+    def _selected(self, out):
+        """The output the metric reads (``output=``), which must be one tensor."""
+        import tensorflow as tf
+
+        out = self.select_output(out)
+        if not tf.is_tensor(out):
+            raise InvalidModelError(f"the selected model output is a {type(out).__name__}, not a tensor; pass "
+                                    "output= a key, an index or a callable returning the tensor the metric reads")
+        return out
 
     def _args(self, inputs, split, live) -> list:
         return list(live) if split is not None else [inputs]
@@ -334,7 +341,7 @@ class TensorflowBackend(PopulationScoring, Backend):
         from . import _keras_graph
 
         est = _keras_graph.activation_bytes_per_sample(self.model)
-        return est if est is not None else 32 * self._inputs[:1].nbytes
+        return est if est is not None else 32 * self._data.input_bytes_per_sample()
 
     def _make_split(self, changed: tuple) -> Split | None:
         import tensorflow as tf
@@ -346,8 +353,8 @@ class TensorflowBackend(PopulationScoring, Backend):
             return None
         prefix_model, suffix_model, n_live = parts
         x = self._probe_inputs()
-        run = tf.function(lambda x: prefix_model(x, training=False),
-                          input_signature=[tf.TensorSpec([None] + list(x.shape[1:]), x.dtype)])
+        run = tf.function(lambda x: prefix_model(x, training=False), input_signature=[tf.nest.map_structure(
+            lambda t: tf.TensorSpec([None] + list(t.shape[1:]), t.dtype), x)])
 
         def prefix(x):
             out = run(x)
@@ -358,10 +365,10 @@ class TensorflowBackend(PopulationScoring, Backend):
     def _probe_forward(self, x, split: Split | None):
         """Eager run: checking a cut must not cost tracing two tf.functions."""
         if split is None:
-            return np.asarray(self.model(x, training=False))
+            return np.asarray(self._selected(self.model(x, training=False)))
         live = split.info["prefix_model"](x, training=False)
         live = list(live) if isinstance(live, (list, tuple)) else [live]
-        return np.asarray(split.suffix(live, training=False))
+        return np.asarray(self._selected(split.suffix(live, training=False)))
 
     def _live_nbytes(self, live) -> int:
         return sum(int(np.prod(t.shape)) * t.dtype.size for t in live)

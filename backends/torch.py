@@ -1,18 +1,20 @@
 """PyTorch backend: any ``torch.nn.Module``; torch is imported only when this backend is used."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from wsx.backend import Backend, check_labels
+from wsx.backend import DEFAULT_REFERENCE_BYTES, Backend
+from wsx.data import tree_leaves, tree_map
 from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
-                       backend_hooks, check_shape, is_data_pair, is_layer_of, list_batches, name_filter)
+                       backend_hooks, check_shape, is_layer_of, name_filter)
 
 LAYER_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                "Linear")
@@ -55,12 +57,36 @@ def _check_device(device: Any):
     return dev
 
 
+def call_args(inputs: Any) -> tuple[tuple, dict]:
+    """How the model is called on ``inputs``: a dict as keywords (``model(**inputs)``), a tuple or
+    list as positional arguments (``model(*inputs)``), an array as the one argument."""
+    if isinstance(inputs, dict):
+        return (), inputs
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def as_numpy(y: Any) -> np.ndarray:
+    """The selected output as numpy (float32 for floating tensors of any precision)."""
+    import torch
+
+    if not isinstance(y, torch.Tensor):
+        raise InvalidModelError(f"the selected model output is a {type(y).__name__}, not a tensor; pass output= "
+                                "a key, an index or a callable returning the tensor the metric reads")
+    return (y.float() if y.is_floating_point() else y).detach().cpu().numpy()
+
+
 class TorchBackend(PopulationScoring, Backend):
     """Scores a ``torch.nn.Module`` with substituted weights through ``torch.func.functional_call``,
     so the user's parameters are never written during a search.
 
-    ``data`` is ``(inputs, labels)`` (numpy arrays or tensors) or an iterable of ``(inputs, labels)``
-    batches such as a DataLoader (read once, kept in memory). ``device`` defaults to CUDA when
+    ``data`` is any form ``wsx.data.as_data`` takes: ``(inputs, labels)``, inputs alone, ``wsx.Data`` or an
+    iterable of batches such as a DataLoader (read once, kept in memory); inputs are an array, a
+    dict or a tuple of arrays / tensors. The model is called as ``model(x)`` on an array,
+    ``model(**inputs)`` on a dict (a tokenizer's output) and ``model(*inputs)`` on a tuple; floating
+    inputs are cast to the model's dtype. ``output`` picks what the metric sees of a dict, tuple or
+    ``ModelOutput`` result (``wsx.outputs``). ``device`` defaults to CUDA when
     available; a model living elsewhere is scored on a copy, never moved.
     ``include`` / ``exclude`` filter layers of interest by parameter name (exact or fnmatch pattern).
 
@@ -86,12 +112,14 @@ class TorchBackend(PopulationScoring, Backend):
     zoo_framework = "torch"
     supports_gpu = True
 
-    def __init__(self, model: Any, data: Any = None, *, metric: Any = "top1", batch_size: int = 256,
-                 device: str | None = None, include: Sequence[str] | None = None,
+    def __init__(self, model: Any, data: Any = None, *, metric: Any = None, output: Any = None,
+                 batch_size: int = 256, device: str | None = None, include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES,
-                 fold_population: bool = True, flush_subnormals: bool = True):
-        super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
+                 fold_population: bool = True, flush_subnormals: bool = True,
+                 reference_bytes: int = DEFAULT_REFERENCE_BYTES):
+        super().__init__(model, data, metric=metric, output=output, batch_size=batch_size, device=device,
+                         reference_bytes=reference_bytes)
         import torch
 
         if not isinstance(model, torch.nn.Module):
@@ -116,7 +144,7 @@ class TorchBackend(PopulationScoring, Backend):
         # functional_call re-derives tied weights on every call unless told there are none
         self._tied = len(list(self.net_.named_parameters(remove_duplicate=False))) > len(self._params)
         # data=None gives weight access only (wsx.apply / wsx.export)
-        self._inputs, self._labels = self._load_data(data) if data is not None else (None, np.zeros(0, int))
+        self._load(data)
         self._traced: Any = None
         self._whole_part: Any = None
         self.fold_population = bool(fold_population)
@@ -130,36 +158,25 @@ class TorchBackend(PopulationScoring, Backend):
         return _is_module(model)
 
     # -- data ---------------------------------------------------------------------------------
-    def _load_data(self, data: Any):
+    def _native_inputs(self, tree: Any) -> Any:
         import torch
 
-        if is_data_pair(data):
-            inputs, labels = data
-        else:
-            batches = list_batches(data)
-            inputs = torch.cat([torch.as_tensor(b[0]) for b in batches])
-            labels = torch.cat([torch.as_tensor(b[1]) for b in batches])
-        inputs = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
-        if inputs.is_floating_point():
-            inputs = inputs.to(next(iter(self._params.values())).dtype if self._params else torch.float32)
-        labels_np = check_labels(len(inputs), labels.cpu().numpy() if isinstance(labels, torch.Tensor)
-                                 else np.asarray(labels))
-        return inputs.cpu(), labels_np.astype(np.int64)
+        dtype = next(iter(self._params.values())).dtype if self._params else torch.float32
+
+        def convert(a, _):
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            return (t.to(dtype) if t.is_floating_point() else t).to(self.device_)
+
+        return tree_map(convert, tree)
 
     def _keep_batches(self, idx: np.ndarray) -> bool:
-        return self._inputs[:1].element_size() * self._inputs[0].numel() * idx.size <= DEVICE_CACHE_BYTES
+        return self._data.input_bytes_per_sample() * idx.size <= DEVICE_CACHE_BYTES
 
-    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, np.ndarray]]:
-        import torch
+    def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, Any, np.ndarray]]:
+        for start, (sel, part) in enumerate(self._data.batches(idx, self.batch_size)):
+            yield BatchRef(self._native_inputs(part.inputs), (skey, start)), part.labels, sel
 
-        for start in range(0, idx.size, self.batch_size):
-            sel = idx[start:start + self.batch_size]
-            x = self._inputs[torch.from_numpy(sel)].to(self.device_)
-            yield BatchRef(x, (skey, start)), self._labels[sel]
-
-    def _probe_inputs(self):
-        self._require_data()
-        return self._inputs[:1].to(self.device_)
+    probe_samples = 1
 
     # -- layers -------------------------------------------------------------------------------
     def _layers(self) -> Iterable[LayerInfo]:
@@ -257,17 +274,24 @@ class TorchBackend(PopulationScoring, Backend):
             self._invalidate()
 
     # -- scoring ------------------------------------------------------------------------------
-    def score(self, population, subset: np.ndarray | None = None) -> np.ndarray:
+    @contextlib.contextmanager
+    def _scoring_mode(self):
+        """Eval mode (BatchNorm statistics, no Dropout) and no autograd, undone afterwards."""
         import torch
 
         modes = [(m, m.training) for m in self.net_.modules()]
         self.net_.eval()
         try:
             with torch.inference_mode():
-                return super().score(population, subset)
+                yield
         finally:
             for m, flag in modes:
                 m.training = flag
+
+    def score(self, population, subset: np.ndarray | None = None) -> np.ndarray:
+        with self._scoring_mode():
+            return super().score(population, subset)
+
 
     def _to_native(self, name: str, array: np.ndarray):
         import torch
@@ -292,21 +316,37 @@ class TorchBackend(PopulationScoring, Backend):
         if split is not None:
             y = functional_call(split.suffix, subs, tuple(live), tie_weights=tied) if subs else split.suffix(*live)
         else:
-            y = functional_call(self.net_, subs, (inputs,), tie_weights=tied) if subs else self.net_(inputs)
-        return y.float().cpu().numpy()
+            args, kwargs = call_args(inputs)
+            y = functional_call(self.net_, subs, args, kwargs, tie_weights=tied) if subs else self.net_(*args, **kwargs)
+        return as_numpy(self.select_output(y))
 
     def _forward_stacked(self, stacked: dict, inputs: Any, split: Split | None, live: Any) -> np.ndarray:
         from torch.func import functional_call, vmap
 
-        module, args = (split.suffix, tuple(live)) if split is not None else (self.net_, (inputs,))
-        y = self._folded_forward(module, stacked, args) if self.fold_population and self.fold_error_ is None \
+        module, (args, kwargs) = (split.suffix, (tuple(live), {})) if split is not None else \
+            (self.net_, call_args(inputs))
+        y = self._folded_forward(module, stacked, args, kwargs) if self.fold_population and self.fold_error_ is None \
             else None
         if y is None:
             tied = self._tied
-            y = vmap(lambda p, a: functional_call(module, p, a, tie_weights=tied), in_dims=(0, None))(stacked, args)
-        return y.float().cpu().numpy()
 
-    def _folded_forward(self, module, stacked: dict, args: tuple):
+            def one(p, a, kw):
+                return self.select_output(functional_call(module, p, a, kw, tie_weights=tied))
+
+            y = vmap(one, in_dims=(0, None, None))(stacked, args, kwargs)
+        return as_numpy(y)
+
+    def _select_stacked(self, y, p: int):
+        """The selected output of every candidate from the folded forward's output structure (each
+        tensor in it has a leading candidate axis)."""
+        import torch
+
+        if isinstance(y, torch.Tensor) or not callable(self.output) or isinstance(self.output, (str, int)):
+            return self.select_output(y)  # a key or an index picks the stacked entry at once
+        return torch.stack([self.select_output(tree_map(lambda t, _: t[i] if isinstance(t, torch.Tensor) else t, y))
+                            for i in range(p)])
+
+    def _folded_forward(self, module, stacked: dict, args: tuple, kwargs: dict):
         """The population through the folded interpreter, or None (and ``fold_error_`` set) where the
         graph cannot be traced or run that way, or disagrees with one-by-one forwards on its first use."""
         import torch
@@ -323,15 +363,16 @@ class TorchBackend(PopulationScoring, Backend):
                 folder = known[1]
             else:
                 folder = PopulationInterpreter(module if isinstance(module, Part) else self._whole())
-            y = folder.run(stacked, args, p)
+            y = self._select_stacked(folder.run(stacked, args, p, kwargs), p)
         except Exception as exc:  # an op without a batching rule, a graph fx cannot trace
             self.fold_error_ = f"{type(exc).__name__}: {exc}"
             return None
         if not checked:  # first use of this graph: candidates 0 and P-1 must match one-by-one forwards
             for i in {0, p - 1}:
-                ref = functional_call(module, {k: v[i] for k, v in stacked.items()}, args, tie_weights=self._tied)
-                scale = max(float(ref.abs().max()), 1.0)
-                if ref.shape != y[i].shape or float((ref - y[i]).abs().max()) > 1e-3 * scale:
+                ref = self.select_output(functional_call(module, {k: v[i] for k, v in stacked.items()}, args,
+                                                         kwargs, tie_weights=self._tied))
+                scale = max(float(ref.abs().max()), 1.0) if ref.is_floating_point() else 1.0
+                if ref.shape != y[i].shape or float((ref.double() - y[i].double()).abs().max()) > 1e-3 * scale:
                     self.fold_error_ = "the folded population forward disagrees with one-by-one forwards"
                     return None
             self._folders[id(module)] = (module, folder)
@@ -386,8 +427,9 @@ class TorchBackend(PopulationScoring, Backend):
 
         leaves = [m for m in self.net_.modules() if not list(m.children())]
         handles = [m.register_forward_hook(hook) for m in leaves]
+        args, kwargs = call_args(self._probe_inputs())
         try:
-            self.net_(self._probe_inputs())
+            self.net_(*args, **kwargs)
         finally:
             for h in handles:
                 h.remove()
@@ -400,7 +442,12 @@ class TorchBackend(PopulationScoring, Backend):
         if parts is None:
             return None
         prefix_gm, suffix_gm, n_live = parts
-        return Split(changed, prefix_gm, suffix_gm, {"live": n_live})
+
+        def prefix(inputs):
+            args, kwargs = call_args(inputs)
+            return prefix_gm(*args, **kwargs)
+
+        return Split(changed, prefix, suffix_gm, {"live": n_live})
 
     def _live_nbytes(self, live) -> int:
         return sum(t.numel() * t.element_size() for t in live if hasattr(t, "numel"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsx.backend import Backend
+from wsx.data import as_data
 from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
 
@@ -29,10 +30,10 @@ class TinyBackend(Backend):
     name = "tiny"
 
     def __init__(self, model, data=None, *, metric="top1", batch_size=128, device=None, bad_scores=None):
+        # data: any form wsx.data.as_data takes (labels may be absent)
         super().__init__(model, data, metric=metric, batch_size=batch_size, device=device)
         self.bad_scores = bad_scores
-        if data is not None:
-            self._x, self._y = np.asarray(data[0]), np.asarray(data[1])
+        self._data = None if data is None else as_data(data)
 
     def _layers(self):
         return [LayerInfo(name, w.shape, int(w.size), "Linear", (name,)) for name, w in self.model.items()]
@@ -45,13 +46,11 @@ class TinyBackend(Backend):
 
     @property
     def num_samples(self):
-        return len(self._y) if self.data is not None else 0
+        return 0 if self._data is None else self._data.num_samples
 
     def _iter_batches(self, subset):
-        idx = np.arange(self.num_samples) if subset is None else np.asarray(subset)
-        for start in range(0, idx.size, self.batch_size):
-            sel = idx[start:start + self.batch_size]
-            yield self._x[sel], self._y[sel]
+        for sel, batch in self._data.batches(subset, self.batch_size):
+            yield batch.inputs, batch.labels, sel
 
     def _prepare(self, population):
         return [{**self.model, **cand} for cand in population]

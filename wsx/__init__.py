@@ -6,17 +6,21 @@
     print(result.summary())
     wsx.apply(model, result.best(), result=result)
 
+    # label-free: a fidelity metric compares with the uncompressed model; data may be inputs alone
+    result = wsx.explore(encoder, {"input_ids": ids, "attention_mask": mask}, metric="cosine", target=0.99)
+
 ``import wsx`` imports no deep-learning framework; backends import theirs when used.
 """
 from .approximation import Approximated, Approximation
 from .backend import Backend
 from .clusterer import Clusterer, Clustering
+from .data import Data
 from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError,
                      InvalidModelError, InvalidSettingError, JournalMismatchError, MetricError, OutputError,
                      PluginNotFoundError, PluginUnavailableError, WsxError)
 from .hookspecs import hookimpl
 from .layers import LayerInfo
-from .metrics import compression_rate, weight_sharing_bits
+from .metrics import Metric, compression_rate, metric, weight_sharing_bits
 from .problem import Problem
 from .result import Baseline, Candidate, Result
 from .strategy import Strategy
@@ -26,7 +30,8 @@ __version__ = "0.1.0"
 __all__ = [
     "explore", "apply", "export", "load_compressed", "bench", "zoo", "plugins", "testing", "hookimpl",
     "Backend", "Clusterer", "Clustering", "Approximation", "Approximated", "Strategy", "Problem",
-    "Result", "Candidate", "Baseline", "LayerInfo", "compression_rate", "weight_sharing_bits",
+    "Result", "Candidate", "Baseline", "LayerInfo", "Data", "Metric", "metric", "compression_rate",
+    "weight_sharing_bits",
     "WsxError", "PluginNotFoundError", "PluginUnavailableError", "BackendNotFoundError",
     "InvalidModelError", "InvalidDataError", "InvalidSettingError", "MetricError", "BudgetTooSmallError",
     "CorruptFileError", "JournalMismatchError", "OutputError",

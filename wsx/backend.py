@@ -9,6 +9,11 @@ import numpy as np
 from .errors import InvalidDataError, MetricError
 from .layers import LayerInfo
 from .metrics import Metric, resolve_metric
+from .outputs import describe, select
+
+# Reference outputs (fidelity metrics) up to this many bytes are kept for the backend's lifetime;
+# beyond it they are recomputed for every batch of every score call.
+DEFAULT_REFERENCE_BYTES = 1 << 30
 
 Population = Sequence[Mapping[str, np.ndarray]]
 
@@ -21,8 +26,17 @@ class Backend(ABC):
     export); ``score`` then has nothing to read. ``score`` returns one metric value per candidate
     and must leave the user's model as it found it.
 
-    Implementations provide ``_layers``, ``get_weights``, ``set_weights``, ``_iter_batches`` and
-    ``_forward_population``; the base class runs the metric, so every backend agrees on it.
+    Implementations provide ``_layers``, ``get_weights``, ``set_weights``, ``_iter_batches``,
+    ``_prepare`` and ``_forward_population``; the base class runs the metric, so every backend
+    agrees on it. Built-in backends normalise ``data`` with ``wsx.data.as_data`` (inputs and labels as
+    arrays, dicts or tuples of arrays; labels optional) and call the model on the inputs as their
+    framework does: see each backend's docstring. ``output`` picks what the metric sees of the
+    model's outputs (``wsx.outputs``; backends apply ``select_output`` to their native outputs).
+
+    ``metric`` None means not given (top-1 then). A metric that compares with the uncompressed model
+    (``needs_reference``) gets its reference outputs from ``_forward_population`` with the original
+    weights, computed once per sample and kept while they take at most ``reference_bytes`` (default
+    1 GiB); beyond that they are recomputed for every batch (one more forward per batch).
     """
 
     name: ClassVar[str] = ""
@@ -34,14 +48,20 @@ class Backend(ABC):
     supports_gpu: ClassVar[bool] = False
     supports_prefix_cache: ClassVar[bool] = False
 
-    def __init__(self, model: Any, data: Any = None, *, metric: Any = "top1", batch_size: int = 256,
-                 device: str | None = None):
+    def __init__(self, model: Any, data: Any = None, *, metric: Any = None, output: Any = None,
+                 batch_size: int = 256, device: str | None = None,
+                 reference_bytes: int = DEFAULT_REFERENCE_BYTES):
         self.model = model
         self.data = data
-        self.metric = metric
+        self.metric = metric  # as given (None: not given; the metric is then top-1)
+        self.output = output
         self.batch_size = batch_size
         self.device = device
         self.metric_: Metric = resolve_metric(metric)
+        self.reference_bytes = int(reference_bytes)
+        self.output_note_: str | None = None
+        self.scoring_metric_: Metric | None = None  # metric_ bound to the data (labels or reference)
+        self._forget_reference()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -93,6 +113,7 @@ class Backend(ABC):
         Backends whose models are immutable (JAX pytrees) return the new model instead."""
         for name, arr in weights.items():
             self.set_weights(name, arr)
+        self._forget_reference()
         return self.model
 
     # -- state guarantee ----------------------------------------------------------------------
@@ -111,8 +132,11 @@ class Backend(ABC):
         """Number of scoring samples."""
 
     @abstractmethod
-    def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[Any, np.ndarray]]:
-        """Yield (native inputs, numpy labels) over the samples in ``subset`` (all if None)."""
+    def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple]:
+        """Yield ``(native inputs, labels)`` or ``(native inputs, labels, sample indices)`` over the
+        samples in ``subset`` (all if None). Labels are the data's (numpy arrays, a dict / tuple of
+        them, or None); the sample indices (positions in the whole data) let the base class keep
+        reference outputs per sample instead of recomputing them."""
 
     @abstractmethod
     def _prepare(self, population: Population) -> Any:
@@ -120,7 +144,13 @@ class Backend(ABC):
 
     @abstractmethod
     def _forward_population(self, inputs: Any, prepared: Any) -> Sequence[np.ndarray]:
-        """Outputs (numpy, batch x classes) of every prepared candidate on one batch."""
+        """The selected outputs (numpy, one row per sample) of every prepared candidate on one batch."""
+
+    def select_output(self, outputs: Any) -> Any:
+        """What the metric sees of the model's native ``outputs`` (``output=``, see ``wsx.outputs``)."""
+        if self.output_note_ is None:
+            self.output_note_ = describe(outputs, self.output) or ""
+        return select(outputs, self.output)
 
     def score(self, population: Population, subset: np.ndarray | None = None) -> np.ndarray:
         """Metric value per candidate, reading each data batch once for the whole population."""
@@ -128,20 +158,58 @@ class Backend(ABC):
         if not population:
             return np.zeros(0)
         prepared = self._prepare(population)
-        acc = self.metric_.accumulator(len(population))
+        acc = metric = reference = None
         seen = 0
-        for inputs, labels in self._iter_batches(subset):
+        for batch in self._iter_batches(subset):
+            inputs, labels = batch[0], batch[1]
+            indices = batch[2] if len(batch) > 2 else None
+            if metric is None:
+                metric = self.scoring_metric_ = self.metric_.bind(labels is not None)
+                acc = metric.accumulator(len(population))
             outputs = self._forward_population(inputs, prepared)
+            if metric.needs_reference:
+                if reference is None:
+                    reference = self._prepare([{}])
+                target = self._reference(inputs, indices, reference)
+            elif labels is None:
+                raise InvalidDataError(f"metric {metric.name!r} compares the outputs with labels, but the data has "
+                                       "none; pass (inputs, labels), or a metric that compares with the "
+                                       "uncompressed model: 'agreement', 'cosine', 'mse', 'psnr'")
+            else:
+                target = labels
             for i, out in enumerate(outputs):
-                acc.add(i, out, labels)
-            seen += len(labels)
+                acc.add(i, out, target)
+            seen += len(outputs[0]) if len(outputs) else 0
         if seen == 0:
             raise InvalidDataError("the scoring data yielded no samples; pass at least one batch")
         values = acc.result()
         if not np.all(np.isfinite(values)):
-            raise MetricError(f"metric {self.metric_.name!r} returned non-finite values {values!r}; "
+            raise MetricError(f"metric {metric.name!r} returned non-finite values {values!r}; "
                               "make it return a finite float")
         return values
+
+    # -- reference outputs (fidelity metrics) ---------------------------------------------------
+    def _forget_reference(self) -> None:
+        """The model's weights changed: reference outputs computed so far are stale."""
+        self._ref: np.ndarray | None = None
+        self._ref_filled: np.ndarray | None = None
+        self.reference_cached_: bool | None = None  # None: not decided yet
+
+    def _reference(self, inputs: Any, indices: np.ndarray | None, prepared: Any) -> np.ndarray:
+        """The uncompressed model's selected outputs on one batch (cached per sample, see the class)."""
+        if indices is not None and self._ref_filled is not None and self._ref_filled[indices].all():
+            return self._ref[indices]
+        ref = np.asarray(self._forward_population(inputs, prepared)[0])
+        if indices is not None and self.reference_cached_ is None:
+            per_sample = ref[:1].nbytes
+            self.reference_cached_ = per_sample * self.num_samples <= self.reference_bytes
+            if self.reference_cached_:
+                self._ref = np.empty((self.num_samples,) + ref.shape[1:], ref.dtype)
+                self._ref_filled = np.zeros(self.num_samples, dtype=bool)
+        if indices is not None and self._ref is not None and ref.shape[1:] == self._ref.shape[1:]:
+            self._ref[indices] = ref
+            self._ref_filled[indices] = True
+        return ref
 
     def close(self) -> None:
         """Release memory held for scoring (cached batches, activations)."""
@@ -172,14 +240,18 @@ class Backend(ABC):
         data = hashlib.sha256(f"samples={self.num_samples}\n".encode())
         if self.data is not None:
             # Inputs and labels are hashed as separate streams so batch boundaries do not matter;
-            # rows past a batch's labels pad a short batch and are left out.
+            # rows past a batch's sample count pad a short batch and are left out.
             inputs_hash, labels_hash, kinds = hashlib.sha256(), hashlib.sha256(), set()
-            for inputs, labels in self._iter_batches(None):
-                labels = np.ascontiguousarray(labels)
+            for batch in self._iter_batches(None):
+                inputs, labels = batch[0], batch[1]
+                label_arrays = [np.ascontiguousarray(a) for a in _numeric_arrays(labels)]
+                rows = len(batch[2]) if len(batch) > 2 else (len(label_arrays[0]) if label_arrays else None)
                 for arr in _numeric_arrays(inputs):
                     kinds.add(f"{arr.dtype.str}{arr.shape[1:]}")
-                    inputs_hash.update(np.ascontiguousarray(arr[:len(labels)]).tobytes())
-                labels_hash.update(labels.tobytes())
+                    inputs_hash.update(np.ascontiguousarray(arr[:rows]).tobytes())
+                for arr in label_arrays:
+                    kinds.add(f"label{arr.dtype.str}{arr.shape[1:]}")
+                    labels_hash.update(arr.tobytes())
             data.update(f"{sorted(kinds)}|{inputs_hash.hexdigest()}|{labels_hash.hexdigest()}".encode())
         return {"model": model.hexdigest(), "data": data.hexdigest(), "computation": self.computation_digest()}
 
@@ -220,18 +292,3 @@ def _numeric_arrays(x: Any):
               else getattr(x, "__dict__", None))
     if fields:
         yield from _numeric_arrays(dict(fields))
-
-
-def check_labels(inputs_len: int, labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        labels = labels.reshape(len(labels), -1)
-        if labels.shape[1] != 1:
-            raise InvalidDataError(f"labels must be one class index per sample, got shape {labels.shape}")
-        labels = labels[:, 0]
-    if len(labels) != inputs_len:
-        raise InvalidDataError(f"inputs have {inputs_len} samples but labels have {len(labels)}; "
-                               "pass one label per input sample")
-    if inputs_len == 0:
-        raise InvalidDataError("the scoring data is empty; pass at least one sample")
-    return labels

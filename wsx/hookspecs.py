@@ -25,6 +25,14 @@ def wsx_backends() -> list:
 
     Each class has a unique ``name``; ``available()`` says whether its framework is installed and
     ``extra`` names the pip extra that installs it. Import the framework lazily, inside methods.
+
+    The constructor takes ``(model, data=None, *, metric=None, output=None, batch_size, device, ...)``
+    and passes them to ``wsx.Backend.__init__`` (``metric=None``: not given, top-1). ``data`` comes in
+    any form ``wsx.data.as_data`` normalises (inputs and labels as arrays, dicts or tuples; labels may
+    be absent); ``_iter_batches`` yields ``(native inputs, labels, sample indices)`` (or the first
+    two), and ``_forward_population`` returns each candidate's output after ``select_output``. The
+    base class runs the metric and computes the reference outputs of fidelity metrics;
+    ``wsx.testing.check_backend`` checks all of it.
     """
 
 

@@ -23,7 +23,7 @@ class _Watch:
     NaN or Inf and the number of output classes."""
 
     def __init__(self, metric):
-        self.metric = metric
+        self.metric = self.original = metric
         self.bad = 0
         self.samples = 0
         self.classes: int | None = None
@@ -31,6 +31,11 @@ class _Watch:
 
     def __getattr__(self, name):  # name, fn, ... of the wrapped metric
         return getattr(self.metric, name)
+
+    def bind(self, has_labels: bool) -> "_Watch":
+        """The backend binds its metric to the data (labels or reference): keep watching the bound one."""
+        self.metric = self.metric.bind(has_labels)
+        return self
 
     def accumulator(self, n: int):
         inner = self.metric.accumulator(n)
@@ -40,7 +45,7 @@ class _Watch:
             def add(self, i, outputs, labels):
                 if i == 0:
                     arrays = [a for a in _numeric_arrays(outputs) if a.dtype.kind in "fc"]
-                    rows = len(labels)
+                    rows = len(outputs)
                     watch.samples += rows
                     for a in arrays:
                         a = a[:rows]
@@ -71,9 +76,12 @@ class _Watch:
 def check_inputs(be: Backend) -> None:
     """Stop on NaN or Inf in the float inputs, naming the first sample that holds one."""
     seen = 0
-    for inputs, labels in be._iter_batches(None):
-        rows = len(labels)
-        for arr in _numeric_arrays(inputs):
+    for batch in be._iter_batches(None):
+        arrays = list(_numeric_arrays(batch[0]))
+        # the batch's samples (a padded batch has more rows): its indices, else its labels' or inputs' rows
+        rows = len(batch[2]) if len(batch) > 2 else \
+            (len(batch[1]) if batch[1] is not None else (len(arrays[0]) if arrays else 0))
+        for arr in arrays:
             if arr.dtype.kind not in "fc":
                 continue
             part = arr[:rows].reshape(min(rows, len(arr)), -1)
@@ -101,7 +109,9 @@ def score_baseline(be: Backend, score: Callable[[list], np.ndarray]) -> tuple[fl
                                f"{_first_line(exc)}); pass inputs of the dtype and shape the model takes "
                                "(e.g. float32 images, not uint8 or strings)") from exc
     finally:
-        be.metric_ = watch.metric
+        be.metric_ = watch.original
+        if getattr(be, "scoring_metric_", None) is watch:
+            be.scoring_metric_ = watch.metric
     if watch.bad:
         causes = non_finite_tensors(be)
         where = (f"tensors outside the layers of interest hold NaN or Inf: {', '.join(causes[:8])}"
@@ -124,7 +134,8 @@ def non_finite_tensors(be: Backend) -> list[str]:
 def chance_level(metric, classes: int | None, label_counts: np.ndarray | None = None) -> float | None:
     """The score of guessing, where it is defined: wsx's top-1 over a known number of classes, that
     is the larger of 1 / classes and the share of the most frequent label (always answering it)."""
-    if getattr(metric, "fn", None) is not None or not classes or classes < 2:
+    if getattr(metric, "name", "") != "top1" or getattr(metric, "fn", None) is not None or not classes \
+            or classes < 2:
         return None
     share = label_counts.max() / label_counts.sum() if label_counts is not None and label_counts.sum() else 0.0
     return max(1.0 / classes, float(share))

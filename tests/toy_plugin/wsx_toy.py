@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import wsx
-from wsx.backend import check_labels
+from wsx.data import as_data
 
 
 class ToyModel:
@@ -39,8 +39,8 @@ class ToyBackend(wsx.Backend):
     def __init__(self, model, data=None, **kwargs):
         super().__init__(model, data, **kwargs)
         if data is not None:
-            self.x = np.asarray(data[0], dtype=np.float32)
-            self.y = check_labels(len(self.x), data[1])
+            d = as_data(data)
+            self.x, self.y = d.inputs.astype(np.float32), d.labels
 
     def _layers(self):
         return [wsx.LayerInfo(n, w.shape, w.size, "Dense") for n, w in self.model.params.items()]
