@@ -259,7 +259,7 @@ def test_bad_targets_say_what_to_use(metric, kwargs, needles):
         assert needle in str(info.value)
 
 
-def test_a_fraction_of_a_non_positive_baseline_is_refused():
+def test_a_fraction_of_a_negative_baseline_is_refused():
     m = wsx.metric(lambda o, y: -1.0, name="loglik")
     with pytest.raises(InvalidSettingError, match="max_drop"):
         target_spec(m, target=0.99).goal(m, -3.0)

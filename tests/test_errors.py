@@ -121,6 +121,98 @@ def test_labels_outside_output_size(tiny):
         run((weights, (x, y + 5)))
 
 
+def test_data_of_unknown_form(tiny):
+    with raises(wsx.InvalidDataError, "data must be", "(inputs, labels)", "got str"):
+        run(tiny, backend=TinyBackend(tiny[0], "data.csv"))
+
+
+def test_dict_inputs_of_different_lengths():
+    torch = pytest.importorskip("torch")
+    model = _TwoInputs()
+    data = {"input_ids": np.zeros((6, 4), np.int64), "attention_mask": np.ones((5, 4), np.int64)}
+    with raises(wsx.InvalidDataError, "inputs['attention_mask'] has 5 samples", "inputs['input_ids'] has 6",
+                "one row per sample"):
+        wsx.explore(model, data, metric="cosine", target=0.99, progress=False)
+    assert torch is not None
+
+
+def test_loader_batches_differ():
+    pytest.importorskip("torch")
+    batches = [{"input_ids": np.zeros((2, 4), np.int64), "attention_mask": np.ones((2, 4), np.int64)},
+               {"input_ids": np.zeros((2, 4), np.int64)}]
+    with raises(wsx.InvalidDataError, "batch 1", "other entries", "same inputs and labels"):
+        wsx.explore(_TwoInputs(), batches, metric="cosine", target=0.99, progress=False)
+
+
+def test_top1_labels_not_integral(tiny):
+    weights, (x, y) = tiny
+    with raises(wsx.InvalidDataError, "integral class indices", "3.7", "not rounded"):
+        run((weights, (x, np.where(np.arange(len(y)) == 0, 3.7, y))))
+
+
+def test_top1_without_labels(tiny):
+    weights, (x, _) = tiny
+    with raises(wsx.InvalidDataError, "'top1' compares the outputs with labels", "data has none",
+                "'agreement', 'cosine'"):
+        run(tiny, backend=TinyBackend(weights, (x, None)))
+
+
+def test_labels_shaped_unlike_outputs(tiny):
+    weights, (x, y) = tiny
+    with raises(wsx.InvalidDataError, "'mse' compares outputs of shape (128, 5)", "labels of shape (128,)"):
+        run((weights, (x, y.astype(float))), metric="mse", max_increase=0.1)
+
+
+def test_output_key_that_does_not_exist():
+    pytest.importorskip("torch")
+    data = {"input_ids": np.zeros((6, 4), np.int64), "attention_mask": np.ones((6, 4), np.int64)}
+    with raises(wsx.InvalidSettingError, "output='logits' is not among the model's outputs",
+                "'last_hidden_state'", "'pooler_output'"):
+        wsx.explore(_TwoInputs(), data, metric="cosine", target=0.99, output="logits", progress=False)
+
+
+def test_metric_returning_non_scalar(tiny):
+    def per_sample(outputs, labels):
+        return (outputs.argmax(1) == labels).astype(float)
+
+    with raises(wsx.MetricError, "'per_sample' returned an array of shape", "not a scalar", "per_sample=True"):
+        run(tiny, metric=per_sample)
+
+
+def test_unknown_metric(tiny):
+    with raises(wsx.InvalidSettingError, "unknown metric 'f1'", "top1", "cosine", "wsx.metric"):
+        run(tiny, metric="f1")
+
+
+def test_metric_differs_from_the_backends(tiny):
+    weights, data = tiny
+    with raises(wsx.InvalidSettingError, "explore(metric=...) gives 'agreement'", "created with metric 'top1'",
+                "one place"):
+        run(tiny, backend=TinyBackend(weights, data, metric="top1"), metric="agreement")
+
+
+class _TwoInputs:
+    """A torch module taking (input_ids, attention_mask) and returning a dict (built lazily)."""
+
+    def __new__(cls):
+        import torch
+        from torch import nn
+
+        class TwoInputs(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = nn.Embedding(10, 4)
+                self.proj = nn.Linear(4, 4)
+                self.pool = nn.Linear(4, 4)
+
+            def forward(self, input_ids, attention_mask):
+                h = self.proj(self.embed(input_ids)) * attention_mask[..., None]
+                return {"last_hidden_state": h, "pooler_output": torch.tanh(self.pool(h[:, 0]))}
+
+        torch.manual_seed(0)
+        return TwoInputs().eval()
+
+
 # -- settings --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("target", [0, 1.5, float("nan")])
 def test_target_outside_unit_interval(tiny, target):
@@ -131,6 +223,39 @@ def test_target_outside_unit_interval(tiny, target):
 def test_unknown_target_name(tiny):
     with raises(wsx.InvalidSettingError, "'mlperf-medium'", "mlperf-heavy"):
         run(tiny, target="mlperf-medium")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"target": 0.99}, {"target": "mlperf-light"}])
+def test_fraction_target_on_a_lower_is_better_metric(tiny, kwargs):
+    with raises(wsx.InvalidSettingError, "'mse' is lower-is-better", "max_increase="):
+        run(tiny, metric="mse", **kwargs)
+
+
+@pytest.mark.parametrize("metric, kwargs, needles", [
+    ("mse", {"max_drop": 0.1}, ["max_drop is for higher-is-better", "max_increase="]),
+    ("top1", {"max_increase": 0.1}, ["max_increase is for lower-is-better", "max_drop="])])
+def test_tolerance_of_the_wrong_direction(tiny, metric, kwargs, needles):
+    with raises(wsx.InvalidSettingError, *needles):
+        run(tiny, metric=metric, **kwargs)
+
+
+def test_target_and_tolerance_together(tiny):
+    with raises(wsx.InvalidSettingError, "target and max_drop are given", "pass one target"):
+        run(tiny, target=0.99, max_drop=0.5)
+
+
+def test_target_true(tiny):
+    with raises(wsx.InvalidSettingError, "target=True", "fraction in (0, 1]"):
+        run(tiny, target=True)
+
+
+def test_fraction_of_a_negative_baseline(tiny):
+    def log_likelihood(outputs, labels):
+        return -1.5
+
+    with raises(wsx.InvalidSettingError, "'log_likelihood' is -1.5", "fraction of a negative value",
+                "max_drop="):
+        run(tiny, metric=log_likelihood)
 
 
 def test_budget_too_small_for_first_step(tiny):

@@ -221,7 +221,7 @@ def test_metric_identity_follows_code_and_captured_values():
     same = metric_identity(resolve_metric(make(0.5)))
     assert metric_identity(resolve_metric(make(0.5))) == same
     assert metric_identity(resolve_metric(make(0.7))) != same
-    assert metric_identity(resolve_metric("top1")) == "top1:builtin"
+    assert metric_identity(resolve_metric("top1")) == "top1:builtin:labels:higher"
 
 
 def test_resume_rescores_a_few_replayed_candidates(tmp_path, tiny):

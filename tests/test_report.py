@@ -44,7 +44,7 @@ def test_report_is_written_and_self_contained(run_dir):
 
 
 def test_report_front_is_explorable(run_dir):
-    """Each front point carries its CR, accuracy and k per layer (tooltip and hover panel)."""
+    """Each front point carries its CR, metric value and k per layer (tooltip and hover panel)."""
     import html as html_mod
 
     out, result = run_dir
@@ -53,7 +53,7 @@ def test_report_front_is_explorable(run_dir):
     assert len(infos) == len(result.history) + len(result.front)
     for c in result.front:
         knobs = ", ".join(f"{name} k={k}" for name, k in c.knobs.items())
-        assert any(f"CR {c.compression_rate:.2f}" in i and f"accuracy {c.accuracy:.4f}" in i and knobs in i
+        assert any(f"CR {c.compression_rate:.2f}" in i and f"top1 {c.accuracy:.4f} (AL " in i and knobs in i
                    for i in infos), (c, infos[:3])
 
 
@@ -65,10 +65,10 @@ def test_report_shows_test_columns_and_rounded_settings():
                          knobs=[2, 4, 8, 16], subset=None, target=0.95, progress=False, test_data=(x[200:], y[200:]))
     page = render(result)
     head = re.search(r"<th>#</th>.*?</tr>", page, re.S).group(0)
-    assert "<th>test accuracy</th>" in head and "<th>test AL (pp)</th>" in head
+    assert "<th>test top1</th>" in head and "<th>test AL (pp)</th>" in head
     for c in result.front:
         assert f"<td>{c.test_accuracy:.4f}</td>" in page
-    assert re.search(r"<rect data-i=\"[^\"]*test accuracy", page)  # the test front in the chart
+    assert re.search(r"<rect data-i=\"[^\"]*test top1", page)  # the test front in the chart
     settings = re.search(r"<pre>(.*?)</pre>", page, re.S).group(1)
     assert not re.search(r"\d\.\d{6,}", settings), "settings are rounded for reading"
 
@@ -94,7 +94,8 @@ def test_report_tables_show_front_timings_and_settings(run_dir):
     for part in ("clustering", "scoring", "final scoring", "overhead", "total"):
         assert f"<td>{part}</td>" in page
     assert "&quot;target_fraction&quot;: 0.9" in page and "divide-and-conquer" in page
-    assert f"max AL {result.settings['max_accuracy_loss']:.3f} pp" in page
+    assert f"max AL (pp) {result.settings['max_accuracy_loss']:.2f}" in page
+    assert "top1, higher is better" in page  # the metric, its direction and loss unit are named
 
 
 def test_sensitivity_curves_come_from_the_layerwise_step(run_dir):

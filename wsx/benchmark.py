@@ -306,6 +306,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     budgets = _budgets(budgets)
     seeds = _seeds(seeds)
     out = check_out(out)
+    target = "mlperf-heavy" if target is None else target  # None: not given (the CLI's default)
     frac = resolve_target(target)
     reference = read_front(exhaustive_front) if exhaustive_front is not None else None
     clus = resolve_clusterer(clusterer, 0)  # one clustering for every run: only the search differs

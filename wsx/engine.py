@@ -26,7 +26,7 @@ from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError
 from .executor import SerialExecutor
 from .files import OutDirLock
 from .identity import code_digest
-from .metrics import resolve_target
+from .metrics import Goal, TargetSpec, resolve_metric, target_spec
 from .sanity import check_inputs, score_baseline, warn_if_chance
 from .problem import ApproximationCache, Problem, Timers
 from .progress import Progress
@@ -61,10 +61,37 @@ def resolve_backend_class(backend: Any, model: Any) -> type:
     return plugins.get("backend", backend)
 
 
-def make_backend(model: Any, data: Any, backend: Any = None, **kwargs) -> Backend:
+def make_backend(model: Any, data: Any, backend: Any = None, *, metric: Any = None, output: Any = None,
+                 **kwargs) -> Backend:
+    """A backend for ``model`` and ``data``; a configured instance is used as it is, with ``metric``
+    and ``output`` applied where it was created without them (never silently ignored)."""
     if isinstance(backend, Backend):
+        _reconcile(backend, "metric", metric, resolve_metric)
+        _reconcile(backend, "output", output, lambda o: o)
         return backend
-    return resolve_backend_class(backend, model)(model, data, **kwargs)
+    given = {k: v for k, v in (("metric", metric), ("output", output)) if v is not None}
+    return resolve_backend_class(backend, model)(model, data, **given, **kwargs)
+
+
+def _reconcile(be: Backend, what: str, value: Any, resolve) -> None:
+    """Apply explore's ``metric`` / ``output`` to a configured backend created without one; refuse
+    two different ones."""
+    if value is None:
+        return
+    mine = getattr(be, what, None)
+    if mine is None:
+        setattr(be, what, value)
+        if what == "metric":
+            be.metric_ = resolve(value)
+        return
+    same = resolve(mine).key() == resolve(value).key() if what == "metric" else mine == value
+    if not same:
+        shown = resolve(value).name if what == "metric" else repr(value)
+        theirs = be.metric_.name if what == "metric" else repr(mine)
+        raise InvalidSettingError(
+            f"explore({what}=...) gives {shown!r} but the {be.name} backend passed as backend= was created with "
+            f"{what} {theirs!r}; give the {what} in one place: on the backend ({type(be).__name__}(model, data, "
+            f"{what}=...)) or to explore, not both")
 
 
 def resolve_strategy(strategy: Any) -> Strategy:
@@ -147,19 +174,30 @@ def _order(value: Any) -> tuple:
 
 
 # -- explore --------------------------------------------------------------------------------------
-def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "divide-and-conquer",
+def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divide-and-conquer",
             backend: Any = None, clusterer: Any = None, approximation: Any = "weight-sharing",
-            target: Any = "mlperf-heavy", subset: Any = 0.1, seed: int = 0, budget: int | None = None,
+            target: Any = None, max_drop: float | None = None, max_increase: float | None = None,
+            output: Any = None, subset: Any = 0.1, seed: int = 0, budget: int | None = None,
             out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
             time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
             device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET,
             restart: bool = False, threads: int | None = None) -> Result:
-    """Search per-layer knob values (k for weight sharing) and return the front of accuracy loss
+    """Search per-layer knob values (k for weight sharing) and return the front of metric loss
     against compression rate.
 
-    ``data`` is ``(inputs, labels)`` or a backend-native loader; ``metric`` "top1" or a callable
-    ``(outputs, labels) -> float`` (higher is better). ``target`` is "mlperf-heavy" (99 % of the
-    baseline), "mlperf-light" (98 %) or a fraction. Search-time scores use a seeded ``subset``
+    ``data``: ``(inputs, labels)``, inputs alone, ``wsx.Data(inputs=, labels=)`` or a loader of such
+    batches; inputs and labels are arrays or dicts / tuples of arrays (``wsx.data``). ``metric``:
+    "top1" (the default when not given), "agreement", "cosine", "mse", "psnr" (``wsx.metrics``), a
+    callable ``(outputs, labels) -> float`` (higher is better) or ``wsx.metric(fn, ...)``; fidelity
+    metrics compare with the uncompressed model, so the data may be inputs alone. ``output`` picks
+    what the metric sees of a dict / tuple / ModelOutput result (``wsx.outputs``). A configured
+    ``backend`` instance created without a metric (or output) takes this one; one created with a
+    different one is an error.
+
+    The target, one of: ``target`` "mlperf-heavy" (99 % of the baseline; the default for
+    higher-is-better metrics), "mlperf-light" (98 %) or a fraction; ``max_drop`` (higher-is-better
+    metrics) or ``max_increase`` (lower-is-better ones), an absolute tolerance in the metric's loss
+    unit (percentage points for top-1 and agreement). Search-time scores use a seeded ``subset``
     (fraction or count, at least ``min_subset`` samples); the front is re-scored on all data, and on
     ``test_data`` when given. ``budget`` caps scorings, ``time_limit`` the search seconds; ``knobs``
     overrides candidate knob values ({layer: [values]} or one list for all layers); ``bits`` is B.
@@ -173,7 +211,10 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     see ``wsx.threads`` for TensorFlow and JAX).
     """
     t_start = time.perf_counter()
-    target_frac = resolve_target(target)
+    # the metric decides what a target means (its direction): checked with the other arguments
+    metric_ = resolve_metric(metric) if metric is not None else \
+        backend.metric_ if isinstance(backend, Backend) else resolve_metric(None)
+    spec = target_spec(metric_, target, max_drop, max_increase)
     seed = check_seed(seed)
     budget = check_count("budget", budget, allow_none=True, unit="scorings")
     time_limit = check_seconds("time_limit", time_limit)
@@ -193,8 +234,8 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
     with ExitStack() as stack:
         if out is not None:
             stack.enter_context(OutDirLock(out))  # before anything is scored: one run per out dir
-        kwargs = dict(metric=metric, batch_size=batch_size, device=device)
-        be = scoring_backend(model, data, backend, **kwargs)
+        kwargs = dict(batch_size=batch_size, device=device)
+        be = scoring_backend(model, data, backend, metric=metric, output=output, **kwargs)
         stack.callback(be.close)
         snapshot = be.snapshot()
         stack.callback(be.restore, snapshot)  # runs before close: the model is put back first
@@ -204,10 +245,11 @@ def explore(model: Any, data: Any, *, metric: Any = "top1", strategy: Any = "div
         stack.callback(restore_threads)
         test_be = None
         if test_data is not None:
-            test_be = scoring_backend(model, test_data, type(be), what="test_data", **kwargs)
+            test_be = scoring_backend(model, test_data, type(be), what="test_data", metric=be.metric_,
+                                      output=be.output, **kwargs)
             stack.callback(test_be.close)
         return _explore(stack, be, test_be, strat, appr, clus, executor or SerialExecutor(), prog, t_start,
-                        target=target, target_frac=target_frac, subset=subset, seed=seed, budget=budget,
+                        spec=spec, subset=subset, seed=seed, budget=budget,
                         out=out, time_limit=time_limit, knobs=knobs, min_subset=min_subset, restart=restart,
                         threads=n_threads, thread_notes=thread_notes)
 
@@ -230,7 +272,7 @@ def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", 
 
 
 def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Strategy, appr: Approximation,
-             clus: Clusterer | None, executor, prog: Progress, t_start: float, *, target, target_frac, subset,
+             clus: Clusterer | None, executor, prog: Progress, t_start: float, *, spec: TargetSpec, subset,
              seed, budget, out, time_limit, knobs, min_subset, restart, threads=None,
              thread_notes=()) -> Result:
     layers = be.layers()
@@ -268,6 +310,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         check_inputs(test_be)
         test_base, _ = score_baseline(test_be, lambda pop: score(pop, None, test_be))
     base_sub = base_full if sub is None else float(score([{}], sub)[0])
+    metric = be.scoring_metric_ or be.metric_  # bound to the data: against labels or the reference
+    goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)
     timers.seconds.pop("scoring", None)
     cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
     shared = SHARED_SCORES.get()
@@ -275,13 +319,15 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         shared = shared.setdefault(None if sub is None else hashlib.sha256(sub.tobytes()).hexdigest(), {})
     problem = Problem(layers=layers, knob_values=knob_values, approximation=appr,
                       cache=cache, score_fn=lambda pop: score(pop, sub), baseline_accuracy=base_sub,
-                      target=target_frac, budget=budget, time_limit=time_limit, seed=seed,
+                      target=goal_sub, budget=budget, time_limit=time_limit, seed=seed,
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,
                       shared_scores=shared)
     if chance:
         problem.note(chance)
     for message in thread_notes:
         problem.note(message)
+    if be.output_note_:
+        problem.note(be.output_note_)
     if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
                                                             if isinstance(subset, float) else int(subset)):
         problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
@@ -294,19 +340,19 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     if out is not None:
         from .journal import Journal, ReplayCheck
 
-        fingerprint = dict(be.fingerprint(), metric=metric_identity(be.metric_))
-        check = ReplayCheck(baseline=base_sub, value_range=metric_range(be.metric_),
+        fingerprint = dict(be.fingerprint(), metric=metric_identity(metric))
+        check = ReplayCheck(baseline=base_sub, value_range=metric_range(metric),
                             rescore=lambda pop: score([problem._materialise(k) for k in pop], sub),
-                            agree=lambda old, new: replay_agrees(be.metric_, n_sub, old, new))
+                            agree=lambda old, new: replay_agrees(metric, n_sub, old, new))
         journal = Journal.attach(problem, out, fingerprint, _search_settings(
-            be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem), restart=restart,
+            be, strat, appr, clus, spec, subset, min_subset, n_sub, seed, problem), restart=restart,
             check=check)
         stack.callback(journal.close, raise_errors=False)
         if journal.replayed:
             problem.note(f"resumed from {journal.path}: {journal.replayed} scorings replayed, not re-scored")
             prog.message(f"wsx: resuming from {journal.path} ({journal.replayed} scorings already made)")
-    prog.message(f"wsx: {strat.name} on {be.name}, {len(layers)} layers, baseline {base_full:.4f}, "
-                 f"scoring on {n_sub}/{n} samples")
+    prog.message(f"wsx: {strat.name} on {be.name}, {len(layers)} layers, baseline {metric.name} "
+                 f"{base_full:.6g} ({metric.direction}), scoring on {n_sub}/{n} samples")
     t_search = time.perf_counter()
     strat.run(problem)
     search_seconds = time.perf_counter() - t_search
@@ -315,7 +361,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
 
     # Re-score the front on all samples: search-time scores are noisy and selection-biased.
     t_final = time.perf_counter()
-    front = _rescore_front(problem, score, sub, base_full, target_frac, n_sub)
+    front = _rescore_front(problem, score, sub, goal_full, n_sub)
     extras = dict(problem.extras)
     if shared is not None:
         extras["shared_scores"] = problem.shared_hits  # scorings taken from another run of a wsx.bench
@@ -325,7 +371,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         replayed = journal.timings
         journal.close()
     if test_be is not None:
-        _score_on_test(test_be, executor, front, problem, target_frac, test_base)
+        _score_on_test(test_be, executor, front, problem, spec, test_base)
     final_seconds = time.perf_counter() - t_final
     # A resumed run reports the time its journal's records cost too, not only this session's.
     total = time.perf_counter() - t_start + replayed["wall"]
@@ -336,10 +382,14 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                "overhead": max(total - clustering - scoring - final_seconds, 0.0)}
     if journal is not None and journal.replayed:
         timings["from_journal"] = replayed["wall"]
-    settings = {"target": target if isinstance(target, str) else float(target), "target_fraction": target_frac,
-                "max_accuracy_loss": 100.0 * (1 - target_frac) * base_full, "subset": subset,
+    # "target" as given: a name, a fraction (a number, as before) or "max_drop=0.5" / "max_increase=0.01"
+    target_setting = spec.value if spec.kind == "fraction" and spec.name is None else spec.label
+    settings = {"target": target_setting, "target_fraction": spec.value if spec.kind == "fraction" else None,
+                "max_drop": spec.value if spec.kind == "max_drop" else None,
+                "max_increase": spec.value if spec.kind == "max_increase" else None,
+                "max_accuracy_loss": goal_full.max_loss, "subset": subset,
                 "subset_samples": n_sub, "samples": n, "seed": seed, "budget": budget,
-                "time_limit": time_limit, "bits": appr.bits, "metric": be.metric_.name,
+                "time_limit": time_limit, "bits": appr.bits, "metric": metric.name,
                 "strategy_params": _jsonable(strat.get_params()),
                 "approximation_params": _jsonable(appr.get_params()),
                 "clusterer_params": _jsonable(clus.get_params()) if clus else None,
@@ -358,70 +408,89 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                                       subset_accuracy=base_sub, test_accuracy=test_base),
                     timings=timings, scorings=problem.scorings, settings=settings, strategy=strat.name,
                     backend=be.name, clusterer=clus.name if clus else "", approximation=appr.name,
-                    layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras)
+                    layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras,
+                    metric=metric.describe())
     if out is not None:
         result.save(out)
     return result
 
 
 def metric_identity(metric) -> str:
-    """The metric's name and, for a callable, the digest of its code (wsx.identity)."""
+    """The metric's name, what it compares with, its direction and, for a callable, the digest of its
+    code (wsx.identity)."""
     fn = getattr(metric, "fn", None)
-    return f"{metric.name}:{'builtin' if fn is None else code_digest(fn)}"
+    code = "builtin" if fn is None else code_digest(fn)
+    return f"{metric.name}:{code}:{metric.against}:{'higher' if metric.greater_is_better else 'lower'}"
 
 
 def metric_range(metric) -> tuple[float, float]:
-    """The values a metric can take: [0, 1] for top-1, anything finite for a callable."""
-    return (0.0, 1.0) if getattr(metric, "fn", None) is None else (-math.inf, math.inf)
+    """The values a metric can take: the bounds of a mean of per-sample values when declared (top-1
+    and agreement [0, 1], cosine [-1, 1], MSE [0, inf)), anything finite otherwise."""
+    if metric.per_sample and metric.bounds is not None:
+        return metric.bounds
+    return (-math.inf, math.inf)
+
+
+def counts_samples(metric) -> bool:
+    """A mean of per-sample 0 / 1 values (top-1, agreement): two execution paths may differ by
+    whole samples' flips."""
+    return metric.per_sample and metric.bounds == (0.0, 1.0) and metric.unit == "pp"
 
 
 def replay_agrees(metric, n_sub: int, old: float, new: float) -> bool:
     """Whether a journaled score and a fresh one are the same scoring: within two samples for top-1
-    (a population forward may round differently and flip a near-tie), 1e-4 relative otherwise."""
-    if getattr(metric, "fn", None) is None:
+    and agreement (a population forward may round differently and flip a near-tie), 1e-4 relative
+    otherwise."""
+    if counts_samples(metric):
         return abs(old - new) <= 2.0 / max(n_sub, 1) + 1e-12
     return abs(old - new) <= 1e-4 * max(1.0, abs(old), abs(new))
 
 
-def _rescore_front(problem: Problem, score, sub, base_full: float, target_frac: float, n_sub: int) -> list:
+def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) -> list:
     history = problem.history
     if not history:
         return []
     candidates = pareto_front(history)
     if sub is None:
         return candidates
-    # Re-score the subset front near and above the target: 3 standard errors below it may be legal on all data.
-    p = min(max(problem.baseline_accuracy, 1e-3), 1 - 1e-3)
-    margin = 3.0 * math.sqrt(p * (1 - p) / n_sub) if problem.baseline_accuracy <= 1.0 else math.inf
-    chosen = [c for c in candidates if c.accuracy >= problem.target_accuracy - margin] or candidates[:1]
+    # Re-score the subset front near and above the target: for a mean of per-sample values in [0, 1]
+    # (top-1, agreement), 3 standard errors (at the target's value) past it may be legal on all data;
+    # for other metrics the whole front.
+    metric = problem.metric
+    margin = math.inf
+    if metric.per_sample and metric.bounds == (0.0, 1.0):
+        p = min(max(problem.target_accuracy, 1e-3), 1 - 1e-3)
+        margin = 3.0 * math.sqrt(p * (1 - p) / n_sub) * metric.scale
+    chosen = [c for c in candidates if c.accuracy_loss <= problem.max_loss + margin] or candidates[:1]
     values = score([problem._materialise(c.knobs) for c in chosen], None)
     full = []
     for c, v in zip(chosen, values):
-        full.append(Candidate(knobs=dict(c.knobs), accuracy=float(v), accuracy_loss=100.0 * (base_full - v),
-                              compression_rate=c.compression_rate,
-                              meets_target=bool(v >= target_frac * base_full - 1e-12),
+        full.append(Candidate(knobs=dict(c.knobs), accuracy=float(v), accuracy_loss=goal_full.loss(v),
+                              compression_rate=c.compression_rate, meets_target=goal_full.meets(v),
                               measured_on="full", size_bits=c.size_bits, origin=c.origin))
     return pareto_front(full)
 
 
-def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, target_frac: float,
+def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, spec: TargetSpec,
                    base: float) -> None:
     if not front:
         return
     values = executor.score(test_be, [problem._materialise(c.knobs) for c in front], None)
+    goal = spec.goal(test_be.scoring_metric_ or problem.metric, base)
     for c, v in zip(front, values):
         c.test_accuracy = float(v)
-        c.test_accuracy_loss = 100.0 * (base - v)
-        c.test_meets_target = bool(v >= target_frac * base - 1e-12)
+        c.test_accuracy_loss = goal.loss(v)
+        c.test_meets_target = goal.meets(v)
 
 
-def _search_settings(be, strat, appr, clus, target_frac, subset, min_subset, n_sub, seed, problem) -> dict:
+def _search_settings(be, strat, appr, clus, spec, subset, min_subset, n_sub, seed, problem) -> dict:
     """Everything that decides which candidates a search scores and what they score (a journal is
     only resumed under the same); budget and time limit only decide where it stops, so they may change."""
-    return {"backend": be.name, "metric": be.metric_.name, "strategy": strat.name,
+    return {"backend": be.name, "metric": problem.metric.describe(), "output": repr(be.output),
+            "layers": list(problem.layer_names), "strategy": strat.name,
             "strategy_params": _jsonable(strat.get_params()), "approximation": appr.name,
             "approximation_params": _jsonable(appr.get_params()), "clusterer": clus.name if clus else None,
-            "clusterer_params": _jsonable(clus.get_params()) if clus else None, "target_fraction": target_frac,
+            "clusterer_params": _jsonable(clus.get_params()) if clus else None, "target": spec.label,
             "subset": subset, "min_subset": min_subset, "subset_samples": n_sub, "seed": seed,
             "knob_values": problem.knob_values}
 

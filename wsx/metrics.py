@@ -489,11 +489,11 @@ class TargetSpec:
         """The target made concrete for a baseline value."""
         baseline = float(baseline)
         if self.kind == "fraction":
-            if baseline <= 0:
+            if baseline < 0:
                 raise InvalidSettingError(
                     f"target {self.label} keeps a fraction of the baseline, but metric {metric.name!r} is "
-                    f"{baseline:.6g} on the baseline model; a fraction of a non-positive value bounds nothing: "
-                    f"give max_drop= (in {metric.name}'s units) instead")
+                    f"{baseline:.6g} on the baseline model; a fraction of a negative value asks for more than "
+                    f"the baseline: give max_drop= (in {metric.name}'s units) instead")
             max_loss = metric.scale * (1.0 - self.value) * baseline
         else:
             max_loss = self.value

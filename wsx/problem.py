@@ -1,4 +1,4 @@
-"""The search problem every strategy sees: layers, knob values, evaluate(population) -> AL and CR."""
+"""The search problem every strategy sees: layers, knob values, evaluate(population) -> metric loss and CR."""
 from __future__ import annotations
 
 import time
@@ -12,7 +12,7 @@ from .approximation import Approximated, Approximation
 from .clusterer import Clusterer
 from .errors import InvalidSettingError, SearchStopped
 from .layers import LayerInfo
-from .metrics import compression_rate
+from .metrics import Goal, TargetSpec, Top1, compression_rate, resolve_target
 from .result import Candidate
 
 
@@ -92,11 +92,18 @@ class Problem:
     scored once. ``budget`` caps the number of scorings; ``time_limit`` the seconds of search. When
     either runs out, evaluate scores what it still may and raises SearchStopped, which ends the
     strategy quietly.
+
+    Strategies judge candidates by their **metric loss** (``loss(value)``, ``Candidate.accuracy_loss``):
+    positive is worse whatever the metric's direction, in the metric's loss unit (percentage points
+    for accuracies), and a candidate meets the target when its loss is at most ``max_loss``. So a
+    strategy minimises loss and maximises CR without knowing which metric runs. ``target`` is a
+    ``wsx.metrics.Goal`` (what explore passes) or, for a top-1-like metric, the fraction of
+    ``baseline_accuracy`` to keep.
     """
 
     def __init__(self, *, layers: list[LayerInfo], knob_values: Mapping[str, list],
                  approximation: Approximation, cache: ApproximationCache, score_fn,
-                 baseline_accuracy: float, target: float, budget: int | None = None,
+                 baseline_accuracy: float, target: Any, budget: int | None = None,
                  time_limit: float | None = None, seed: int = 0, measured_on: str = "subset",
                  timers: Timers | None = None, progress=None, chunk_size: int = 32,
                  shared_scores: dict | None = None):
@@ -108,8 +115,12 @@ class Problem:
         self.cache = cache
         self._score_fn = score_fn
         self.baseline_accuracy = float(baseline_accuracy)
-        self.target = float(target)
-        self.target_accuracy = self.target * self.baseline_accuracy
+        if not isinstance(target, Goal):
+            target = TargetSpec("fraction", resolve_target(target)).goal(Top1(), self.baseline_accuracy)
+        self.goal = target
+        self.metric = target.metric
+        self.target = target.spec.value if target.spec.kind == "fraction" else None
+        self.target_accuracy = target.threshold
         self.budget = budget
         self.time_limit = time_limit
         self.seed = seed
@@ -163,16 +174,29 @@ class Problem:
         self.cache.fill(self._by_name[name], knobs)
         return [self.cache.proxies[(name, kn)] for kn in knobs]
 
-    def accuracy_loss(self, accuracy: float) -> float:
-        return float(100.0 * (self.baseline_accuracy - accuracy))
+    def loss(self, value: float) -> float:
+        """Metric loss of a metric value against the baseline (positive: worse)."""
+        return self.goal.loss(value)
 
-    def meets_target(self, accuracy: float) -> bool:
-        return bool(accuracy >= self.target_accuracy - 1e-12)
+    def meets_target(self, value: float) -> bool:
+        return self.goal.meets(value)
+
+    @property
+    def max_loss(self) -> float:
+        """The largest metric loss that still meets the target."""
+        return self.goal.max_loss
+
+    @property
+    def baseline(self) -> float:
+        """The baseline metric value on the search subset."""
+        return self.baseline_accuracy
+
+    # the names from when every metric was an accuracy (kept for strategies written then)
+    accuracy_loss = loss
 
     @property
     def max_accuracy_loss(self) -> float:
-        """The largest AL (pp) that still meets the target."""
-        return self.accuracy_loss(self.target_accuracy)
+        return self.max_loss
 
     # -- budget --------------------------------------------------------------------------------
     @property
@@ -215,7 +239,7 @@ class Problem:
     def candidate(self, knobs: Mapping[str, Any], accuracy: float, origin: str = "",
                   measured_on: str | None = None) -> Candidate:
         return Candidate(knobs=dict(knobs), accuracy=float(accuracy),
-                         accuracy_loss=self.accuracy_loss(accuracy),
+                         accuracy_loss=self.loss(accuracy),
                          compression_rate=self.compression_rate(knobs),
                          meets_target=self.meets_target(accuracy),
                          measured_on=measured_on or self.measured_on,

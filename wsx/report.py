@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from .plot import loss_limits
 from .report_svg import front_svg
 
 MAX_CHOSEN = 6  # candidates in the per-layer k chart
@@ -57,7 +58,8 @@ def k_figure(result) -> str | None:
         ks = [c.knobs.get(name) for name in layers]
         xs = [i + (j - (len(chosen) - 1) / 2) * width for i in range(len(layers))]
         bars = ax.bar([x for x, k in zip(xs, ks) if k is not None], [k for k in ks if k is not None], width,
-                      label=f"CR {c.compression_rate:.2f}, AL {c.accuracy_loss:.2f} pp")
+                      label=f"CR {c.compression_rate:.2f}, {result.metric.get('loss', 'AL')} "
+                            f"{result.fmt_loss(c.accuracy_loss)} {result.metric.get('unit') or ''}".rstrip())
         for bar, k in zip(bars, [k for k in ks if k is not None]):
             ax.annotate(f"{k}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                         va="bottom", fontsize=7)
@@ -122,11 +124,14 @@ def sensitivity_figure(result) -> str | None:
             ax.axhline(max_al, color="#c03030", ls="--", lw=1)
         if all(p[0] > 0 for p in pts):
             ax.set_xscale("log", base=2)
-        top = max(2.0, (max_al or 0) * 3)
-        ax.set_ylim(min(-0.5, min(p[1] for p in pts) - 0.2), min(max(p[1] for p in pts) + 1, top * 5))
+        if result.metric.get("unit") == "pp":
+            top = max(2.0, (max_al or 0) * 3)
+            ax.set_ylim(min(-0.5, min(p[1] for p in pts) - 0.2), min(max(p[1] for p in pts) + 1, top * 5))
+        else:
+            ax.set_ylim(*loss_limits([p[1] for p in pts], [p[1] for p in pts if p[2]], max_al))
         ax.set_title(name if len(name) <= 32 else "..." + name[-29:], fontsize=10)
         ax.set_xlabel(_knob_name(result), fontsize=9)
-        ax.set_ylabel("AL (pp)", fontsize=9)
+        ax.set_ylabel(f"{result.metric_name} {result.loss_label}", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     if axes.ravel()[0].get_legend_handles_labels()[0]:  # no phi marks when phi was not recorded
@@ -184,26 +189,30 @@ def render(result) -> str:
     b = result.baseline
     best = result.best()
     s = result.settings or {}
+    name, loss = result.metric_name, result.loss_label
     summary = [
         ("strategy", result.strategy), ("backend", result.backend), ("clusterer", result.clusterer or "-"),
         ("approximation", result.approximation), ("layers of interest", len(result.layers)),
-        ("baseline accuracy", f"{b.accuracy:.4f}"), ("baseline size", f"{b.bits} bits"),
-        ("target", f"{s.get('target')} (max AL {s.get('max_accuracy_loss', float('nan')):.3f} pp)"),
+        ("metric", f"{name}, {result.direction} (compared with "
+                   f"{'the uncompressed model' if result.metric.get('needs_reference') else 'the labels'})"),
+        (f"baseline {name}", result.fmt_value(b.accuracy)), ("baseline size", f"{b.bits} bits"),
+        ("target", f"{s.get('target')} (max {loss} {result.fmt_loss(s.get('max_accuracy_loss'))})"),
         ("scorings", result.scorings), ("total time", f"{(result.timings or {}).get('total', 0):.1f} s"),
         ("best meeting the target", ("none" if best is None else
-         f"CR {best.compression_rate:.2f}, accuracy {best.accuracy:.4f}, AL {best.accuracy_loss:.2f} pp")
-         + f" (decided on {result.best_basis()})"),
+         f"CR {best.compression_rate:.2f}, {name} {result.fmt_value(best.accuracy)}, {loss} "
+         f"{result.fmt_loss(best.accuracy_loss)}") + f" (decided on {result.best_basis()})"),
     ]
     test = any(c.test_accuracy is not None for c in result.front)
-    front_head = ["#", "CR", "accuracy", "AL (pp)", "target", "measured on"]
-    front_head += ["test accuracy", "test AL (pp)", "test target"] if test else []
+    front_head = ["#", "CR", name, loss, "target", "measured on"]
+    front_head += [f"test {name}", f"test {loss}", "test target"] if test else []
     front_rows = []
     for i, c in enumerate(result.front):
-        row = [i, f"{c.compression_rate:.2f}", f"{c.accuracy:.4f}", f"{c.accuracy_loss:.2f}",
+        row = [i, f"{c.compression_rate:.2f}", result.fmt_value(c.accuracy), result.fmt_loss(c.accuracy_loss),
                "yes" if c.meets_target else "no", c.measured_on]
         if test:
             row += (["-", "-", "-"] if c.test_accuracy is None else
-                    [f"{c.test_accuracy:.4f}", f"{c.test_accuracy_loss:.2f}", "yes" if c.test_meets_target else "no"])
+                    [result.fmt_value(c.test_accuracy), result.fmt_loss(c.test_accuracy_loss),
+                     "yes" if c.test_meets_target else "no"])
         front_rows.append(row + [", ".join(f"{k}={v}" for k, v in c.knobs.items())])
     t = result.timings or {}
     timing_rows = [[k.replace("_", " "), f"{float(v):.2f}"] for k, v in t.items()]
@@ -217,15 +226,18 @@ def render(result) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>wsx exploration report</h1>{_table(None, summary)}",
         f"<ul>{notes}</ul>" if notes else "",
-        "<h2>Front: accuracy loss against compression rate</h2>",
+        f"<h2>Front: {html.escape(name)} {html.escape(loss)} ({html.escape(result.direction)}) against "
+        "compression rate</h2>",
         front_svg(result, _knob_name(result)) or _img(None, "front"),
         _table(front_head + ["knobs"], front_rows),
         "<h2>Per-layer k of the chosen candidates</h2>",
         "<p>One bar per layer and chosen candidate (the front's target-meeting ones, highest CR first); "
         "layers a candidate leaves untouched have no bar.</p>", _img(k_figure(result), "per-layer k"),
         "<h2>Layer sensitivity (layer-wise step)</h2>",
-        "<p>Accuracy loss when only this layer is shared, per knob value (dashed: the target; ringed: the "
-        "values kept for the combination step).</p>", _img(sensitivity_figure(result), "layer sensitivity"),
+        f"<p>The {html.escape(name)} {html.escape(result.metric.get('loss', 'AL'))} "
+        f"({html.escape(result.direction)}) when only this layer is shared, per knob value (dashed: the "
+        "target; ringed: the values kept for the combination step).</p>",
+        _img(sensitivity_figure(result), "layer sensitivity"),
         "<h2>Where the time went</h2>", _img(timing_figure(result), "timing"),
         _table(["part", "seconds"], timing_rows),
         "<h2>Layers of interest</h2>", _table(["name", "shape", "weights", "kind"], layer_rows),

@@ -22,13 +22,23 @@ def _ticks(lo: float, hi: float) -> list[float]:
     return [t for t in MaxNLocator(nbins=8).tick_values(lo, hi) if lo <= t <= hi]
 
 
-def describe(c, knob: str = "k") -> str:
+def describe(c, knob: str = "k", result=None) -> str:
     """One candidate in words: CR, metric value and loss (search or full data, test when measured),
-    and its knob per layer."""
-    parts = [f"CR {c.compression_rate:.2f}", f"accuracy {c.accuracy:.4f} (AL {c.accuracy_loss:.2f} pp, "
+    and its knob per layer; ``result`` names the metric and its loss (top-1 / AL in pp without one)."""
+    name = result.metric_name if result is not None else "top1"
+    metric = result.metric if result is not None else {"loss": "AL", "unit": "pp"}
+
+    def value(v):
+        return result.fmt_value(v) if result is not None else f"{v:.4f}"
+
+    def lost(v):  # "AL 0.25 pp", "increase 0.0031"
+        text = result.fmt_loss(v) if result is not None else f"{v:.2f}"
+        return f"{metric.get('loss', 'AL')} {text}" + (f" {metric['unit']}" if metric.get("unit") else "")
+
+    parts = [f"CR {c.compression_rate:.2f}", f"{name} {value(c.accuracy)} ({lost(c.accuracy_loss)}, "
              f"{c.measured_on} data{', meets the target' if c.meets_target else ', misses the target'})"]
     if c.test_accuracy is not None:
-        parts.append(f"test accuracy {c.test_accuracy:.4f} (AL {c.test_accuracy_loss:.2f} pp"
+        parts.append(f"test {name} {value(c.test_accuracy)} ({lost(c.test_accuracy_loss)}"
                      f"{', meets the target' if c.test_meets_target else ', misses the target'})")
     parts.append(", ".join(f"{name} {knob}={value}" for name, value in c.knobs.items()) or "no layer changed")
     return " | ".join(parts)
@@ -68,13 +78,14 @@ def front_svg(result, knob: str = "k") -> str | None:
                'stroke="#999"/>')
     out.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 12}" text-anchor="middle">compression rate (x)</text>'
                f'<text transform="translate(16,{(TOP + H - BOTTOM) / 2}) rotate(-90)" text-anchor="middle">'
-               'accuracy loss (pp)</text>')
+               f'{html.escape(f"{result.metric_name} {result.loss_label}, {result.direction}")}</text>')
     if max_al is not None and y0 <= max_al <= y1:
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{sy(max_al):.1f}" y2="{sy(max_al):.1f}" '
-                   f'stroke="#c03030" stroke-dasharray="5,4"><title>target: AL {max_al:.3f} pp</title></line>')
+                   f'stroke="#c03030" stroke-dasharray="5,4"><title>target: {html.escape(result.loss_label)} '
+                   f'{result.fmt_loss(max_al)}</title></line>')
 
     def point(c, y, shape, color, size):
-        info = html.escape(describe(c, knob), quote=True)
+        info = html.escape(describe(c, knob, result), quote=True)
         x, y = sx(c.compression_rate), sy(y)
         if shape == "square":
             return (f'<rect data-i="{info}" x="{x - size:.1f}" y="{y - size:.1f}" width="{2 * size}" '
@@ -102,6 +113,6 @@ def front_svg(result, knob: str = "k") -> str | None:
               '<span style="color:#c03030">- - target</span>'
               + (f' <span class=muted>({len(result.history)} scored; {MAX_HISTORY} drawn)</span>'
                  if len(result.history) > MAX_HISTORY else '') + '</p>')
-    panel = ('<p id="wsx-point" class="point">Hover a point: its CR, accuracy and loss, and its '
+    panel = (f'<p id="wsx-point" class="point">Hover a point: its CR, {html.escape(result.metric_name)} and loss, and its '
              f'{html.escape(knob)} per layer.</p>')
     return "".join(out) + legend + panel + SCRIPT

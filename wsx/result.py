@@ -19,6 +19,10 @@ class Candidate:
     """One scored knob combination. ``knobs`` maps layer name -> knob (k for weight sharing);
     layers it does not name keep their original weights.
 
+    ``accuracy`` holds the metric's value (top-1, cosine, MSE, ...: the name is kept for
+    compatibility; ``value`` is the same) and ``accuracy_loss`` the metric loss against the baseline
+    (``loss``): positive is worse whatever the metric's direction, in the metric's loss unit
+    (percentage points for accuracies; ``Result.metric`` says which).
     ``measured_on`` is "subset" for search-time scores and "full" once re-scored on all data.
     ``test_*`` are filled when ``explore(test_data=...)`` re-scored the front on a disjoint split.
     """
@@ -34,6 +38,16 @@ class Candidate:
     test_accuracy: float | None = None
     test_accuracy_loss: float | None = None
     test_meets_target: bool | None = None
+
+    @property
+    def value(self) -> float:
+        """The metric's value (the ``accuracy`` field)."""
+        return self.accuracy
+
+    @property
+    def loss(self) -> float:
+        """The metric loss (the ``accuracy_loss`` field): positive is worse."""
+        return self.accuracy_loss
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,7 +77,7 @@ def _plain(v: Any) -> Any:
 
 
 def pareto_mask(accuracy_loss: np.ndarray, compression_rate: np.ndarray) -> np.ndarray:
-    """True for candidates no other candidate dominates (lower AL, higher CR)."""
+    """True for candidates no other candidate dominates (lower metric loss, higher CR)."""
     al = np.asarray(accuracy_loss, dtype=float)
     cr = np.asarray(compression_rate, dtype=float)
     order = np.lexsort((al, -cr))  # by CR descending, ties by AL ascending
@@ -81,7 +95,7 @@ def pareto_mask(accuracy_loss: np.ndarray, compression_rate: np.ndarray) -> np.n
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
-    """Pareto-efficient candidates in (min AL, max CR), sorted by CR ascending."""
+    """Pareto-efficient candidates in (min metric loss, max CR), sorted by CR ascending."""
     if not candidates:
         return []
     mask = pareto_mask([c.accuracy_loss for c in candidates], [c.compression_rate for c in candidates])
@@ -89,10 +103,17 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(front, key=lambda c: c.compression_rate)
 
 
+TOP1 = {"name": "top1", "greater_is_better": True, "unit": "pp", "scale": 100.0, "loss": "AL",
+        "per_sample": True, "bounds": [0.0, 1.0], "against": "labels", "needs_reference": False}
+
+
 @dataclass
 class Result:
     """What an exploration produced: the front (re-scored on all data), the full history, timings
-    (seconds: clustering, scoring, overhead, total, final_scoring), the scoring count and settings."""
+    (seconds: clustering, scoring, overhead, total, final_scoring), the scoring count and settings.
+
+    ``metric`` describes the metric (name, direction, loss unit, ...; ``wsx.metrics.Metric.describe``).
+    """
 
     front: list[Candidate]
     history: list[Candidate]
@@ -107,6 +128,7 @@ class Result:
     layers: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     extras: dict = field(default_factory=dict)
+    metric: dict = field(default_factory=lambda: dict(TOP1))
 
     # -- views --------------------------------------------------------------------------------
     def best(self) -> Candidate | None:
@@ -142,7 +164,7 @@ class Result:
             "baseline": asdict(self.baseline),
             "front": [c.to_dict() for c in self.front],
             "strategy": self.strategy, "backend": self.backend, "clusterer": self.clusterer,
-            "approximation": self.approximation,
+            "approximation": self.approximation, "metric": self.metric,
             "scorings": self.scorings, "timings": self.timings, "settings": self.settings,
             "layers": self.layers, "notes": self.notes, "extras": self.extras,
             "history": [c.to_dict() for c in self.history],
@@ -199,25 +221,55 @@ class Result:
             timings=d.get("timings", {}), scorings=d.get("scorings", 0), settings=d.get("settings", {}),
             strategy=d.get("strategy", ""), backend=d.get("backend", ""),
             clusterer=d.get("clusterer", ""), approximation=d.get("approximation", ""),
-            layers=d.get("layers", []), notes=d.get("notes", []), extras=d.get("extras", {}))
+            layers=d.get("layers", []), notes=d.get("notes", []), extras=d.get("extras", {}),
+            metric=d.get("metric") or dict(TOP1))
+
+    # -- words for the metric ---------------------------------------------------------------------
+    @property
+    def metric_name(self) -> str:
+        return str(self.metric.get("name", "top1"))
+
+    @property
+    def loss_label(self) -> str:
+        """The metric loss's column title: "AL (pp)" for accuracies, else "drop" / "increase" (unit)."""
+        unit = self.metric.get("unit") or ""
+        return f"{self.metric.get('loss', 'AL')} ({unit})" if unit else str(self.metric.get("loss", "AL"))
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.metric.get("greater_is_better", True) else "lower is better"
+
+    def fmt_value(self, v: float | None) -> str:
+        """A metric value as tables print it (4 decimals for accuracies, 6 significant digits else)."""
+        if v is None:
+            return "-"
+        return f"{v:.4f}" if self.metric.get("unit") == "pp" else f"{v:.6g}"
+
+    def fmt_loss(self, v: float | None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.2f}" if self.metric.get("unit") == "pp" else f"{v:.4g}"
 
     def summary(self) -> str:
         """The front as a text table."""
-        lines = [f"baseline accuracy {self.baseline.accuracy:.4f}, {self.baseline.bits} bits "
-                 f"(strategy {self.strategy}, {self.scorings} scorings, {self.timings.get('total', 0):.1f} s)"]
+        name = self.metric_name
+        lines = [f"metric {name} ({self.direction}): baseline {self.fmt_value(self.baseline.accuracy)}, "
+                 f"{self.baseline.bits} bits (strategy {self.strategy}, {self.scorings} scorings, "
+                 f"{self.timings.get('total', 0):.1f} s)"]
         test = any(c.test_accuracy is not None for c in self.front)
-        head = f"{'#':>3} {'CR':>7} {'accuracy':>9} {'AL (pp)':>8} {'target':>6}"
+        loss = self.loss_label
+        cols = [("#", 3), ("CR", 7), (name, max(9, len(name))), (loss, max(8, len(loss))), ("target", 6)]
         if test:
-            head += f" {'test acc':>9} {'test AL':>8} {'test ok':>7}"
-        lines.append(head + "  knobs")
+            cols += [(f"test {name}", len(name) + 5), (f"test {loss}", len(loss) + 5), ("test ok", 7)]
+        lines.append(" ".join(f"{title:>{w}}" for title, w in cols) + "  knobs")
         for i, c in enumerate(self.front):
-            line = (f"{i:>3} {c.compression_rate:>7.2f} {c.accuracy:>9.4f} {c.accuracy_loss:>8.2f} "
-                    f"{'yes' if c.meets_target else 'no':>6}")
+            cells = [str(i), f"{c.compression_rate:.2f}", self.fmt_value(c.accuracy), self.fmt_loss(c.accuracy_loss),
+                     "yes" if c.meets_target else "no"]
             if test:
-                line += (f" {c.test_accuracy:>9.4f} {c.test_accuracy_loss:>8.2f} "
-                         f"{'yes' if c.test_meets_target else 'no':>7}")
+                cells += [self.fmt_value(c.test_accuracy), self.fmt_loss(c.test_accuracy_loss),
+                          "yes" if c.test_meets_target else "no"]
             knobs = ", ".join(f"{v}" for v in c.knobs.values())
-            lines.append(f"{line}  [{knobs}]")
+            lines.append(" ".join(f"{cell:>{w}}" for cell, (_, w) in zip(cells, cols)) + f"  [{knobs}]")
         return "\n".join(lines)
 
 
@@ -261,7 +313,7 @@ def _malformed(d: dict) -> str:
             if problem:
                 return f"{key}: {problem}"[:200]
     kinds = {"timings": dict, "settings": dict, "extras": dict, "layers": list, "notes": list, "strategy": str,
-             "backend": str, "clusterer": str, "approximation": str}
+             "backend": str, "clusterer": str, "approximation": str, "metric": dict}
     for key, kind in kinds.items():
         if key in d and not isinstance(d[key], kind):
             return f"{key} is not a {kind.__name__}"

@@ -14,6 +14,11 @@ class Strategy(ABC):
     Keyword-only constructor parameters are stored as given (scikit-learn discipline); state learned
     while running ends with ``_``. ``run(problem)`` scores candidates through ``problem.evaluate`` —
     which records every scoring in the problem's history — and never touches a framework.
+
+    A strategy minimises the **metric loss** (``Candidate.accuracy_loss``, ``problem.loss``: positive
+    is worse, whatever the metric and its direction) and maximises CR; a candidate meets the target
+    when its loss is at most ``problem.max_loss``. "AL" in the built-in strategies' documentation is
+    this loss (the accuracy loss of the thesis when the metric is top-1).
     """
 
     name: ClassVar[str] = ""

@@ -176,7 +176,7 @@ class DivideAndConquer(Strategy):
             if done:
                 self.sample_idx_ = np.vstack([self.sample_idx_, np.array([r for r, _ in done], dtype=int)])
                 self.sample_al_ = np.concatenate([self.sample_al_,
-                                                  [problem.accuracy_loss(v) for _, v in done]])
+                                                  [problem.loss(v) for _, v in done]])
         return got
 
     def _pick_design(self, problem, phi: dict, sizes: list, n_samples: int, seed: int):
@@ -220,7 +220,7 @@ class DivideAndConquer(Strategy):
     def _surrogate_rounds(self, problem, phi: dict, seed: int, report: dict) -> None:
         costs = size_tables(problem, phi)
         upper = np.array([len(v) - 1 for v in phi.values()])
-        max_al = problem.max_accuracy_loss
+        max_al = problem.max_loss
 
         def objectives(X):  # reads the surrogate as refitted by the latest round
             return self.surrogate_.predict(X), compression_rates(problem, phi, X, costs)

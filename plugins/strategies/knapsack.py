@@ -133,7 +133,7 @@ class Knapsack(Strategy):
         scan = layerwise_scan(problem)
         self.surrogate_ = AdditiveSurrogate(choices, layer_tables(problem, scan, self.features))
         costs = size_tables(problem, choices)
-        max_al = problem.max_accuracy_loss
+        max_al = problem.max_loss
         self.rounds_ = []
         fit = {}
         for r in range(self.max_rounds):
@@ -173,7 +173,7 @@ class Knapsack(Strategy):
         from sklearn.model_selection import train_test_split
 
         sur = self.surrogate_
-        cap = self.fit_cap * problem.max_accuracy_loss
+        cap = self.fit_cap * problem.max_loss
         rows, y, full = [], [], []
         usable = [c for c in problem.history if all(n in sur.position and k in sur.position[n]
                                                     for n, k in c.knobs.items())]

@@ -28,7 +28,7 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | 
     """
     if (evaluate is None) == (objectives is None):
         raise ValueError("give exactly one of evaluate= and objectives=")
-    limit = problem.max_accuracy_loss if max_al is None else max_al
+    limit = problem.max_loss if max_al is None else max_al
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem as PymooProblem
     from pymoo.operators.crossover.sbx import SBX

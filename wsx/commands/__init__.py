@@ -25,8 +25,9 @@ def add_run_options(p) -> None:
                    "channel or kernel); the same as approximation setting granularity=...")
     p.add_argument("--knobs", default=None, help="knob values to explore: one list for every layer (2,4,8,16) or "
                    "JSON per layer ('{\"conv1\": [2, 4, 8]}'); default: the approximation's")
-    p.add_argument("--target", default="mlperf-heavy",
-                   help="mlperf-heavy (99%% of baseline), mlperf-light (98%%) or a fraction such as 0.995")
+    p.add_argument("--target", default=None,
+                   help="mlperf-heavy (99%% of baseline; the default for higher-is-better metrics), mlperf-light "
+                   "(98%%) or a fraction such as 0.995")
     p.add_argument("--subset", default="0.1", help="search-time scoring subset: fraction, count, or 'all'")
     p.add_argument("--min-subset", type=int, default=None,
                    help="fewest samples a subset is raised to (default 1000: below it top-1's noise exceeds "
@@ -43,6 +44,15 @@ def add_common(p) -> None:
                    "name:key=value,... (e.g. divide-and-conquer:combination=regression,doe=auto; `wsx plugins` "
                    "lists the names)")
     add_run_options(p)
+    p.add_argument("--metric", default=None,
+                   help="top1 (default), agreement, cosine, mse, psnr, or MODULE:ATTR of a callable(outputs, labels) "
+                   "or of wsx.metric(...) (importing MODULE runs its code)")
+    p.add_argument("--output", default=None, help="which model output the metric reads: a key or an index "
+                   "(default: the tensor itself, 'logits', or the first entry)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="instead of --target: largest drop of a higher-is-better metric, in its loss unit (pp for top1)")
+    p.add_argument("--max-increase", type=float, default=None,
+                   help="instead of --target: largest increase of a lower-is-better metric (mse), in its units")
     p.add_argument("--budget", type=int, default=None, help="maximum number of scorings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for results.json, results.csv, front.png, report.html "
@@ -66,6 +76,21 @@ def parse_target(text):
         return float(text)
     except ValueError:
         return text
+
+
+def parse_metric(text):
+    """A built-in metric name as it is; MODULE:ATTR imported (a callable or a wsx.metric)."""
+    if not isinstance(text, str) or ":" not in text:
+        return text
+    from .explore import load_object
+
+    return load_object(text, "--metric", call=False)
+
+
+def parse_output(text):
+    if not isinstance(text, str):
+        return text
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def parse_subset(text):
@@ -121,7 +146,9 @@ def run_kwargs(args) -> dict:
 
 def explore_kwargs(args) -> dict:
     return dict(strategy=args.strategy, budget=args.budget, seed=args.seed, out=args.out,
-                progress=not (args.quiet or args.json), restart=args.restart, **run_kwargs(args))
+                progress=not (args.quiet or args.json), restart=args.restart, metric=parse_metric(args.metric),
+                output=parse_output(args.output), max_drop=args.max_drop, max_increase=args.max_increase,
+                **run_kwargs(args))
 
 
 def record_config(result, args, **given) -> None:
@@ -148,7 +175,8 @@ def report(result, args) -> None:
     best = result.best()
     if best is not None:
         print(f"best meeting {result.settings['target']} on {result.best_basis()}: CR {best.compression_rate:.2f}, "
-              f"accuracy {best.accuracy:.4f} (AL {best.accuracy_loss:.2f} pp)")
+              f"{result.metric_name} {result.fmt_value(best.accuracy)} ({result.direction}; {result.loss_label} "
+              f"{result.fmt_loss(best.accuracy_loss)})")
     else:
         print(f"no candidate meets {result.settings['target']} on {result.best_basis()}")
     if args.out:

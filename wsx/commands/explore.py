@@ -19,15 +19,16 @@ def add_parser(sub):
     p.add_argument("--model", default=None, help="MODULE:ATTR of the model (torch Module, Keras model, "
                    "or JAX (apply_fn, params)), or of a function / class building it (required; or model = in "
                    "--config)")
-    p.add_argument("--data", default=None, help="MODULE:ATTR of (inputs, labels) or a loader, or of a function "
-                   "returning it (required; or data = in --config)")
+    p.add_argument("--data", default=None, help="MODULE:ATTR of (inputs, labels), of inputs alone (label-free "
+                   "metrics) or a loader, or of a function returning it (required; or data = in --config)")
     p.add_argument("--test-data", default=None, help="MODULE:ATTR of a disjoint test split")
     add_common(p)
     return p
 
 
-def load_object(spec: str, what: str = "--model"):
-    """The object MODULE:ATTR names; a function or class there is called with no arguments."""
+def load_object(spec: str, what: str = "--model", call: bool = True):
+    """The object MODULE:ATTR names; a function or class there is called with no arguments (unless
+    ``call`` is False: a metric function is the object itself)."""
     from wsx.errors import InvalidSettingError
 
     if not isinstance(spec, str):
@@ -47,7 +48,7 @@ def load_object(spec: str, what: str = "--model"):
         if not hasattr(obj, part):
             raise InvalidSettingError(f"{what}: module {module!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    if not builds(obj):
+    if not call or not builds(obj):
         return obj
     try:
         inspect.signature(obj).bind()
