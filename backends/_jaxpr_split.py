@@ -55,6 +55,10 @@ def cut(closed, changed: Sequence[int], n_leaves: int):
             jc.jaxpr_as_fun(jc.ClosedJaxpr(suffix, closed.consts)), len(live))
 
 
+KINDS = {"dot_general": "Dense", "gather": "Embedding", "dynamic_slice": "Embedding"}
+PASS_THROUGH = ("convert_element_type", "reshape", "transpose", "copy", "copy_p")
+
+
 def first_use(closed, n_leaves: int) -> tuple[list[int], list[str]]:
     """Leaf positions ordered by the first equation reading them, and each leaf's consumer kind."""
     import jax.extend.core as jc
@@ -63,24 +67,40 @@ def first_use(closed, n_leaves: int) -> tuple[list[int], list[str]]:
     pos = {v: i for i, v in enumerate(jaxpr.invars[:n_leaves])}
     first: dict[int, int] = {}
     kind = ["Array"] * n_leaves
-    follow = {v: i for v, i in pos.items()}  # a leaf, or a value reshaped / cast from it
     for step, eqn in enumerate(jaxpr.eqns):
         for v in eqn.invars:
-            if not isinstance(v, jc.Var) or v not in follow:
-                continue
-            i = follow[v]
-            first.setdefault(i, step)
-            name = eqn.primitive.name
-            if kind[i] == "Array":
-                if name.startswith("conv"):
-                    kind[i] = "Conv"
-                elif name == "dot_general":
-                    kind[i] = "Dense"
-                elif name in ("convert_element_type", "reshape", "transpose", "copy", "copy_p"):
-                    for out in eqn.outvars:
-                        follow[out] = i
+            if isinstance(v, jc.Var) and v in pos:
+                first.setdefault(pos[v], step)
+    for v, i in pos.items():
+        kind[i] = _consumer_kind(jaxpr, v)
     order = sorted(range(n_leaves), key=lambda i: (first.get(i, len(jaxpr.eqns)), i))
     return order, kind
+
+
+def _consumer_kind(jaxpr, var, depth: int = 0) -> str:
+    """What first consumes ``var`` ("Conv", "Dense", "Embedding"), through casts, reshapes and the
+    nested jaxprs of ``jit`` / ``pjit`` calls (``jnp.take`` is one)."""
+    import jax.extend.core as jc
+
+    follow = {var}
+    for eqn in jaxpr.eqns:
+        reads = [k for k, v in enumerate(eqn.invars) if isinstance(v, jc.Var) and v in follow]
+        if not reads:
+            continue
+        name = eqn.primitive.name
+        if name.startswith("conv"):
+            return "Conv"
+        if name in KINDS:
+            return KINDS[name]
+        if name in PASS_THROUGH:
+            follow.update(eqn.outvars)
+            continue
+        inner = eqn.params.get("jaxpr")
+        inner = getattr(inner, "jaxpr", inner)
+        if depth < 4 and inner is not None and hasattr(inner, "invars") and len(inner.invars) == len(eqn.invars):
+            return _consumer_kind(inner, inner.invars[reads[0]], depth + 1)
+        return "Array"
+    return "Array"
 
 
 def activation_bytes(closed) -> int:

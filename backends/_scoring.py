@@ -284,6 +284,13 @@ class PopulationScoring:
         """Native inputs of the first ``probe_samples`` samples."""
         return self._native_inputs(self._probe_data(self.probe_samples))
 
+    def _probe_outputs(self, candidate, idx: np.ndarray) -> np.ndarray:
+        """A full forward (no cut, no stacking) on the samples ``idx``: what unused_layers needs,
+        without a prefix split or a compilation per layer (one compiled function serves all)."""
+        x = self._native_inputs(self._data.take(idx).inputs)
+        subs = {n: self._to_native(n, a) for n, a in candidate.items()}
+        return np.asarray(self._forward(subs, x, None, None))
+
     # -- population -----------------------------------------------------------------------------
     def _prepare(self, population):
         order = [info.name for info in self.layers()]

@@ -56,6 +56,11 @@ def _shape_key(x: Any) -> tuple:
     return (str(treedef),) + tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
 
 
+def _is_bias(name: str) -> bool:
+    """A bias leaf (Flax's per-head attention biases are 2-D, but biases are not weight matrices)."""
+    return name.rsplit("/", 1)[-1] in ("bias", "b")
+
+
 def key_name(path) -> str:
     """A pytree key path joined with "/" (``params/conv1/kernel``)."""
     parts = []
@@ -74,8 +79,10 @@ class JaxBackend(PopulationScoring, Backend):
     the params pytree, never the user's arrays (pytrees are immutable; ``set_weights`` updates the
     backend's own copy, read back with ``params``).
 
-    Layers of interest are the floating-point leaves with at least ``min_ndim`` (2) dimensions, named
-    by their "/"-joined key
+    Layers of interest are the floating-point leaves with at least ``min_ndim`` (2) dimensions (dense
+    and convolution kernels, attention projections, embedding tables) except biases (leaves named
+    ``bias`` or ``b``, unless ``min_ndim`` < 2: Flax keeps per-head attention biases 2-D), named by
+    their "/"-joined key
     path and ordered by first use in the traced function (in pytree order when the backend has no
     data to trace with, or tracing fails). ``include`` / ``exclude`` name or exclude leaves (exact
     names or fnmatch patterns, e.g. ``exclude=["*/embed*"]``).
@@ -172,7 +179,8 @@ class JaxBackend(PopulationScoring, Backend):
         out = []
         for i in order:
             leaf, name = self._leaves[i], self._paths[i]
-            if leaf.ndim < self.min_ndim or not np.issubdtype(leaf.dtype, np.floating):
+            if leaf.ndim < self.min_ndim or not np.issubdtype(leaf.dtype, np.floating) or \
+                    (self.min_ndim >= 2 and _is_bias(name)):
                 continue
             if name_filter(name, self.include, self.exclude):
                 out.append(LayerInfo(name, tuple(leaf.shape), int(leaf.size), kinds[i], (name,)))

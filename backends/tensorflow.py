@@ -22,8 +22,10 @@ from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef,
                        backend_hooks, check_shape, float32_inputs, is_layer_of, name_filter)
 
 LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
-               "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Dense")
-KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")  # SeparableConv has both of the last
+               "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Dense", "EinsumDense",
+               "Embedding")
+# SeparableConv has both depthwise and pointwise kernels; an Embedding's table is "embeddings"
+KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
 
 # What TensorFlow prints on stderr while it loads (CUDA probing on a machine without a GPU, oneDNN and
@@ -76,9 +78,11 @@ class TensorflowBackend(PopulationScoring, Backend):
     ``keras.StatelessScope``, so the model's variables are never written during a search.
 
     Layers of interest are the kernels of Conv1D/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D (the
-    depthwise and the pointwise kernel are two layers), Conv1D/2D/3DTranspose and Dense, named by
-    their variable path (``"conv1/kernel"``; a Sequential prefixes its own name) and given in Keras
-    layout. ``include`` / ``exclude`` filter them (exact names or fnmatch patterns).
+    depthwise and the pointwise kernel are two layers), Conv1D/2D/3DTranspose, Dense and EinsumDense
+    (so the query, key, value and output projections inside ``MultiHeadAttention``) and the tables of
+    ``Embedding`` layers, named by their variable path (``"conv1/kernel"``; a Sequential prefixes its
+    own name) and given in Keras layout. A layer shared by several calls is one layer.
+    ``include`` / ``exclude`` filter them (exact names or fnmatch patterns).
 
     ``data`` is any form ``wsx.data.as_data`` takes, a ``tf.data.Dataset`` of batches (or of single
     examples with scalar labels) included; it is read once and kept in memory. The model is called

@@ -14,10 +14,13 @@ from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
 from ._scoring import (DEFAULT_PREFIX_CACHE_BYTES, DEFAULT_VMAP_BYTES, BatchRef, PopulationScoring, Split,
-                       backend_hooks, check_shape, is_layer_of, name_filter)
+                       backend_hooks, check_shape, name_filter)
 
 LAYER_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-               "Linear")
+               "Linear", "Embedding", "EmbeddingBag", "MultiheadAttention")
+# the weight matrices of a layer type, when not "weight" (MultiheadAttention holds its input projection as
+# one bare parameter, or three when keys and values have other sizes than the queries)
+WEIGHT_NAMES = {"MultiheadAttention": ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")}
 # Batches up to this size stay on the scoring device for the whole run.
 DEVICE_CACHE_BYTES = 1 << 30
 
@@ -89,6 +92,10 @@ class TorchBackend(PopulationScoring, Backend):
     ``ModelOutput`` result (``wsx.outputs``). ``device`` defaults to CUDA when
     available; a model living elsewhere is scored on a copy, never moved.
     ``include`` / ``exclude`` filter layers of interest by parameter name (exact or fnmatch pattern).
+    Layers of interest are the weights of convolutions, linear layers and embedding tables
+    (``nn.Embedding``, ``nn.EmbeddingBag``) and the projection matrices of ``nn.MultiheadAttention``
+    (``in_proj_weight``, or ``q/k/v_proj_weight``); a tensor shared by several modules (tied input
+    and output embeddings) is one layer.
 
     Population scoring stacks the candidates' weights and runs them in one forward: by default through
     the ``torch.fx`` graph with the candidates folded into the channel axis (``fold_population``, see
@@ -186,15 +193,18 @@ class TorchBackend(PopulationScoring, Backend):
         seen: dict[int, list] = {}
         order: list[int] = []
         for mname, module in self.model.named_modules():
-            if not is_layer_of(module, LAYER_TYPES, "torch.nn"):
+            kind = next((c.__name__ for c in type(module).__mro__ if c.__name__ in LAYER_TYPES
+                         and c.__module__.startswith("torch.nn")), None)
+            if kind is None:
                 continue
-            w = getattr(module, "weight", None)
-            if w is None or id(w) not in names_by_id:
-                continue
-            if id(w) not in seen:
-                seen[id(w)] = [w, type(module).__name__, []]
-                order.append(id(w))
-            seen[id(w)][2].append(mname)
+            for wname in WEIGHT_NAMES.get(kind, ("weight",)):
+                w = module._parameters.get(wname)
+                if w is None or id(w) not in names_by_id:
+                    continue
+                if id(w) not in seen:  # a tensor several modules share (tied embeddings) is one layer
+                    seen[id(w)] = [w, type(module).__name__, []]
+                    order.append(id(w))
+                seen[id(w)][2].append(mname)
         found = []
         for pid in order:
             w, kind, modules = seen[pid]
@@ -204,7 +214,8 @@ class TorchBackend(PopulationScoring, Backend):
         if not found:
             raise InvalidModelError(
                 f"{type(self.model).__name__} has no layers of interest ({', '.join(LAYER_TYPES)} with a "
-                "weight, after include/exclude); wsx shares the weights of convolution and linear layers")
+                "weight, after include/exclude); wsx shares the weights of convolution, linear, embedding and "
+                "attention layers")
         return found
 
     def _param(self, name: str):
@@ -292,6 +303,9 @@ class TorchBackend(PopulationScoring, Backend):
         with self._scoring_mode():
             return super().score(population, subset)
 
+    def unused_layers(self, samples: int = 16, seed: int = 0) -> list[str]:
+        with self._scoring_mode():
+            return super().unused_layers(samples, seed)
 
     def _to_native(self, name: str, array: np.ndarray):
         import torch

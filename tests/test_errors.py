@@ -70,7 +70,7 @@ def test_model_no_backend_recognises():
 def test_model_without_layers_of_interest():
     torch = pytest.importorskip("torch")
     model = torch.nn.Sequential(torch.nn.ReLU())
-    with raises(wsx.InvalidModelError, "Sequential has no layers of interest", "convolution and linear"):
+    with raises(wsx.InvalidModelError, "Sequential has no layers of interest", "convolution, linear, embedding"):
         wsx.explore(model, (np.zeros((4, 3), np.float32), np.zeros(4, int)), progress=False)
 
 

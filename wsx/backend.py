@@ -211,6 +211,30 @@ class Backend(ABC):
             self._ref_filled[indices] = True
         return ref
 
+    # -- parameters that cannot influence the output ---------------------------------------------
+    def unused_layers(self, samples: int = 16, seed: int = 0) -> list[str]:
+        """Layers of interest whose weights cannot influence the selected output: replaced by random
+        values (several times their magnitude), they leave the outputs on the first ``samples``
+        samples bit for bit unchanged (e.g. a BERT pooler when the output is ``last_hidden_state``).
+        Such layers stay as they are and count in no compression rate."""
+        idx = np.arange(min(int(samples), self.num_samples))
+        base = self._probe_outputs({}, idx)
+        rng = np.random.default_rng(seed)
+        unused = []
+        for layer in self.layers():
+            w = self.get_weights(layer.name)
+            noisy = (w + rng.standard_normal(w.shape) * (float(np.abs(w).max()) + 1.0)).astype(w.dtype)
+            out = self._probe_outputs({layer.name: noisy}, idx)
+            if out.shape == base.shape and np.array_equal(out, base, equal_nan=True):
+                unused.append(layer.name)
+        return unused
+
+    def _probe_outputs(self, candidate: Mapping[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+        """One candidate's selected outputs on the samples ``idx`` (backends may run this eagerly)."""
+        prepared = self._prepare([candidate])
+        return np.concatenate([np.asarray(self._forward_population(batch[0], prepared)[0])
+                               for batch in self._iter_batches(idx)])
+
     def close(self) -> None:
         """Release memory held for scoring (cached batches, activations)."""
 

@@ -181,7 +181,7 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
             out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
             time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
             device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET,
-            restart: bool = False, threads: int | None = None) -> Result:
+            restart: bool = False, threads: int | None = None, exclude_unused: bool = True) -> Result:
     """Search per-layer knob values (k for weight sharing) and return the front of metric loss
     against compression rate.
 
@@ -201,7 +201,9 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     (fraction or count, at least ``min_subset`` samples); the front is re-scored on all data, and on
     ``test_data`` when given. ``budget`` caps scorings, ``time_limit`` the search seconds; ``knobs``
     overrides candidate knob values ({layer: [values]} or one list for all layers); ``bits`` is B.
-    With ``out`` the result is saved there and every scoring is journaled as it is made
+    Layers whose weights cannot influence the selected output (``Backend.unused_layers``) are left
+    out of the search and the CR, and listed in ``result.unused_layers`` (``exclude_unused=False``
+    keeps them). With ``out`` the result is saved there and every scoring is journaled as it is made
     (``out/journal.jsonl``): the same call after a crash resumes where it stopped, rescoring nothing;
     a journal of another model, data or settings is refused unless ``restart=True`` discards it.
     One run at a time may use an ``out`` directory (a second one raises OutputError).
@@ -249,9 +251,9 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
                                       output=be.output, **kwargs)
             stack.callback(test_be.close)
         return _explore(stack, be, test_be, strat, appr, clus, executor or SerialExecutor(), prog, t_start,
-                        spec=spec, subset=subset, seed=seed, budget=budget,
-                        out=out, time_limit=time_limit, knobs=knobs, min_subset=min_subset, restart=restart,
-                        threads=n_threads, thread_notes=thread_notes)
+                        spec=spec, subset=subset, seed=seed, budget=budget, out=out, time_limit=time_limit,
+                        knobs=knobs, min_subset=min_subset, restart=restart, threads=n_threads,
+                        thread_notes=thread_notes, snapshot=snapshot, exclude_unused=exclude_unused)
 
 
 def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", **kwargs) -> Backend:
@@ -273,7 +275,7 @@ def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", 
 
 def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Strategy, appr: Approximation,
              clus: Clusterer | None, executor, prog: Progress, t_start: float, *, spec: TargetSpec, subset,
-             seed, budget, out, time_limit, knobs, min_subset, restart, threads=None,
+             seed, budget, out, time_limit, knobs, min_subset, restart, snapshot, exclude_unused, threads=None,
              thread_notes=()) -> Result:
     layers = be.layers()
     if not layers:
@@ -309,6 +311,13 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     if test_be is not None:  # checked before the search, not after it
         check_inputs(test_be)
         test_base, _ = score_baseline(test_be, lambda pop: score(pop, None, test_be))
+    unused = be.unused_layers() if exclude_unused else []
+    be.restore(snapshot)  # probing must leave the model as it was; this holds a backend to it
+    layers = [layer for layer in layers if layer.name not in unused]
+    if not layers:
+        raise InvalidModelError(f"no layer of interest can influence the selected output ({', '.join(unused)} "
+                                "leave it unchanged); check output= and the model's forward")
+    knob_values = {name: values for name, values in knob_values.items() if name not in unused}
     base_sub = base_full if sub is None else float(score([{}], sub)[0])
     metric = be.scoring_metric_ or be.metric_  # bound to the data: against labels or the reference
     goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)
@@ -326,6 +335,9 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         problem.note(chance)
     for message in thread_notes:
         problem.note(message)
+    if unused:
+        problem.note(f"{len(unused)} layer(s) cannot influence the selected output and are left as they are, "
+                     f"out of the compression rate: {', '.join(unused)}")
     if be.output_note_:
         problem.note(be.output_note_)
     if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
@@ -409,7 +421,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                     timings=timings, scorings=problem.scorings, settings=settings, strategy=strat.name,
                     backend=be.name, clusterer=clus.name if clus else "", approximation=appr.name,
                     layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras,
-                    metric=metric.describe())
+                    metric=metric.describe(), unused_layers=list(unused))
     if out is not None:
         result.save(out)
     return result

@@ -31,8 +31,8 @@ def wsx_backends() -> list:
     any form ``wsx.data.as_data`` normalises (inputs and labels as arrays, dicts or tuples; labels may
     be absent); ``_iter_batches`` yields ``(native inputs, labels, sample indices)`` (or the first
     two), and ``_forward_population`` returns each candidate's output after ``select_output``. The
-    base class runs the metric and computes the reference outputs of fidelity metrics;
-    ``wsx.testing.check_backend`` checks all of it.
+    base class runs the metric, computes the reference outputs of fidelity metrics and finds
+    ``unused_layers``; ``wsx.testing.check_backend`` checks all of it.
     """
 
 

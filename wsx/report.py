@@ -202,6 +202,8 @@ def render(result) -> str:
          f"CR {best.compression_rate:.2f}, {name} {result.fmt_value(best.accuracy)}, {loss} "
          f"{result.fmt_loss(best.accuracy_loss)}") + f" (decided on {result.best_basis()})"),
     ]
+    if result.unused_layers:
+        summary.append(("left out (cannot influence the output)", ", ".join(result.unused_layers)))
     test = any(c.test_accuracy is not None for c in result.front)
     front_head = ["#", "CR", name, loss, "target", "measured on"]
     front_head += [f"test {name}", f"test {loss}", "test target"] if test else []

@@ -112,7 +112,9 @@ class Result:
     """What an exploration produced: the front (re-scored on all data), the full history, timings
     (seconds: clustering, scoring, overhead, total, final_scoring), the scoring count and settings.
 
-    ``metric`` describes the metric (name, direction, loss unit, ...; ``wsx.metrics.Metric.describe``).
+    ``metric`` describes the metric (name, direction, loss unit, ...; ``wsx.metrics.Metric.describe``);
+    ``unused_layers`` lists the layers whose weights cannot influence the selected output: they were
+    left as they are and out of every compression rate.
     """
 
     front: list[Candidate]
@@ -129,6 +131,7 @@ class Result:
     notes: list = field(default_factory=list)
     extras: dict = field(default_factory=dict)
     metric: dict = field(default_factory=lambda: dict(TOP1))
+    unused_layers: list = field(default_factory=list)
 
     # -- views --------------------------------------------------------------------------------
     def best(self) -> Candidate | None:
@@ -164,7 +167,7 @@ class Result:
             "baseline": asdict(self.baseline),
             "front": [c.to_dict() for c in self.front],
             "strategy": self.strategy, "backend": self.backend, "clusterer": self.clusterer,
-            "approximation": self.approximation, "metric": self.metric,
+            "approximation": self.approximation, "metric": self.metric, "unused_layers": self.unused_layers,
             "scorings": self.scorings, "timings": self.timings, "settings": self.settings,
             "layers": self.layers, "notes": self.notes, "extras": self.extras,
             "history": [c.to_dict() for c in self.history],
@@ -222,7 +225,7 @@ class Result:
             strategy=d.get("strategy", ""), backend=d.get("backend", ""),
             clusterer=d.get("clusterer", ""), approximation=d.get("approximation", ""),
             layers=d.get("layers", []), notes=d.get("notes", []), extras=d.get("extras", {}),
-            metric=d.get("metric") or dict(TOP1))
+            metric=d.get("metric") or dict(TOP1), unused_layers=d.get("unused_layers", []))
 
     # -- words for the metric ---------------------------------------------------------------------
     @property
@@ -256,6 +259,8 @@ class Result:
         lines = [f"metric {name} ({self.direction}): baseline {self.fmt_value(self.baseline.accuracy)}, "
                  f"{self.baseline.bits} bits (strategy {self.strategy}, {self.scorings} scorings, "
                  f"{self.timings.get('total', 0):.1f} s)"]
+        if self.unused_layers:
+            lines.append(f"left out (cannot influence the output): {', '.join(self.unused_layers)}")
         test = any(c.test_accuracy is not None for c in self.front)
         loss = self.loss_label
         cols = [("#", 3), ("CR", 7), (name, max(9, len(name))), (loss, max(8, len(loss))), ("target", 6)]
