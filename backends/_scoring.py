@@ -230,6 +230,11 @@ class PopulationScoring:
 
         return load("lenet5-digits", framework=cls.zoo_framework)
 
+    @classmethod
+    def conformance_examples(cls) -> dict[str, Callable[[], Any]]:
+        """Every model the conformance suite runs on, by name: the LeNet, plus the backend's tiny
+        transformer examples (``wsx.testing.models``)."""
+        return {"lenet": cls.conformance_example}
 
     def _load(self, data: Any, cast: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
         """Keep ``data`` (any form ``wsx.data.as_data`` accepts; None: weight access only) as numpy

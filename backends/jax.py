@@ -136,6 +136,12 @@ class JaxBackend(PopulationScoring, Backend):
                            vmap_bytes=vmap_bytes)
 
     @classmethod
+    def conformance_examples(cls) -> dict:
+        from wsx.testing import models
+
+        return {"lenet": cls.conformance_example, "encoder": models.flax_encoder}
+
+    @classmethod
     def accepts(cls, model: Any) -> bool:
         return _is_pair(model)
 

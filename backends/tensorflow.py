@@ -131,6 +131,12 @@ class TensorflowBackend(PopulationScoring, Backend):
                            vmap_bytes=vmap_bytes)
 
     @classmethod
+    def conformance_examples(cls) -> dict:
+        from wsx.testing import models
+
+        return {"lenet": cls.conformance_example, "encoder": models.keras_encoder}
+
+    @classmethod
     def accepts(cls, model: Any) -> bool:
         return _is_keras_model(model)
 

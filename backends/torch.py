@@ -161,6 +161,13 @@ class TorchBackend(PopulationScoring, Backend):
                            vmap_bytes=vmap_bytes)
 
     @classmethod
+    def conformance_examples(cls) -> dict:
+        from wsx.testing import models
+
+        return {"lenet": cls.conformance_example, "encoder": models.torch_encoder, "bert": models.torch_bert,
+                "vit": models.torch_vit}
+
+    @classmethod
     def accepts(cls, model: Any) -> bool:
         return _is_module(model)
 

@@ -12,7 +12,7 @@ import pytest
 import wsx
 import wsx.plugins
 from wsx.backend import Backend
-from wsx.testing.backends import CHECKS, context, mean_true_logit
+from wsx.testing.backends import CHECKS, context, examples, mean_true_logit
 
 
 # -- a third-party backend, registered in-process like a plugin -------------------------------------
@@ -104,37 +104,54 @@ NAMES = sorted(wsx.plugins.backends())
 FRAMEWORK = {"torch": "torch", "tensorflow": "tensorflow", "jax": "flax"}
 
 
-# -- the conformance suite over every registered backend ----------------------------------------------
+# -- the conformance suite over every registered backend and its examples ------------------------------
+def _examples(name: str) -> list[str]:
+    try:
+        return examples(name)
+    except wsx.WsxError:  # unavailable: its tests skip
+        return [""]
+
+
+CASES = [(name, example) for name in NAMES for example in _examples(name)]
+
+
 @pytest.fixture(scope="module")
 def contexts():
-    """One Context per backend name, shared by its checks (traced functions and caches are reused)."""
+    """One Context per (backend, example), shared by its checks (traced functions and caches are reused)."""
     cache = {}
 
-    def get(name):
+    def get(name, example):
         _register_numpy_backend()
-        if name not in cache:
+        if (name, example) not in cache:
             if name in FRAMEWORK:
                 pytest.importorskip(FRAMEWORK[name])
+            if example in ("bert", "vit"):
+                pytest.importorskip("transformers")
             cls = wsx.plugins.backends()[name]
             ok, reason = cls.available()
             if not ok:
                 pytest.skip(reason)
             if not hasattr(cls, "conformance_example"):
                 pytest.skip(f"{name} defines no conformance_example(); run check_backend on it yourself")
-            cache[name] = context(cls)
-        return cache[name]
+            cache[(name, example)] = context(cls, example=example)
+        return cache[(name, example)]
 
     return get
 
 
 def test_suite_covers_the_three_frameworks_and_a_third_party_backend():
     assert {"torch", "tensorflow", "jax", "numpy-mlp"} <= set(NAMES)
+    for name in ("torch", "tensorflow", "jax"):  # each runs a transformer encoder besides the LeNet
+        assert {"lenet", "encoder"} <= set(_examples(name))
+    assert {"bert", "vit"} <= set(_examples("torch"))
 
 
 @pytest.mark.parametrize("check", list(CHECKS))
-@pytest.mark.parametrize("name", NAMES)
-def test_conformance(contexts, name, check):
-    ctx = contexts(name)
+@pytest.mark.parametrize("name,example", CASES, ids=[f"{n}-{e}" if e else n for n, e in CASES])
+def test_conformance(contexts, name, example, check):
+    ctx = contexts(name, example)
+    if check in ctx.skip:
+        pytest.skip(f"the {example} example skips {check}")
     try:
         CHECKS[check](ctx)
     except NotImplementedError as exc:
