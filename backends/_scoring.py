@@ -41,7 +41,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequenc
 
 import numpy as np
 
-from wsx.data import Data, as_data, tree_map
+from wsx.data import as_data
 from wsx.errors import InvalidDataError, InvalidModelError, InvalidSettingError
 from wsx.hookspecs import hookimpl
 

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from wsx.backend import DEFAULT_REFERENCE_BYTES, Backend
-from wsx.data import tree_leaves, tree_map
+from wsx.data import tree_map
 from wsx.errors import InvalidModelError, InvalidSettingError
 from wsx.layers import LayerInfo
 
