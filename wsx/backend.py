@@ -10,6 +10,7 @@ from .errors import InvalidDataError, MetricError
 from .layers import LayerInfo
 from .metrics import Metric, resolve_metric
 from .outputs import describe, select
+from .scoring import Scored, StopRule
 
 # Reference outputs (fidelity metrics) up to this many bytes are kept for the backend's lifetime;
 # beyond it they are recomputed for every batch of every score call.
@@ -187,6 +188,14 @@ class Backend(ABC):
             raise MetricError(f"metric {metric.name!r} returned non-finite values {values!r}; "
                               "make it return a finite float")
         return values
+
+    def score_detailed(self, population: Population, subset: np.ndarray | None = None, *,
+                       stop: StopRule | None = None) -> list[Scored]:
+        """One ``wsx.scoring.Scored`` per candidate: its value and the samples it was scored on. With a
+        ``stop`` rule a backend may stop scoring a candidate that cannot meet it (``rejected``)."""
+        values = self.score(population, subset)
+        samples = self.num_samples if subset is None else len(subset)
+        return [Scored(float(v), samples) for v in values]
 
     # -- reference outputs (fidelity metrics) ---------------------------------------------------
     def _forget_reference(self) -> None:

@@ -23,14 +23,15 @@ from .arguments import (check_bits, check_count, check_knob_layers, check_knobs,
                         check_seed, check_subset)
 from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError, InvalidModelError,
                      InvalidSettingError, MetricError, PluginNotFoundError, WsxError)
-from .executor import SerialExecutor
+from .executor import ScoringSession, SerialExecutor
 from .files import OutDirLock
 from .identity import code_digest
 from .metrics import Goal, TargetSpec, resolve_metric, target_spec
-from .sanity import check_inputs, score_baseline, warn_if_chance
 from .problem import ApproximationCache, Problem, Timers
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
+from .sanity import check_inputs, score_baseline, warn_if_chance
+from .scoring import Scored
 from .strategy import Strategy
 from .threads import check_threads, limit_threads
 
@@ -295,13 +296,27 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     n_sub = n if sub is None else sub.size
     timers = Timers()
 
-    def score(population, subset_idx, backend=be):
-        with timers("scoring"):
-            values = np.asarray(executor.score(backend, population, subset_idx), dtype=np.float64)
+    cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
+    backends = {"search": be} if test_be is None else {"search": be, "test": test_be}
+    executor.start(ScoringSession(backends=backends, cache=cache, layers={layer.name: layer for layer in layers}))
+    stack.callback(executor.close)
+
+    def scored(population, subset_idx, split="search", stop=None) -> list[Scored]:
+        """Knob dicts scored through the executor, checked: one finite value per candidate."""
+        t0, clustered = time.perf_counter(), timers.get("clustering")
+        try:
+            out = list(executor.score(population, subset_idx, stop=stop, split=split))
+        finally:  # materialising candidates here clusters: that time is clustering's, not scoring's
+            timers.add("scoring", time.perf_counter() - t0 - (timers.get("clustering") - clustered))
+        values = np.asarray([s.value for s in out], dtype=np.float64)
         if values.shape != (len(population),) or not np.all(np.isfinite(values)):
-            raise MetricError(f"backend {backend.name!r} returned {values!r} for {len(population)} candidates; "
-                              "score() must return one finite metric value per candidate")
-        return values
+            raise MetricError(f"backend {backends[split].name!r} (executor {executor.name!r}) returned {values!r} "
+                              f"for {len(population)} candidates on the {split} data; scoring must give one "
+                              "finite metric value per candidate")
+        return out
+
+    def score(population, subset_idx, split="search") -> np.ndarray:
+        return np.asarray([s.value for s in scored(population, subset_idx, split)], dtype=np.float64)
 
     # The unmodified model on all data, checked: finite inputs and outputs, not at chance level.
     check_inputs(be)
@@ -310,7 +325,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     test_base = None
     if test_be is not None:  # checked before the search, not after it
         check_inputs(test_be)
-        test_base, _ = score_baseline(test_be, lambda pop: score(pop, None, test_be))
+        test_base, _ = score_baseline(test_be, lambda pop: score(pop, None, "test"))
     unused = be.unused_layers() if exclude_unused else []
     be.restore(snapshot)  # probing must leave the model as it was; this holds a backend to it
     layers = [layer for layer in layers if layer.name not in unused]
@@ -322,12 +337,11 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     metric = be.scoring_metric_ or be.metric_  # bound to the data: against labels or the reference
     goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)
     timers.seconds.pop("scoring", None)
-    cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
     shared = SHARED_SCORES.get()
     if shared is not None:
         shared = shared.setdefault(None if sub is None else hashlib.sha256(sub.tobytes()).hexdigest(), {})
     problem = Problem(layers=layers, knob_values=knob_values, approximation=appr,
-                      cache=cache, score_fn=lambda pop: score(pop, sub), baseline_accuracy=base_sub,
+                      cache=cache, score_fn=lambda pop: scored(pop, sub), baseline_accuracy=base_sub,
                       target=goal_sub, budget=budget, time_limit=time_limit, seed=seed,
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,
                       shared_scores=shared)
@@ -354,7 +368,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
 
         fingerprint = dict(be.fingerprint(), metric=metric_identity(metric))
         check = ReplayCheck(baseline=base_sub, value_range=metric_range(metric),
-                            rescore=lambda pop: score([problem._materialise(k) for k in pop], sub),
+                            rescore=lambda pop: score(pop, sub),
                             agree=lambda old, new: replay_agrees(metric, n_sub, old, new))
         journal = Journal.attach(problem, out, fingerprint, _search_settings(
             be, strat, appr, clus, spec, subset, min_subset, n_sub, seed, problem), restart=restart,
@@ -383,7 +397,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         replayed = journal.timings
         journal.close()
     if test_be is not None:
-        _score_on_test(test_be, executor, front, problem, spec, test_base)
+        _score_on_test(lambda pop: score(pop, None, "test"), test_be, front, problem, spec, test_base)
     final_seconds = time.perf_counter() - t_final
     # A resumed run reports the time its journal's records cost too, not only this session's.
     total = time.perf_counter() - t_start + replayed["wall"]
@@ -474,7 +488,7 @@ def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) ->
         p = min(max(problem.target_accuracy, 1e-3), 1 - 1e-3)
         margin = 3.0 * math.sqrt(p * (1 - p) / n_sub) * metric.scale
     chosen = [c for c in candidates if c.accuracy_loss <= problem.max_loss + margin] or candidates[:1]
-    values = score([problem._materialise(c.knobs) for c in chosen], None)
+    values = score([c.knobs for c in chosen], None)
     full = []
     for c, v in zip(chosen, values):
         full.append(Candidate(knobs=dict(c.knobs), accuracy=float(v), accuracy_loss=goal_full.loss(v),
@@ -483,11 +497,11 @@ def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) ->
     return pareto_front(full)
 
 
-def _score_on_test(test_be: Backend, executor, front: list, problem: Problem, spec: TargetSpec,
+def _score_on_test(score, test_be: Backend, front: list, problem: Problem, spec: TargetSpec,
                    base: float) -> None:
     if not front:
         return
-    values = executor.score(test_be, [problem._materialise(c.knobs) for c in front], None)
+    values = score([c.knobs for c in front])
     goal = spec.goal(test_be.scoring_metric_ or problem.metric, base)
     for c, v in zip(front, values):
         c.test_accuracy = float(v)

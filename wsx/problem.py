@@ -14,6 +14,7 @@ from .errors import InvalidSettingError, SearchStopped
 from .layers import LayerInfo
 from .metrics import Goal, TargetSpec, Top1, compression_rate, resolve_target
 from .result import Candidate
+from .scoring import Scored
 
 
 class Timers:
@@ -29,6 +30,9 @@ class Timers:
             yield
         finally:
             self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - t0
+
+    def add(self, what: str, seconds: float) -> None:
+        self.seconds[what] = self.seconds.get(what, 0.0) + seconds
 
     def get(self, what: str) -> float:
         return self.seconds.get(what, 0.0)
@@ -89,7 +93,8 @@ class Problem:
 
     ``evaluate(population)`` takes knob dicts ({layer name: knob}; missing layers keep their
     original weights) and returns Candidates scored on the search subset. Identical candidates are
-    scored once. ``budget`` caps the number of scorings; ``time_limit`` the seconds of search. When
+    scored once. ``score_fn(knob dicts)`` scores a chunk of them (the engine's executor path) and
+    returns one ``wsx.scoring.Scored`` or plain value per candidate. ``budget`` caps the number of scorings; ``time_limit`` the seconds of search. When
     either runs out, evaluate scores what it still may and raises SearchStopped, which ends the
     strategy quietly.
 
@@ -274,10 +279,9 @@ class Problem:
                 stopped = "time limit reached"
                 break
             chunk = items[start:start + self.chunk_size]
-            weights = [self._materialise(knobs) for _, knobs in chunk]
-            values = self._score_fn(weights)
-            for (key, knobs), value in zip(chunk, values):
-                value = float(value)
+            results = self._score_fn([knobs for _, knobs in chunk])
+            for (key, knobs), res in zip(chunk, results):
+                value = float(res.value if isinstance(res, Scored) else res)
                 self._add(key, knobs, value, origin)
                 self._on_scored(key, knobs, value, origin)
                 if self.shared_scores is not None:

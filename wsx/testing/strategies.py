@@ -96,9 +96,9 @@ def synthetic_problem(*, budget: int | None = None, time_limit: float | None = N
     timers = Timers()
     cache = ApproximationCache(appr, SortedKMeans(seed=seed), weights.__getitem__, timers)
 
-    def score(population):
+    def score(population):  # knob dicts, materialised here as the serial executor would
         out = []
-        for cand in population:
+        for cand in (problem._materialise(knobs) for knobs in population):
             errors = {n: float(((w.astype(np.float64) - weights[n]) ** 2).sum()) / norms[n] for n, w in cand.items()}
             out.append(true_accuracy(errors, interaction))
         return np.asarray(out)

@@ -1,0 +1,83 @@
+"""The executor seam: candidates cross it as knob dicts, results come back as Scored."""
+from __future__ import annotations
+
+import numpy as np
+
+import wsx
+from wsx.executor import ScoringSession, SerialExecutor
+from wsx.problem import ApproximationCache, Timers
+from wsx.scoring import Scored
+
+
+class Recording(SerialExecutor):
+    """The serial executor, recording what it is handed and how often it is started and closed."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.populations, self.splits, self.events = [], [], []
+
+    def start(self, session):
+        self.events.append("start")
+        super().start(session)
+
+    def score(self, population, subset, *, stop=None, split="search"):
+        population = list(population)
+        self.populations.append(population)
+        self.splits.append(split)
+        return super().score(population, subset, stop=stop, split=split)
+
+    def close(self):
+        self.events.append("close")
+
+
+def _front(result):
+    return [(c.knobs, c.accuracy, c.compression_rate) for c in result.front]
+
+
+def test_executor_is_handed_knob_dicts_and_gives_the_serial_answer(lenet):
+    model, (x, y) = lenet
+    data, test = (x[:300], y[:300]), (x[300:], y[300:])
+    rec = Recording()
+    kw = dict(strategy="random", budget=24, knobs=[2, 4, 8], progress=False, test_data=test, seed=3)
+    got = wsx.explore(model, data, executor=rec, **kw)
+    want = wsx.explore(model, data, **kw)
+    assert _front(got) == _front(want)
+    assert [c.test_accuracy for c in got.front] == [c.test_accuracy for c in want.front]
+    assert rec.events == ["start", "close"]
+    assert "test" in rec.splits and "search" in rec.splits
+    for population in rec.populations:  # knobs, never arrays
+        for cand in population:
+            assert all(isinstance(k, (int, np.integer)) for k in cand.values()), cand
+
+
+def test_session_materialises_a_population_as_one_k_at_a_time():
+    rng = np.random.default_rng(0)
+    weights = {"a": rng.normal(size=(40, 30)).astype(np.float32), "b": rng.normal(size=(50,)).astype(np.float32)}
+    layers = {n: wsx.LayerInfo(n, w.shape, w.size, "Linear") for n, w in weights.items()}
+    appr = wsx.plugins.approximations()["weight-sharing"]()
+    clus = wsx.plugins.clusterers()["sorted1d"](seed=0)
+
+    def session():
+        cache = ApproximationCache(appr, clus, weights.__getitem__, Timers())
+        return ScoringSession(backends={}, cache=cache, layers=layers), cache
+
+    population = [{"a": 3, "b": 5}, {"a": 17}, {"b": 2, "a": 3}, {}]
+    together, cache = session()
+    got = together.materialise(population)
+    assert cache.computed == 4  # a: 3, 17; b: 5, 2 -- each once
+    for cand, subs in zip(population, got):
+        assert set(subs) == set(cand)
+        for name, k in cand.items():
+            alone, _ = session()
+            np.testing.assert_array_equal(subs[name], alone.materialise([{name: k}])[0][name])
+            assert np.unique(subs[name]).size <= k
+
+
+def test_backend_score_detailed_reports_samples(lenet):
+    model, data = lenet
+    be = wsx.plugins.backends()["torch"](model, data)
+    subset = np.arange(0, 100, 3)
+    out = be.score_detailed([{}, {}], subset)
+    assert all(isinstance(s, Scored) and s.samples == subset.size and not s.rejected for s in out)
+    np.testing.assert_array_equal([s.value for s in out], be.score([{}, {}], subset))
