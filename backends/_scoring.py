@@ -26,14 +26,18 @@ Settings (constructor arguments of every built-in backend), with the memory boun
   ``score`` call and batch (still shared by every candidate of that call).
 * ``vmap`` (default ``"auto"``): True / False force the vectorised path on or off; "auto" uses it
   on an accelerator, and on CPU for networks with at most ``VMAP_AUTO_MAX_BYTES`` (256 KiB) of
-  activations per sample (``vmap_`` tells what was chosen).
+  activations per sample; for larger networks on CPU, a backend that sets ``measure_vmap_choice``
+  (torch) times both on the first batch of its first population and keeps the faster, others loop
+  (``vmap_`` tells what was chosen, ``vmap_choice_`` the timing).
 * ``vmap_bytes`` (default 1 GiB): a vectorised call is given at most
-  ``vmap_bytes // (activation bytes per sample x batch size)`` candidates; larger populations are
-  run in several such chunks.
+  ``vmap_bytes // (working bytes per sample x samples in the batch)`` candidates (working bytes: what
+  one forward holds at once, the sum of all activations where the backend cannot tell); larger
+  populations are run in several such chunks.
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -111,6 +115,14 @@ class BatchRef:
     inputs: Any
     key: tuple
     valid: int | None = None
+
+
+def batch_length(batch: BatchRef) -> int:
+    """Samples in a batch: its padded inputs' leading axis (every input leaf has one)."""
+    from wsx.data import tree_leaves
+
+    leaves = tree_leaves(batch.inputs)
+    return int(leaves[0][1].shape[0]) if leaves and hasattr(leaves[0][1], "shape") else 1
 
 
 def changed_layers(population: Sequence[Mapping[str, Any]], order: Sequence[str]) -> tuple:
@@ -193,11 +205,17 @@ class PopulationScoring:
     """
 
     probe_samples: ClassVar[int] = 2  # samples in the probe batch that checks cuts
+    split_rtol: float = 1e-4  # a cut agrees with the full forward to this, relative to the outputs' scale
 
     zoo_framework: ClassVar[str] = ""
     # the two levers this mixin implements (a subclass may turn one off)
     supports_population_vmap: ClassVar[bool] = True
     supports_prefix_cache: ClassVar[bool] = True
+
+    # True where vmap="auto" on CPU, for a network above VMAP_AUTO_MAX_BYTES, times the stacked forward
+    # against the loop on its first population and keeps the faster (eager frameworks: no compilation
+    # to amortise, so one batch tells)
+    measure_vmap_choice: ClassVar[bool] = False
 
     # True where every distinct set of changed layers costs a compilation (JAX, TensorFlow): cuts are
     # made for single layers only (the layer-wise step, where a sweep pays them back), and a
@@ -210,6 +228,7 @@ class PopulationScoring:
             raise InvalidSettingError(f"vmap={vmap!r}: use True, False or 'auto'")
         self.vmap = vmap
         self.vmap_: bool | None = None if vmap == "auto" else (vmap and type(self).supports_population_vmap)
+        self.vmap_choice_: dict | None = None  # the timing behind vmap="auto"'s choice, where it measured
         self._act_bytes: int | None = None
         self.prefix_cache = bool(prefix_cache) and type(self).supports_prefix_cache
         self.prefix_cache_bytes = int(prefix_cache_bytes)
@@ -219,7 +238,7 @@ class PopulationScoring:
         self.prefix_errors_: dict = {}
         self._prefix = PrefixCache(self.prefix_cache_bytes)
         self._splits: OrderedDict[tuple, Split | None] = OrderedDict()
-        self._vmap_chunk: int | None = None
+        self._vmap_chunk: dict[int, int] = {}  # samples in a batch -> candidates per vectorised call
         self._probe_whole: np.ndarray | None = None
         self._batches: dict = {}
 
@@ -322,7 +341,8 @@ class PopulationScoring:
         outs = None
         if prep.stacked is not None and self.vmap_error_ is None:
             try:
-                outs = self._run_stacked(prep, batch, live)
+                outs = self._time_choice(prep, batch, live) if self.vmap_ is None else \
+                    self._run_stacked(prep, batch, live)
             except Exception as exc:  # no batching rule for some op: loop from now on
                 self.vmap_error_ = f"{type(exc).__name__}: {exc}"
         if outs is None:
@@ -345,9 +365,38 @@ class PopulationScoring:
 
     def _use_vmap(self) -> bool:
         if self.vmap_ is None:  # "auto", decided once
-            self.vmap_ = type(self).supports_population_vmap and (
-                self._on_accelerator() or self._activation_bytes() <= VMAP_AUTO_MAX_BYTES)
+            if not type(self).supports_population_vmap:
+                self.vmap_ = False
+            elif self._on_accelerator() or self._activation_bytes() <= VMAP_AUTO_MAX_BYTES:
+                self.vmap_ = True
+            elif not type(self).measure_vmap_choice:
+                self.vmap_ = False
+            else:
+                return True  # stacked for now: the first population times it against the loop
         return self.vmap_
+
+    def _time_choice(self, prep: Prepared, batch: BatchRef, live) -> list:
+        """vmap="auto" on CPU for a large network: score the batch stacked (that first call traces and
+        checks), then time a stacked call of as many candidates as a call takes against one-by-one
+        forwards of two, on this batch, and keep the faster from now on (``vmap_choice_``)."""
+        outs = self._run_stacked(prep, batch, live)
+        stats = self.stats_.copy()
+        m = min(len(prep.candidates), self._candidates_per_call(batch))
+        part = Prepared(prep.changed, prep.candidates[:m], {k: v[:m] for k, v in prep.stacked.items()}, prep.split)
+        t = time.perf_counter()
+        self._run_stacked(part, batch, live)
+        stacked = (time.perf_counter() - t) / m
+        k = min(m, 2)
+        t = time.perf_counter()
+        for subs in prep.candidates[:k]:
+            self._forward(subs, batch.inputs, prep.split, live)
+        loop = (time.perf_counter() - t) / k
+        self.stats_ = stats
+        self.vmap_ = stacked < loop
+        self.vmap_choice_ = {"stacked_s_per_candidate": stacked, "loop_s_per_candidate": loop,
+                             "candidates_per_call": m, "samples": batch_length(batch),
+                             "chosen": "stacked" if self.vmap_ else "loop"}
+        return outs
 
     def _on_accelerator(self) -> bool:
         return False
@@ -357,11 +406,19 @@ class PopulationScoring:
             self._act_bytes = int(self._activation_bytes_per_sample())
         return self._act_bytes
 
+    def _working_bytes_per_sample(self) -> int:
+        """Bytes one candidate's forward holds at once per sample (bounds a vectorised call); the sum
+        of all activations unless a backend knows better."""
+        return self._activation_bytes()
+
     def _candidates_per_call(self, batch: BatchRef) -> int:
-        if self._vmap_chunk is None:
-            per_sample = max(self._activation_bytes(), 1)
-            self._vmap_chunk = max(1, self.vmap_bytes // (per_sample * max(self.batch_size, 1)))
-        return self._vmap_chunk
+        """Candidates per vectorised call: ``vmap_bytes`` over the activations of this batch's real
+        samples (not ``batch_size``: a subset of 64 samples is one batch of 64)."""
+        n = batch_length(batch)
+        if n not in self._vmap_chunk:
+            per_sample = max(self._working_bytes_per_sample(), 1)
+            self._vmap_chunk[n] = max(1, self.vmap_bytes // (per_sample * max(n, 1)))
+        return self._vmap_chunk[n]
 
     # -- prefix split -------------------------------------------------------------------------
     def _split_for(self, changed: tuple) -> Split | None:
@@ -370,7 +427,7 @@ class PopulationScoring:
             return self._splits[changed]
         try:
             split = self._make_split(changed)
-            if split is not None and not self._split_agrees(split):
+            if split is not None and not split.info.get("checked") and not self._split_agrees(split):
                 self.prefix_errors_[changed] = "prefix + suffix disagree with the full forward"
                 split = None
         except Exception as exc:  # the graph cannot be cut here: full forwards
@@ -389,7 +446,7 @@ class PopulationScoring:
         whole = self._probe_whole
         parts = np.asarray(self._probe_forward(x, split), dtype=np.float64)
         scale = max(float(np.abs(whole).max()), 1.0)
-        return whole.shape == parts.shape and bool(np.abs(whole - parts).max() <= 1e-4 * scale)
+        return whole.shape == parts.shape and bool(np.abs(whole - parts).max() <= self.split_rtol * scale)
 
     def _probe_forward(self, x, split: Split | None):
         """Original-weight outputs on ``x``, whole or through ``split``; backends that compile may

@@ -13,9 +13,13 @@ graph once per population and keeps every activation in one of three forms:
   folded tensor as they are, with P times the channels (where oneDNN is efficient);
 * ``Lead``: stored ``[P, *shape]`` (vmap's layout): linear layers become one batched GEMM.
 
-Ops without a rule here run through ``torch.func.vmap`` of that single node, so any graph vmap can
-batch still runs. The backend checks the result against a one-by-one forward the first time a graph
-is used and falls back to whole-model vmap if they disagree (see ``TorchBackend``).
+Ops without a rule here run through ``torch.func.vmap`` of that single node, and a node vmap cannot
+batch (no batching rule, a Python number per candidate, data-dependent control flow inside an opaque
+module) runs once per candidate, its results stacked: the fallback is per node, never per model
+(``fallbacks`` and ``looped`` count them by node). Structured values (tuples, dicts, ``ModelOutput``) hold
+population values as their leaves; selecting from them (``out[0]``, ``out.logits``) is free. The
+backend checks the result against a one-by-one forward the first time a graph is used and falls back
+to whole-model vmap if they disagree (see ``TorchBackend``).
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ ELEMENTWISE = ("ReLU", "ReLU6", "Hardtanh", "GELU", "SiLU", "Sigmoid", "Tanh", "
 ELEMENTWISE_METHODS = ("relu", "relu_", "sigmoid", "tanh", "exp", "abs", "neg", "clamp", "clamp_min",
                        "clamp_max", "float")
 BINARY_METHODS = ("add", "sub", "mul", "div", "add_", "mul_")
+# selections from a structured value (a ModelOutput, a dict): they pick population values as they are
+CONTAINER_METHODS = ("to_tuple", "keys", "values", "items", "get", "__getitem__")
 
 
 class Folded:
@@ -92,7 +98,11 @@ class PopulationInterpreter:
         self._param_ids = {name: id(t) for name, t in part.named_parameters(remove_duplicate=False)}
         self._module_params: dict[str, list] = {}  # call_module target -> [(local name, id)]
         self.elementwise, self.pool, self.binary = _functions()
-        self.fallbacks: dict[str, int] = {}  # node target -> count, for diagnostics and tests
+        import torch.nn.functional as F
+
+        self.sdpa = F.scaled_dot_product_attention
+        self.fallbacks: dict[str, int] = {}  # node target -> vmapped calls, for diagnostics and tests
+        self.looped: dict[str, int] = {}  # node target -> calls run once per candidate (vmap could not)
 
     # -- layouts --------------------------------------------------------------------------------
     def _lead(self, v, p: int):
@@ -118,7 +128,7 @@ class PopulationInterpreter:
         """Outputs of the P candidates: a tensor with a leading candidate axis, or the graph's output
         structure (dict, tuple) with one such tensor per entry."""
         import torch
-        from torch.fx.node import map_aggregate, map_arg
+        from torch.fx.node import map_arg
 
         from ._torch_fx import bind
 
@@ -126,7 +136,7 @@ class PopulationInterpreter:
         by_id = {self._param_ids[name]: t for name, t in stacked.items() if name in self._param_ids}
         env: dict = bind(part.inputs, args, kwargs or {})
         get = env.__getitem__
-        for node in part.nodes:
+        for node, dead in zip(part.nodes, part.release):
             a = map_arg(node.args, get)
             kw = map_arg(node.kwargs, get)
             if node.op == "get_attr":
@@ -140,6 +150,8 @@ class PopulationInterpreter:
                 env[node] = self._method(node.target, a, kw, p)
             else:
                 raise TypeError(f"unexpected graph node {node.op}")
+            for d in dead:
+                del env[d]
         out = map_arg(part.output, get)
 
         def stack(v):
@@ -147,7 +159,7 @@ class PopulationInterpreter:
                 return self._lead(v, p).t
             return v.expand(p, *v.shape) if isinstance(v, torch.Tensor) else v
 
-        return stack(out) if isinstance(out, (torch.Tensor, *POP)) else map_aggregate(out, stack)
+        return _tree_map(stack, out)
 
     # -- call_module ----------------------------------------------------------------------------
     def _module(self, target, mod, a, kw, by_id, p):
@@ -245,8 +257,15 @@ class PopulationInterpreter:
         if fn is getattr and isinstance(a[0], POP):
             if a[1] == "shape":
                 return a[0].shape()
-            if a[1] in ("dtype", "device"):
+            if a[1] == "ndim":
+                return len(a[0].shape())
+            if a[1] in ("dtype", "device", "is_cuda", "layout", "is_nested"):
                 return getattr(a[0].t, a[1])
+        if fn in (operator.getitem, getattr) and _is_container(a[0]) and not _any_pop(a[1:], kw):
+            return fn(*a, **kw)  # picks a population value out of a tuple / dict / ModelOutput
+        if fn is self.sdpa and len(a) >= 3 and not _any_pop(a[4:], {k: v for k, v in kw.items() if k != "attn_mask"}) \
+                and not isinstance(kw.get("attn_mask", a[3] if len(a) > 3 else None), Folded):
+            return self._attention(a, kw, p)
         if fn in self.elementwise and isinstance(a[0], POP) and not _any_pop(a[1:], kw):
             return _same(a[0], lambda t: fn(t, *a[1:], **kw))
         if fn in self.pool and _rank(a[0]) == _spatial(fn.__name__) + 2 and not _any_pop(a[1:], kw) \
@@ -267,6 +286,8 @@ class PopulationInterpreter:
         if not _any_pop(a, kw):
             return getattr(a[0], name)(*a[1:], **kw)
         x = a[0]
+        if name in CONTAINER_METHODS and _is_container(x) and not _any_pop(a[1:], kw):
+            return getattr(x, name)(*a[1:], **kw)
         if isinstance(x, POP) and not _any_pop(a[1:], kw):
             if name == "size":
                 shape = x.shape()
@@ -308,13 +329,22 @@ class PopulationInterpreter:
             return Lead(fn(x.t, y) if lead is x else fn(x, y.t))
         return None
 
-    # -- anything else: vmap of the one node ------------------------------------------------------
+    def _attention(self, a, kw, p):
+        """``scaled_dot_product_attention`` takes any leading batch axes: the candidate axis is one more
+        (a shared mask broadcasts against it, a population one gets singleton axes after it)."""
+        q, k, v = (self._lead(t, p).t for t in a[:3])
+        kw = dict(kw)
+        mask = kw.pop("attn_mask", a[3] if len(a) > 3 else None)
+        if isinstance(mask, Lead):
+            mask = mask.t.reshape(p, *([1] * (q.dim() - mask.t.dim())), *mask.t.shape[1:])
+        return Lead(self.sdpa(q, k, v, mask, *a[4:], **kw))
+
+    # -- anything else: vmap of the one node, else a loop over the candidates ------------------------
     def _fallback(self, label, call, own, a, kw, p):
-        """``call(params, args, kwargs)`` vmapped over the population values among ``a``/``kw`` and ``own``."""
-        from torch.fx.node import map_aggregate
+        """``call(params, args, kwargs)`` vmapped over the population values among ``a``/``kw`` and
+        ``own``; where vmap cannot batch it, run once per candidate."""
         from torch.func import vmap
 
-        self.fallbacks[str(label)] = self.fallbacks.get(str(label), 0) + 1
         pops: list = []
 
         def collect(v):
@@ -324,17 +354,25 @@ class PopulationInterpreter:
                 return _Slot(len(pops) - 1)
             return v
 
-        args = map_aggregate(a, collect)
-        kwargs = map_aggregate(kw, collect)
+        args = _tree_map(collect, a)
+        kwargs = _tree_map(collect, kw)
 
         def body(params, *batched):
             def fill(v):
                 return batched[v.i] if isinstance(v, _Slot) else v
 
-            return call(params, tuple(map_aggregate(args, fill)), dict(map_aggregate(kwargs, fill)))
+            return call(params, tuple(_tree_map(fill, args)), dict(_tree_map(fill, kwargs)))
 
         in_dims = (0 if own else None, *([0] * len(pops)))
-        return Lead(vmap(body, in_dims=in_dims)(own or None, *pops))
+        try:
+            out = vmap(body, in_dims=in_dims)(own or None, *pops)
+            kind = "vmap"
+        except Exception:  # noqa: BLE001 - no batching rule, non-tensor results, data-dependent control flow
+            outs = [body({k: t[i] for k, t in own.items()} or None, *(t[i] for t in pops)) for i in range(p)]
+            out, kind = _stack_results(outs), "loop"
+        done = self.fallbacks if kind == "vmap" else self.looped
+        done[str(label)] = done.get(str(label), 0) + 1
+        return _tree_map(lambda t: Lead(t) if _is_tensor(t) else t, out, population=False)
 
 
 class _Slot:
@@ -351,18 +389,52 @@ def _functional(mod, params, xs, kws):
 
 
 def _any_pop(a, kw) -> bool:
-    from torch.fx.node import map_aggregate
+    import torch.utils._pytree as pytree
 
-    found = [False]
+    return any(isinstance(v, POP) for v in pytree.tree_leaves((a, kw), is_leaf=_is_pop))
 
-    def look(v):
-        if isinstance(v, POP):
-            found[0] = True
-        return v
 
-    map_aggregate(a, look)
-    map_aggregate(kw, look)
-    return found[0]
+def _is_pop(v) -> bool:
+    return isinstance(v, POP)
+
+
+def _is_tensor(v) -> bool:
+    import torch
+
+    return isinstance(v, torch.Tensor)
+
+
+def _tree_map(fn, tree, population: bool = True):
+    """``fn`` over the leaves of ``tree`` (population values are leaves when ``population``), keeping
+    container classes (``ModelOutput`` included)."""
+    import torch.utils._pytree as pytree
+
+    return pytree.tree_map(fn, tree, is_leaf=_is_pop if population else None)
+
+
+def _is_container(v) -> bool:
+    return isinstance(v, (tuple, list, dict)) and not isinstance(v, POP)
+
+
+def _stack_results(outs: list):
+    """Per-candidate results of one node as one structure: tensors stacked on a leading candidate
+    axis; other leaves must agree between candidates (a shape, a flag)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    flat = [pytree.tree_flatten(o) for o in outs]
+    spec = flat[0][1]
+    if any(f[1] != spec for f in flat):
+        raise TypeError("the candidates' results of a node differ in structure")
+    leaves = []
+    for vals in zip(*(f[0] for f in flat)):
+        if isinstance(vals[0], torch.Tensor):
+            leaves.append(torch.stack(vals))
+        elif all(v == vals[0] for v in vals):
+            leaves.append(vals[0])
+        else:
+            raise TypeError(f"the candidates' results of a node differ: {vals[:3]}")
+    return pytree.tree_unflatten(leaves, spec)
 
 
 def _same(x, fn):

@@ -23,6 +23,7 @@ LAYER_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d
 WEIGHT_NAMES = {"MultiheadAttention": ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")}
 # Batches up to this size stay on the scoring device for the whole run.
 DEVICE_CACHE_BYTES = 1 << 30
+PREFIX_PATHS = ("auto", "fx", "hooks")
 
 
 def _is_module(model: Any) -> bool:
@@ -80,6 +81,15 @@ def as_numpy(y: Any) -> np.ndarray:
     return (y.float() if y.is_floating_point() else y).detach().cpu().numpy()
 
 
+def _hooked(split: Split | None) -> bool:
+    """Whether ``split`` is a module-hook cut (the whole model runs, cut-away modules replay)."""
+    return split is not None and hasattr(split.suffix, "replaying")
+
+
+def _replaying(split: Split | None, live: Any):
+    return split.suffix.replaying(live) if _hooked(split) else contextlib.nullcontext()
+
+
 class TorchBackend(PopulationScoring, Backend):
     """Scores a ``torch.nn.Module`` with substituted weights through ``torch.func.functional_call``,
     so the user's parameters are never written during a search.
@@ -102,11 +112,16 @@ class TorchBackend(PopulationScoring, Backend):
     ``wsx_backends._torch_population``: grouped convolutions and batched GEMMs, which beat vmap's
     layout on CPU), checked once per graph against a one-by-one forward; where the model cannot be
     traced or the check fails, ``torch.func.vmap`` over ``functional_call`` (``fold_error_`` says
-    why). BatchNorm and Dropout run in eval mode. The prefix cache cuts the ``torch.fx`` graph before
-    the changed layer. On CPU, subnormal weights (nonzero, below float32's 1.2e-38) are scored as 0, in
+    why). The graph is traced from the call the data makes (``wsx_backends._torch_fx.trace``), modules
+    it cannot trace run as one node (``traced_leaves_``), and a node the fold cannot batch runs once per
+    candidate: fallbacks are per node. BatchNorm and Dropout run in eval mode. The prefix cache cuts
+    the ``torch.fx`` graph before the changed layer, or, where fx fails, replays the outputs of the
+    modules that finish before it (``prefix_path``: "auto", "fx" or "hooks"; ``prefix_paths_`` says
+    which cut served each set of changed layers, see ``wsx_backends._torch_hooks``). On CPU, subnormal weights (nonzero, below float32's 1.2e-38) are scored as 0, in
     a private copy of the model and in each candidate (``flush_subnormals=False`` keeps them;
     ``subnormals_flushed_`` counts the model's at creation): CPU kernels slow down many times over on
-    such operands. ``vmap`` is True, False or "auto" (on GPU, or on CPU for small networks),
+    such operands. ``vmap`` is True, False or "auto" (on GPU; on CPU for small networks, and for
+    larger ones by timing both on the first population, ``vmap_choice_``),
     ``prefix_cache=False`` turns the cache off; memory bounds ``prefix_cache_bytes`` and
     ``vmap_bytes`` (see ``wsx_backends._scoring``). Cached activations
     assume the model is not edited behind the backend's back (``set_weights`` and ``restore`` clear
@@ -118,13 +133,14 @@ class TorchBackend(PopulationScoring, Backend):
     requires = ("torch",)
     zoo_framework = "torch"
     supports_gpu = True
+    measure_vmap_choice = True
 
     def __init__(self, model: Any, data: Any = None, *, metric: Any = None, output: Any = None,
                  batch_size: int = 256, device: str | None = None, include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES,
                  fold_population: bool = True, flush_subnormals: bool = True,
-                 reference_bytes: int = DEFAULT_REFERENCE_BYTES):
+                 reference_bytes: int = DEFAULT_REFERENCE_BYTES, prefix_path: str = "auto"):
         super().__init__(model, data, metric=metric, output=output, batch_size=batch_size, device=device,
                          reference_bytes=reference_bytes)
         import torch
@@ -154,9 +170,16 @@ class TorchBackend(PopulationScoring, Backend):
         self._load(data)
         self._traced: Any = None
         self._whole_part: Any = None
+        self.traced_leaves_: dict = {}  # module name -> why the trace runs it as one node
+        self._working: int | None = None
         self.fold_population = bool(fold_population)
         self.fold_error_: str | None = None
         self._folders: dict[int, tuple] = {}  # id(module) -> (module, interpreter that passed its check)
+        if prefix_path not in PREFIX_PATHS:
+            raise InvalidSettingError(f"prefix_path={prefix_path!r}: use one of {', '.join(PREFIX_PATHS)}")
+        self.prefix_path = prefix_path
+        self.prefix_paths_: dict = {}  # changed layers -> "fx" or "hooks": how each cut was made
+        self._calls: Any = None  # module calls of the probe forward, for hook cuts
         self._init_scoring(vmap=vmap, prefix_cache=prefix_cache, prefix_cache_bytes=prefix_cache_bytes,
                            vmap_bytes=vmap_bytes)
 
@@ -334,28 +357,49 @@ class TorchBackend(PopulationScoring, Backend):
         from torch.func import functional_call
 
         tied = self._tied
-        if split is not None:
+        if split is not None and not _hooked(split):
             y = functional_call(split.suffix, subs, tuple(live), tie_weights=tied) if subs else split.suffix(*live)
         else:
             args, kwargs = call_args(inputs)
-            y = functional_call(self.net_, subs, args, kwargs, tie_weights=tied) if subs else self.net_(*args, **kwargs)
+            with _replaying(split, live):
+                y = functional_call(self.net_, subs, args, kwargs, tie_weights=tied) if subs else \
+                    self.net_(*args, **kwargs)
         return as_numpy(self.select_output(y))
 
     def _forward_stacked(self, stacked: dict, inputs: Any, split: Split | None, live: Any) -> np.ndarray:
         from torch.func import functional_call, vmap
 
-        module, (args, kwargs) = (split.suffix, (tuple(live), {})) if split is not None else \
+        hooked = _hooked(split)
+        module, (args, kwargs) = (split.suffix, (tuple(live), {})) if split is not None and not hooked else \
             (self.net_, call_args(inputs))
-        y = self._folded_forward(module, stacked, args, kwargs) if self.fold_population and self.fold_error_ is None \
-            else None
+        y = self._folded_forward(module, stacked, args, kwargs) \
+            if self.fold_population and self.fold_error_ is None and not hooked else None
+        if y is None and hooked and split.info.get("vmap_error"):
+            y = self._stacked_loop(stacked, inputs, split, live)
         if y is None:
             tied = self._tied
 
             def one(p, a, kw):
                 return self.select_output(functional_call(module, p, a, kw, tie_weights=tied))
 
-            y = vmap(one, in_dims=(0, None, None))(stacked, args, kwargs)
+            try:
+                with _replaying(split, live):
+                    y = vmap(one, in_dims=(0, None, None))(stacked, args, kwargs)
+            except Exception as exc:
+                if not hooked:
+                    raise
+                # e.g. ``h += residual`` into a replayed (unbatched) output: this cut loops, vmap stays
+                split.info["vmap_error"] = f"{type(exc).__name__}: {exc}"
+                y = self._stacked_loop(stacked, inputs, split, live)
         return as_numpy(y)
+
+    def _stacked_loop(self, stacked: dict, inputs: Any, split: Split, live: Any):
+        import torch
+
+        p = next(iter(stacked.values())).shape[0]
+        self.stats_["loop_forwards"] += p
+        return torch.from_numpy(np.stack([self._forward({k: v[i] for k, v in stacked.items()}, inputs, split, live)
+                                          for i in range(p)]))
 
     def _select_stacked(self, y, p: int):
         """The selected output of every candidate from the folded forward's output structure (each
@@ -419,17 +463,27 @@ class TorchBackend(PopulationScoring, Backend):
         from ._torch_fx import Part
 
         if self._whole_part is None:
-            self._whole_part = Part.whole(self._trace(), self.net_)
+            traced = self._trace()
+            self._whole_part = Part.whole(traced, traced.root)
         return self._whole_part
 
     def _trace(self):
-        """The model's ``torch.fx`` graph (traced once; raises what tracing raised)."""
+        """The model's ``torch.fx`` graph for the call the scoring data makes, traced once with the
+        data's first sample and first two as examples (``_torch_fx.trace``); raises what tracing the
+        top-level forward raised. ``traced_leaves_``: modules that run as one node, and why."""
+        import torch
+
         from . import _torch_fx
 
         if self._traced is None:
             try:
-                self._traced = _torch_fx.trace(self.net_)
-            except Exception as exc:  # control flow on values, unsupported ops
+                n = self.num_samples
+                examples = [call_args(self._native_inputs(self._data.take(np.array(idx)).inputs))
+                            for idx in ([0], [0, min(1, n - 1)])]
+                with torch.no_grad():
+                    self._traced = _torch_fx.trace(self.net_, examples)
+                self.traced_leaves_ = dict(self._traced.leaves)
+            except Exception as exc:  # control flow on values in the top-level forward, unsupported ops
                 self._traced = exc
         if isinstance(self._traced, Exception):
             raise self._traced
@@ -456,10 +510,45 @@ class TorchBackend(PopulationScoring, Backend):
                 h.remove()
         return 2 * total[0]  # functional ops between modules are not hooked
 
+    def _working_bytes_per_sample(self) -> int:
+        """Twice the most tensor bytes alive at once in the traced forward of one sample (values are
+        freed after their last use, as in eager PyTorch); the sum of all activations where the
+        model cannot be traced."""
+        if self._working is None:
+            try:
+                args, kwargs = call_args(self._probe_inputs())
+                self._working = 2 * self._whole().peak_bytes(*args, **kwargs) // max(self.probe_samples, 1)
+            except Exception:  # noqa: BLE001 - untraceable: the conservative bound
+                self._working = self._activation_bytes()
+        return self._working
+
     def _make_split(self, changed: tuple) -> Split | None:
+        """The cut for ``changed``: through the fx graph where the model traces, else by module hooks
+        (``_torch_hooks``); each checked once on the probe sample against full forwards, with the
+        original weights and with the changed layers perturbed. Raises why neither can be used."""
+        ids = {id(self._params[n]) for n in changed}
+        reasons = []
+        for path in (("fx", "hooks") if self.prefix_path == "auto" else (self.prefix_path,)):
+            try:
+                split = self._fx_split(changed, ids) if path == "fx" else self._hook_split(changed, ids)
+            except Exception as exc:  # noqa: BLE001 - this path cannot cut here: try the next
+                reasons.append(f"{path}: {type(exc).__name__}: {exc}")
+                continue
+            if split is None:  # nothing before the changed layers: no cut saves anything
+                return None
+            why = self._cut_disagrees(split)
+            if why is None:
+                split.info.update(path=path, checked=True, **({"fx_error": reasons[0]} if reasons else {}))
+                self.prefix_paths_[changed] = path
+                return split
+            reasons.append(f"{path}: {why}")
+        raise RuntimeError("; ".join(reasons))
+
+    def _fx_split(self, changed: tuple, ids: set) -> Split | None:
         from . import _torch_fx
 
-        parts = _torch_fx.split(self._trace(), self.net_, {id(self._params[n]) for n in changed})
+        traced = self._trace()
+        parts = _torch_fx.split(traced, traced.root, ids)
         if parts is None:
             return None
         prefix_gm, suffix_gm, n_live = parts
@@ -470,8 +559,45 @@ class TorchBackend(PopulationScoring, Backend):
 
         return Split(changed, prefix, suffix_gm, {"live": n_live})
 
+    def _hook_split(self, changed: tuple, ids: set) -> Split | None:
+        from ._torch_hooks import HookCut, call_order
+
+        if self._calls is None:
+            self._calls = call_order(self.net_, *call_args(self._probe_inputs()))
+        cut = HookCut(self.net_, self._calls, ids)
+        if not cut:
+            return None
+
+        def prefix(inputs):
+            return cut.capture(*call_args(inputs))
+
+        return Split(changed, prefix, cut, {"live": len(cut.skipped), "first": cut.first.name})
+
+    def _cut_disagrees(self, split: Split) -> str | None:
+        """Why prefix + suffix do not reproduce full forwards on the probe sample (None: they do),
+        with the original weights and with the changed layers' weights perturbed (a module that
+        reads weights it does not own would keep stale outputs)."""
+        if not self._split_agrees(split):
+            return "prefix + suffix disagree with the full forward"
+        x = self._probe_inputs()
+        gen = np.random.default_rng(0)
+        subs = {}
+        for n in split.changed:
+            w = self._params[n].detach()
+            noise = gen.standard_normal(tuple(w.shape)).astype(np.float32)
+            subs[n] = w * 1.5 + float(w.float().std().nan_to_num() + 1e-3) * self._to_native(n, noise)
+        whole = np.asarray(self._forward(subs, x, None, None), dtype=np.float64)
+        parts = np.asarray(self._forward(subs, x, split, split.prefix(x)), dtype=np.float64)
+        scale = max(float(np.abs(whole).max()), 1.0)
+        if whole.shape != parts.shape or not np.abs(whole - parts).max() <= self.split_rtol * scale:
+            return "prefix + suffix disagree with the full forward once the changed layers change"
+        return None
+
     def _live_nbytes(self, live) -> int:
-        return sum(t.numel() * t.element_size() for t in live if hasattr(t, "numel"))
+        import torch
+
+        return sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves(live)
+                   if isinstance(t, torch.Tensor))
 
     def close(self) -> None:
         self._folders.clear()

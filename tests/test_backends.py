@@ -289,7 +289,7 @@ def test_torch_vmap_falls_back_when_an_op_has_no_batching_rule():
     assert be.stats_["loop_forwards"] == 3 + 3 + 3
 
 
-def test_torch_untraceable_model_uses_full_forwards():
+def test_torch_untraceable_model_cuts_by_module_hooks():
     torch = pytest.importorskip("torch")
     from torch import nn
 
@@ -309,13 +309,19 @@ def test_torch_untraceable_model_uses_full_forwards():
     net = Branching().eval()
     x = torch.randn(30, 5)
     data = (x.numpy(), net(x).argmax(1).detach().numpy())
-    be = wsx.plugins.backends()["torch"](net, data, metric=mean_true_logit)
-    pop = _perturbed(be, "b.weight", 3)
-    got = be.score(pop)
-    assert ("b.weight",) in be.prefix_errors_ and be.stats_["prefix_hits"] == 0
+    cls = wsx.plugins.backends()["torch"]
+    fx_only = cls(net, data, metric=mean_true_logit, prefix_path="fx")
+    pop = _perturbed(fx_only, "b.weight", 3)
+    got = fx_only.score(pop)
+    assert ("b.weight",) in fx_only.prefix_errors_ and fx_only.stats_["prefix_hits"] == 0
     # nor the folded population forward (it walks the same graph): vmap, then a loop, take over
-    assert be.fold_error_ is not None and be.stats_["folded_calls"] == 0
-    np.testing.assert_allclose(got, [be.score([c])[0] for c in pop], rtol=1e-6)
+    assert fx_only.fold_error_ is not None and fx_only.stats_["folded_calls"] == 0
+    np.testing.assert_allclose(got, [fx_only.score([c])[0] for c in pop], rtol=1e-6)
+    # by default the module-hook cut serves instead: `a` runs once per batch, its output is replayed
+    be = cls(net, data, metric=mean_true_logit)
+    np.testing.assert_allclose(be.score(pop), got, rtol=1e-6)
+    np.testing.assert_allclose(be.score(pop), got, rtol=1e-6)
+    assert be.prefix_paths_ == {("b.weight",): "hooks"} and be.stats_["prefix_hits"] > 0 and not be.prefix_errors_
 
 
 def test_prefix_cache_memory_bound():
@@ -542,7 +548,15 @@ def test_vmap_auto_vectorises_small_networks_only():
     big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 32 * 32, 2)).eval()
     x = torch.randn(4, 3, 32, 32).numpy()
     be = cls(big, (x, np.zeros(4, int)))
-    assert be._use_vmap() is False and be.vmap_ is False  # > 256 KiB of activations per sample on CPU
+    # > 256 KiB of activations per sample on CPU: the first population times stacked against the loop
+    assert be._use_vmap() is True and be.vmap_ is None
+    w = be.get_weights("0.weight")
+    pop = [{"0.weight": w * s} for s in (0.5, 1.5, 2.0)]
+    first = be.score(pop)
+    choice = be.vmap_choice_
+    assert be.vmap_ is (choice["chosen"] == "stacked") and choice["samples"] == 4
+    assert choice["stacked_s_per_candidate"] > 0 and choice["loop_s_per_candidate"] > 0
+    np.testing.assert_allclose(be.score(pop), first, rtol=1e-6)  # the chosen path scores the same
     assert cls(big, (x, np.zeros(4, int)), vmap=True)._use_vmap() is True
     with pytest.raises(wsx.InvalidSettingError, match="vmap="):
         cls(small, data, vmap="sometimes")

@@ -276,6 +276,12 @@ def test_threads_not_positive(tiny, monkeypatch):
         wsx.threads.auto_threads()
 
 
+def test_prefix_path_unknown():
+    torch = pytest.importorskip("torch")
+    with raises(wsx.InvalidSettingError, "prefix_path='trace'", "auto, fx, hooks"):
+        wsx.plugins.backends()["torch"](torch.nn.Linear(3, 2), np.zeros((4, 3), np.float32), prefix_path="trace")
+
+
 def test_subset_outside_range(tiny):
     with raises(wsx.InvalidSettingError, "subset=2.0", "fraction in (0, 1]"):
         run(tiny, subset=2.0)

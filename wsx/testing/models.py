@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 VOCAB, SEQ, HIDDEN, HEADS, FFN = 50, 8, 16, 2, 32
-HF_FX = "torch.fx cannot trace Hugging Face models (control flow on inputs); full forwards and vmap serve"
 
 
 @dataclass
@@ -97,7 +96,6 @@ def torch_bert(layers: int = 2, seed: int = 0, n: int = 16, hidden: int = 32) ->
     config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=HEADS,
                         intermediate_size=2 * hidden, max_position_embeddings=2 * SEQ, type_vocab_size=2)
     return Example(BertModel(config).eval(), tokens(n, seed), "cosine", unused=("pooler.dense.weight",),
-                   fallbacks={"prefix_cache": HF_FX, "fold": HF_FX},
                    contains=("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
                              "embeddings.token_type_embeddings.weight", "*attention.self.query.weight",
                              "*attention.self.key.weight", "*attention.self.value.weight",
@@ -113,7 +111,6 @@ def torch_vit(seed: int = 0, n: int = 16) -> Example:
                        num_attention_heads=HEADS, intermediate_size=FFN, num_labels=4)
     x = np.random.default_rng(seed).normal(size=(n, 3, 16, 16)).astype(np.float32)
     return Example(ViTForImageClassification(config).eval(), x, "agreement",
-                   fallbacks={"prefix_cache": HF_FX, "fold": HF_FX},
                    contains=("vit.embeddings.patch_embeddings.projection.weight", "*attention*q*weight",
                              "*attention*k*weight", "*attention*v*weight", "*attention*o*weight", "classifier.weight"))
 
