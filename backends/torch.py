@@ -24,6 +24,13 @@ WEIGHT_NAMES = {"MultiheadAttention": ("in_proj_weight", "q_proj_weight", "k_pro
 # Batches up to this size stay on the scoring device for the whole run.
 DEVICE_CACHE_BYTES = 1 << 30
 PREFIX_PATHS = ("auto", "fx", "hooks")
+# precision= names -> torch dtype names (None: float32, no autocast)
+PRECISIONS = {"fp32": None, "float32": None, "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16",
+              "float16": "float16"}
+# tolerance of fast paths against one-by-one forwards under reduced precision (relative to the outputs' scale)
+REDUCED_RTOL = 5e-2
+# samples on which reduced-precision scoring is compared with float32
+PRECISION_SAMPLES = 256
 
 
 def _is_module(model: Any) -> bool:
@@ -59,6 +66,24 @@ def _check_device(device: Any):
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidSettingError(f"device={device!r}: MPS is not available here; pass device='cpu' or None")
     return dev
+
+
+def _autocast_dtype(precision: Any, device):
+    """The autocast dtype ``precision`` asks for on ``device`` (None: float32); an InvalidSettingError
+    for a name torch cannot autocast to there."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise InvalidSettingError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'")
+    name = PRECISIONS[precision]
+    if name is None:
+        return None
+    if name == "float16" and device.type == "cpu":
+        raise InvalidSettingError("precision='fp16' needs a GPU (torch autocasts to float16 on CUDA); on CPU "
+                                  "use precision='bf16' or 'fp32'")
+    if not torch.amp.is_autocast_available(device.type):
+        raise InvalidSettingError(f"precision={precision!r}: torch cannot autocast on {device.type}; use 'fp32'")
+    return getattr(torch, name)
 
 
 def call_args(inputs: Any) -> tuple[tuple, dict]:
@@ -125,7 +150,9 @@ class TorchBackend(PopulationScoring, Backend):
     ``prefix_cache=False`` turns the cache off; memory bounds ``prefix_cache_bytes`` and
     ``vmap_bytes`` (see ``wsx_backends._scoring``). Cached activations
     assume the model is not edited behind the backend's back (``set_weights`` and ``restore`` clear
-    them; call ``close()`` after editing the model yourself).
+    them; call ``close()`` after editing the model yourself). ``precision="bf16"`` (or ``"fp16"``,
+    CUDA only) scores under ``torch.autocast``; the first ``score`` compares the original model's
+    outputs with float32 on the first 256 samples (``precision_report_``, also in the result's notes).
     """
 
     name = "torch"
@@ -140,7 +167,8 @@ class TorchBackend(PopulationScoring, Backend):
                  exclude: Sequence[str] | None = None, vmap: bool | str = "auto", prefix_cache: bool = True,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES, vmap_bytes: int = DEFAULT_VMAP_BYTES,
                  fold_population: bool = True, flush_subnormals: bool = True,
-                 reference_bytes: int = DEFAULT_REFERENCE_BYTES, prefix_path: str = "auto"):
+                 reference_bytes: int = DEFAULT_REFERENCE_BYTES, prefix_path: str = "auto",
+                 precision: str = "fp32"):
         super().__init__(model, data, metric=metric, output=output, batch_size=batch_size, device=device,
                          reference_bytes=reference_bytes)
         import torch
@@ -180,6 +208,11 @@ class TorchBackend(PopulationScoring, Backend):
         self.prefix_path = prefix_path
         self.prefix_paths_: dict = {}  # changed layers -> "fx" or "hooks": how each cut was made
         self._calls: Any = None  # module calls of the probe forward, for hook cuts
+        self.precision = precision
+        self.autocast_dtype_ = _autocast_dtype(precision, self.device_)
+        if self.autocast_dtype_ is not None:  # two reduced-precision paths differ by more than float32 rounding
+            self.split_rtol = REDUCED_RTOL
+        self.precision_report_: dict | None = None
         self._init_scoring(vmap=vmap, prefix_cache=prefix_cache, prefix_cache_bytes=prefix_cache_bytes,
                            vmap_bytes=vmap_bytes)
 
@@ -323,15 +356,56 @@ class TorchBackend(PopulationScoring, Backend):
         modes = [(m, m.training) for m in self.net_.modules()]
         self.net_.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 yield
         finally:
             for m, flag in modes:
                 m.training = flag
 
+    def _autocast(self, enabled: bool = True):
+        """Reduced-precision autocast (``precision=``), or nothing."""
+        import torch
+
+        if self.autocast_dtype_ is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_.type, dtype=self.autocast_dtype_, enabled=enabled)
+
     def score(self, population, subset: np.ndarray | None = None) -> np.ndarray:
         with self._scoring_mode():
+            if self.autocast_dtype_ is not None and self.precision_report_ is None:
+                self.precision_report_ = self._precision_agreement()
             return super().score(population, subset)
+
+    def _precision_agreement(self) -> dict:
+        """Reduced-precision outputs of the original model against float32 ones, on the first
+        ``PRECISION_SAMPLES`` samples: top-1 agreement (for outputs with a class axis), mean cosine
+        per sample, and the largest difference relative to the float32 outputs' largest magnitude."""
+        idx = np.arange(min(PRECISION_SAMPLES, self.num_samples))
+        low = np.concatenate([self._probe_outputs({}, idx[i:i + self.batch_size])
+                              for i in range(0, idx.size, self.batch_size)]).astype(np.float64)
+        with self._autocast(enabled=False):
+            ref = np.concatenate([self._probe_outputs({}, idx[i:i + self.batch_size])
+                                  for i in range(0, idx.size, self.batch_size)]).astype(np.float64)
+        flat_low, flat_ref = low.reshape(len(idx), -1), ref.reshape(len(idx), -1)
+        norms = np.linalg.norm(flat_low, axis=1) * np.linalg.norm(flat_ref, axis=1)
+        cosine = np.where(norms > 0, (flat_low * flat_ref).sum(1) / np.where(norms > 0, norms, 1), 1.0)
+        report = {"precision": str(self.autocast_dtype_).replace("torch.", ""), "samples": int(idx.size),
+                  "mean_cosine": float(cosine.mean()),
+                  "max_error": float(np.abs(low - ref).max() / max(float(np.abs(ref).max()), 1e-30))}
+        if ref.ndim >= 2 and ref.shape[-1] > 1:
+            report["top1_agreement"] = float((low.argmax(-1) == ref.argmax(-1)).mean())
+        return report
+
+    def notes(self) -> list[str]:
+        """How scoring ran, for the result: reduced precision and its agreement with float32."""
+        out = []
+        r = self.precision_report_
+        if r is not None:
+            top1 = f"top-1 agreement {100 * r['top1_agreement']:.2f} %, " if "top1_agreement" in r else ""
+            out.append(f"scored under {r['precision']} autocast on {self.device_.type}; against float32 on the "
+                       f"first {r['samples']} samples: {top1}mean cosine {r['mean_cosine']:.6f}, largest "
+                       f"difference {100 * r['max_error']:.3g} % of the outputs' largest magnitude")
+        return out
 
     def unused_layers(self, samples: int = 16, seed: int = 0) -> list[str]:
         with self._scoring_mode():
@@ -437,7 +511,8 @@ class TorchBackend(PopulationScoring, Backend):
                 ref = self.select_output(functional_call(module, {k: v[i] for k, v in stacked.items()}, args,
                                                          kwargs, tie_weights=self._tied))
                 scale = max(float(ref.abs().max()), 1.0) if ref.is_floating_point() else 1.0
-                if ref.shape != y[i].shape or float((ref.double() - y[i].double()).abs().max()) > 1e-3 * scale:
+                tol = 1e-3 if self.autocast_dtype_ is None else REDUCED_RTOL
+                if ref.shape != y[i].shape or float((ref.double() - y[i].double()).abs().max()) > tol * scale:
                     self.fold_error_ = "the folded population forward disagrees with one-by-one forwards"
                     return None
             self._folders[id(module)] = (module, folder)

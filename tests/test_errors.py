@@ -276,6 +276,16 @@ def test_threads_not_positive(tiny, monkeypatch):
         wsx.threads.auto_threads()
 
 
+def test_scoring_precision_invalid():
+    torch = pytest.importorskip("torch")
+    cls = wsx.plugins.backends()["torch"]
+    model, x = torch.nn.Linear(3, 2), np.zeros((4, 3), np.float32)
+    with raises(wsx.InvalidSettingError, "precision='int8'", "'fp32', 'bf16' or 'fp16'"):
+        cls(model, x, precision="int8")
+    with raises(wsx.InvalidSettingError, "precision='fp16' needs a GPU", "'bf16'"):
+        cls(model, x, precision="fp16", device="cpu")
+
+
 def test_prefix_path_unknown():
     torch = pytest.importorskip("torch")
     with raises(wsx.InvalidSettingError, "prefix_path='trace'", "auto, fx, hooks"):

@@ -1,7 +1,7 @@
 """The torch backend's fast paths on real architectures' graphs (tiny ``transformers`` configs, random
 init): the folded population forward, the fx prefix cut and the module-hook prefix cut each score
 what one-by-one full forwards score; a node the fold cannot batch runs once per candidate on its own;
-the vmap chunk follows the real batch length."""
+the vmap chunk follows the real batch length; bf16 autocast reports its agreement with float32."""
 from __future__ import annotations
 
 import numpy as np
@@ -168,3 +168,24 @@ def test_vmap_chunk_follows_the_real_batch_length():
     be.score(_population(be, _middle(be), 5))
     assert be._vmap_chunk == {6: 2} and be.stats_["vmap_calls"] == 3
 
+
+def test_bf16_autocast_on_cpu_reports_agreement_with_float32():
+    model, data = _build("resnet")
+    ref = _backend(model, data, prefix_cache=False, vmap=False)
+    low = _backend(model, data, precision="bf16")
+    pop = _population(ref, _middle(ref), 3)
+    np.testing.assert_allclose(low.score(pop), ref.score(pop), atol=5e-2)
+    report = low.precision_report_
+    assert report["precision"] == "bfloat16" and report["samples"] == len(data)
+    assert 0.95 < report["mean_cosine"] <= 1.0 + 1e-9 and 0 < report["max_error"] < 0.2
+    assert "bfloat16" in low.notes()[0] and ref.notes() == [] and ref.precision_report_ is None
+
+
+def test_reduced_precision_agreement_reaches_the_result_notes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    be = wsx.plugins.backends()["torch"](model, x, metric="agreement", precision="bf16")
+    result = wsx.explore(model, x, backend=be, strategy="divide-and-conquer", knobs=[2, 4], budget=20,
+                         subset=None, target=0.5, progress=False)
+    assert any("bfloat16 autocast" in n and "top-1 agreement" in n for n in result.notes)

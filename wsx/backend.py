@@ -244,6 +244,11 @@ class Backend(ABC):
         return np.concatenate([np.asarray(self._forward_population(batch[0], prepared)[0])
                                for batch in self._iter_batches(idx)])
 
+    def notes(self) -> list[str]:
+        """Messages for the result about how the backend scored (e.g. reduced precision and its
+        agreement with float32); none by default."""
+        return []
+
     def close(self) -> None:
         """Release memory held for scoring (cached batches, activations)."""
 

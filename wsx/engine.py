@@ -354,6 +354,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                      f"out of the compression rate: {', '.join(unused)}")
     if be.output_note_:
         problem.note(be.output_note_)
+    for message in be.notes():
+        problem.note(message)
     if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
                                                             if isinstance(subset, float) else int(subset)):
         problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
