@@ -195,6 +195,13 @@ class PopulationInterpreter:
         w, b = own.get("weight"), own.get("bias")
         groups = mod.groups
         dims = len(mod.kernel_size)
+        if w is None and b is None and isinstance(x, Folded):
+            # shared weights: [N, P*C, ...] is [N*P, C, ...] in memory, so one plain convolution over
+            # N*P samples (no grouped convolution, which oneDNN runs several times slower on CPU)
+            xt = x.t.contiguous()
+            n = xt.shape[0]
+            y = mod(xt.view(n * p, x.c, *xt.shape[2:]))
+            return Folded(y.view(n, p * y.shape[1], *y.shape[2:]), y.shape[1])
         if w is None:
             w = mod.weight.detach().expand(p, *mod.weight.shape)
         cout = w.shape[1]
