@@ -29,6 +29,8 @@ from typing import Any
 CONV = ("Conv1d", "Conv2d", "Conv3d")
 POOL = ("MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
         "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d")
+# padding modules pad only the trailing (spatial) axes, so they apply to either layout as they are
+PAD = ("ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d")
 BATCHNORM = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
 # element-wise modules: any layout works
 ELEMENTWISE = ("ReLU", "ReLU6", "Hardtanh", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
@@ -100,7 +102,7 @@ class PopulationInterpreter:
         self.elementwise, self.pool, self.binary = _functions()
         import torch.nn.functional as F
 
-        self.sdpa = F.scaled_dot_product_attention
+        self.sdpa, self.pad = F.scaled_dot_product_attention, F.pad
         self.fallbacks: dict[str, int] = {}  # node target -> vmapped calls, for diagnostics and tests
         self.looped: dict[str, int] = {}  # node target -> calls run once per candidate (vmap could not)
 
@@ -177,7 +179,7 @@ class PopulationInterpreter:
                 return self._conv(mod, x, own, p)
             if kind == "Linear" and set(own) <= {"weight", "bias"}:
                 return self._linear(mod, x, own, p)
-            if not own and kind in ELEMENTWISE:
+            if not own and (kind in ELEMENTWISE or (kind in PAD and _rank(x) >= len(mod.padding) // 2 + 2)):
                 return _same(x, mod)
             if not own and kind in POOL and not getattr(mod, "return_indices", False) \
                     and _rank(x) == _spatial(kind) + 2:
@@ -273,6 +275,10 @@ class PopulationInterpreter:
         if fn is self.sdpa and len(a) >= 3 and not _any_pop(a[4:], {k: v for k, v in kw.items() if k != "attn_mask"}) \
                 and not isinstance(kw.get("attn_mask", a[3] if len(a) > 3 else None), Folded):
             return self._attention(a, kw, p)
+        if fn is self.pad and isinstance(a[0], POP) and not _any_pop(a[1:], kw) \
+                and len(kw.get("pad", a[1] if len(a) > 1 else ())) // 2 <= _rank(a[0]) - 2 \
+                and kw.get("mode", a[2] if len(a) > 2 else "constant") == "constant":
+            return _same(a[0], lambda t: fn(t, *a[1:], **kw))  # pads spatial axes only: any layout
         if fn in self.elementwise and isinstance(a[0], POP) and not _any_pop(a[1:], kw):
             return _same(a[0], lambda t: fn(t, *a[1:], **kw))
         if fn in self.pool and _rank(a[0]) == _spatial(fn.__name__) + 2 and not _any_pop(a[1:], kw) \

@@ -89,6 +89,8 @@ def test_fold_and_prefix_cuts_equal_one_by_one_forwards(name):
     fold = _backend(model, data, vmap=True, prefix_cache=False)
     np.testing.assert_allclose(fold.score(pop), ref, rtol=1e-4, atol=1e-5)
     assert fold.fold_error_ is None and fold.vmap_error_ is None and fold.stats_["folded_calls"] == 2
+    (_, folder), = fold._folders.values()
+    assert not folder.looped and not [n for n in folder.fallbacks if "pad" in n]  # padding has its own rule
     for path in ("fx", "hooks"):
         cut = _backend(model, data, vmap=False, prefix_path=path)
         np.testing.assert_allclose(cut.score(pop), ref, rtol=1e-4, atol=1e-5)
