@@ -332,6 +332,16 @@ class PopulationScoring:
         split = self._split_for(changed) if wanted else None
         return Prepared(changed, cands, stacked, split)
 
+    def _narrow(self, prep: Prepared, keep, candidates) -> Prepared:
+        """The candidates at positions ``keep`` only (early rejection dropped the others): their
+        native tensors are reused, the stacked ones restacked, the cut kept (it holds for fewer
+        changed layers too)."""
+        cands = [prep.candidates[i] for i in keep]
+        stacked = None
+        if prep.stacked is not None and len(cands) > 1:
+            stacked = {n: self._stack([c.get(n, self._original(n)) for c in cands]) for n in prep.stacked}
+        return Prepared(prep.changed, cands, stacked, prep.split)
+
     def _forward_population(self, batch: BatchRef, prep: Prepared):
         live = None
         if prep.split is not None:

@@ -376,8 +376,9 @@ def _framework(name):
 @pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
 def test_explore_with_approximation_on_every_backend(framework, approximation):
     model, data = _framework(framework)
-    r = wsx.explore(model, data, approximation=approximation, strategy=small_dc(pop_size=4, generations=2),
-                    knobs=KNOBS[approximation], progress=False)
+    # failing candidates stay on the front (scored in full; relaxed layers keep their best per group)
+    r = wsx.explore(model, data, approximation=approximation, knobs=KNOBS[approximation], progress=False,
+                    strategy=small_dc(layerwise="scan"), early_rejection=False)
     appr = wsx.plugins.approximations()[approximation]()
     sizes = {entry["name"]: entry["size"] for entry in r.layers}
     assert r.approximation == approximation and r.front and r.scorings >= 10
@@ -387,7 +388,7 @@ def test_explore_with_approximation_on_every_backend(framework, approximation):
         expected = sum(appr.size_bits(layer((s,), n), c.knobs[n]) if n in c.knobs else 32 * s
                        for n, s in sizes.items())
         assert c.size_bits == expected and c.compression_rate == pytest.approx(r.baseline.bits / expected)
-    assert max(c.compression_rate for c in r.front) > 2
+    assert max(c.compression_rate for c in r.front) > 1.5  # pruning half of several layers at least
 
 
 @pytest.mark.parametrize("approximation", [Pruning(sparsities=[0.6, 0.9]),
@@ -441,6 +442,6 @@ def test_every_strategy_runs_pruning_and_quantization(lenet, strategy, approxima
     integers look like weight sharing's k to a strategy (marked slow: ``-m "not slow"`` skips them)."""
     model, data = lenet
     r = wsx.explore(model, data, approximation=approximation, strategy=strategy, budget=16,
-                    knobs=KNOBS[approximation], progress=False)
+                    knobs=KNOBS[approximation], progress=False, early_rejection=False)
     assert r.approximation == approximation and r.front and 0 < r.scorings <= 16
     assert all(set(c.knobs.values()) <= set(KNOBS[approximation]) for c in r.history)

@@ -61,6 +61,30 @@ def check_subset(subset: Any) -> Any:
     raise InvalidSettingError(f"subset={subset!r}: give a fraction in (0, 1], a sample count, or None")
 
 
+def check_early_rejection(value: Any) -> str | float | bool:
+    """"exact" (True is the same), False (off, None too) or a confidence in (0, 1) such as 0.99; the
+    CLI's strings "exact", "off" / "false" and "0.99" are read as those."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("exact", "true", "on"):
+            return "exact"
+        if text in ("off", "false", "none", "no"):
+            return False
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+    if value is True:
+        return "exact"
+    if value is False or value is None:
+        return False
+    if is_number(value) and 0.0 < value < 1.0:
+        return float(value)
+    raise InvalidSettingError(f"early_rejection={value!r}: give 'exact' (stop scoring a candidate once it provably "
+                              "misses the target), a confidence in (0, 1) such as 0.99 (also stop on a statistical "
+                              "bound at that level), or False (score every candidate on every sample)")
+
+
 def check_bits(bits: Any) -> int | None:
     if bits is None:
         return None

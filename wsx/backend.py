@@ -1,14 +1,16 @@
 """Backend interface: one trained model plus its scoring data, in some framework."""
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import InvalidDataError, MetricError
 from .layers import LayerInfo
-from .metrics import Metric, resolve_metric
+from .metrics import MeanAccumulator, Metric, resolve_metric
 from .outputs import describe, select
 from .scoring import Scored, StopRule
 
@@ -62,6 +64,8 @@ class Backend(ABC):
         self.reference_bytes = int(reference_bytes)
         self.output_note_: str | None = None
         self.scoring_metric_: Metric | None = None  # metric_ bound to the data (labels or reference)
+        self.sample_forwards_ = 0  # candidates x samples run by score calls (early rejection's saving)
+        self._stop_request: _StopRequest | None = None
         self._forget_reference()
 
     @classmethod
@@ -155,18 +159,58 @@ class Backend(ABC):
 
     def score(self, population: Population, subset: np.ndarray | None = None) -> np.ndarray:
         """Metric value per candidate, reading each data batch once for the whole population."""
+        request, self._stop_request = getattr(self, "_stop_request", None), None
+        details = self._score_batches(list(population), subset, None if request is None else request.stop)
+        if request is not None:
+            request.details = details
+        return np.asarray([d.value for d in details], dtype=np.float64)
+
+    def score_detailed(self, population: Population, subset: np.ndarray | None = None, *,
+                       stop: StopRule | None = None) -> list[Scored]:
+        """One ``wsx.scoring.Scored`` per candidate: its value and the samples it was scored on.
+
+        With a ``stop`` rule, candidates that cannot meet it are rejected (``wsx.scoring``): left out
+        of the following batches' forwards, and returned with ``rejected`` set, the samples seen and
+        their ``bound``. Only per-sample metrics with declared bounds take part; others are scored in
+        full. The call goes through ``score``, so a subclass wrapping ``score`` (a device scope, a
+        counter) wraps this too; one that replaces ``score`` without calling the base class gets its
+        candidates scored in full."""
         population = list(population)
+        request = self._stop_request = _StopRequest(stop)
+        try:
+            with self._scoring_mode():
+                values = np.asarray(self.score(population, subset), dtype=np.float64)
+        finally:
+            self._stop_request = None
+        if request.details is None or len(request.details) != len(values):
+            samples = self.num_samples if subset is None else len(subset)
+            return [Scored(float(v), samples) for v in values]
+        return [Scored(float(v), d.samples, d.rejected, d.bound) for v, d in zip(values, request.details)]
+
+    def _scoring_mode(self):
+        """A context every scoring runs in (backends override it: eval mode, no autograd)."""
+        return contextlib.nullcontext()
+
+    def _score_batches(self, population: list, subset: np.ndarray | None,
+                       stop: StopRule | None) -> list[Scored]:
+        """The scoring loop: each batch read once for every candidate still scored (see score_detailed)."""
         if not population:
-            return np.zeros(0)
+            return []
         prepared = self._prepare(population)
-        acc = metric = reference = None
-        seen = 0
+        active = list(range(len(population)))  # positions in population still scored
+        total = self.num_samples if subset is None else len(subset)
+        rejected: dict[int, float] = {}  # position -> best value it could still reach
+        acc = metric = reference = rule = None
+        seen = checks = 0
         for batch in self._iter_batches(subset):
+            if not active:
+                break  # every candidate rejected: the rest of the data is not read
             inputs, labels = batch[0], batch[1]
             indices = batch[2] if len(batch) > 2 else None
             if metric is None:
                 metric = self.scoring_metric_ = self.metric_.bind(labels is not None)
                 acc = metric.accumulator(len(population))
+                rule = stop if stop is not None and can_reject(metric) else None
             outputs = self._forward_population(inputs, prepared)
             if metric.needs_reference:
                 if reference is None:
@@ -178,24 +222,37 @@ class Backend(ABC):
                                        "uncompressed model: 'agreement', 'cosine', 'mse', 'psnr'")
             else:
                 target = labels
-            for i, out in enumerate(outputs):
+            for i, out in zip(active, outputs):
                 acc.add(i, out, target)
-            seen += len(outputs[0]) if len(outputs) else 0
+            size = len(outputs[0]) if len(outputs) else 0
+            seen += size
+            self.sample_forwards_ = getattr(self, "sample_forwards_", 0) + size * len(active)
+            if rule is not None and seen < total:
+                checks += 1
+                at = np.asarray(active)
+                _check_bounds(metric, acc, at)
+                best = rule.best_means(acc.sums[at], acc.counts[at], total, checks)
+                out_now = rule.misses(best)
+                if out_now.any():
+                    rejected.update((int(i), float(b)) for i, b, r in zip(at, best, out_now) if r)
+                    keep = [j for j, r in enumerate(out_now) if not r]
+                    active = [active[j] for j in keep]
+                    if active:
+                        prepared = self._narrow(prepared, keep, [population[i] for i in active])
         if seen == 0:
             raise InvalidDataError("the scoring data yielded no samples; pass at least one batch")
         values = acc.result()
         if not np.all(np.isfinite(values)):
             raise MetricError(f"metric {metric.name!r} returned non-finite values {values!r}; "
                               "make it return a finite float")
-        return values
+        counts = getattr(acc, "counts", None)
+        return [Scored(float(v), int(counts[i]), True, rejected[i]) if i in rejected
+                else Scored(float(v), int(seen)) for i, v in enumerate(values)]
 
-    def score_detailed(self, population: Population, subset: np.ndarray | None = None, *,
-                       stop: StopRule | None = None) -> list[Scored]:
-        """One ``wsx.scoring.Scored`` per candidate: its value and the samples it was scored on. With a
-        ``stop`` rule a backend may stop scoring a candidate that cannot meet it (``rejected``)."""
-        values = self.score(population, subset)
-        samples = self.num_samples if subset is None else len(subset)
-        return [Scored(float(v), samples) for v in values]
+    def _narrow(self, prepared: Any, keep: Sequence[int], candidates: Population) -> Any:
+        """``prepared`` reduced to the candidates at positions ``keep`` (those not rejected), which are
+        ``candidates``; the default prepares them anew. Backends that convert once override it."""
+        return self._prepare(list(candidates))
 
     # -- reference outputs (fidelity metrics) ---------------------------------------------------
     def _forget_reference(self) -> None:
@@ -330,3 +387,29 @@ def _numeric_arrays(x: Any):
               else getattr(x, "__dict__", None))
     if fields:
         yield from _numeric_arrays(dict(fields))
+
+
+@dataclass
+class _StopRequest:
+    """A stop rule handed from ``score_detailed`` to the base ``score`` through a subclass's ``score``."""
+
+    stop: StopRule | None
+    details: list | None = None
+
+
+def can_reject(metric: Metric) -> bool:
+    """Whether early rejection applies to ``metric``: a mean of per-sample values with known bounds."""
+    return bool(metric.per_sample and metric.bounds is not None
+                and issubclass(getattr(metric, "accumulator_class", object), MeanAccumulator))
+
+
+def _check_bounds(metric: Metric, acc: Any, at: np.ndarray) -> None:
+    """A rejection is only as sound as the declared bounds: a running mean outside them is refused."""
+    lo, hi = metric.bounds
+    mean = acc.running()[at]
+    slack = 1e-9 * max(1.0, abs(lo), abs(hi)) if np.isfinite(lo) and np.isfinite(hi) else 1e-9
+    if np.any(mean < lo - slack) or np.any(mean > hi + slack):
+        bad = float(mean[(mean < lo - slack) | (mean > hi + slack)][0])
+        raise MetricError(f"metric {metric.name!r} declares per-sample values in [{lo}, {hi}] but its mean is "
+                          f"{bad!r}; fix the bounds= given to wsx.metric (early rejection relies on them), or pass "
+                          "early_rejection=False")

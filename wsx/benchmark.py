@@ -282,7 +282,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
           metric: Any = "top1", backend: Any = None, clusterer: Any = None, approximation: Any = "weight-sharing",
           subset: Any = 0.1, min_subset: int | None = None, knobs: Any = None, bits: int | None = None,
           time_limit: float | None = None, batch_size: int = 256, threads: int | None = None,
-          share_scores: bool = True,
+          share_scores: bool = True, early_rejection: Any = "exact",
           name: str | None = None, command: str = "", log: Callable[[str], None] | None = print) -> BenchResult:
     """Run every strategy at every budget once per seed on ``model`` / ``data`` and compare them.
 
@@ -298,7 +298,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     """
     import pandas as pd
 
-    from .arguments import check_out
+    from .arguments import check_early_rejection, check_out
     from .engine import MIN_SUBSET, SHARED_SCORES, explore, resolve_clusterer
     from .metrics import resolve_target
 
@@ -306,6 +306,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     budgets = _budgets(budgets)
     seeds = _seeds(seeds)
     out = check_out(out)
+    early_rejection = check_early_rejection(early_rejection)
     target = "mlperf-heavy" if target is None else target  # None: not given (the CLI's default)
     frac = resolve_target(target)
     reference = read_front(exhaustive_front) if exhaustive_front is not None else None
@@ -329,7 +330,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
                                      approximation=approximation, subset=subset, knobs=knobs, bits=bits,
                                      min_subset=MIN_SUBSET if min_subset is None else min_subset,
                                      time_limit=time_limit, batch_size=batch_size, threads=threads,
-                                     progress=False)
+                                     early_rejection=early_rejection, progress=False)
                     pts, max_al = front_points(result)
                     maxima.append(max_al)
                     row = {"strategy": label, "budget": budget, "seed": seed, "best_cr": best_cr(result),
@@ -352,7 +353,10 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
                             + (f" ({row['shared_hits']} scores shared)" if row["shared_hits"] else ""))
     finally:
         SHARED_SCORES.reset(token)
-    runs, fronts = pd.DataFrame(rows), pd.DataFrame(fronts)
+    # every run's front may be empty (each candidate rejected early): keep the columns anyway
+    runs = pd.DataFrame(rows)
+    fronts = pd.DataFrame(fronts, columns=["strategy", "budget", "seed", "loss", "compression_rate", "meets_target",
+                                           "knobs"])
     max_al = float(np.min(maxima))
     own = reference is None
     if own:

@@ -19,8 +19,8 @@ from . import plugins, specs
 from .approximation import Approximation
 from .backend import Backend
 from .clusterer import Clusterer
-from .arguments import (check_bits, check_count, check_knob_layers, check_knobs, check_out, check_seconds,
-                        check_seed, check_subset)
+from .arguments import (check_bits, check_count, check_early_rejection, check_knob_layers, check_knobs, check_out,
+                        check_seconds, check_seed, check_subset)
 from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError, InvalidModelError,
                      InvalidSettingError, MetricError, PluginNotFoundError, WsxError)
 from .executor import ScoringSession, SerialExecutor
@@ -182,7 +182,8 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
             out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
             time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
             device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET,
-            restart: bool = False, threads: int | None = None, exclude_unused: bool = True) -> Result:
+            restart: bool = False, threads: int | None = None, exclude_unused: bool = True,
+            early_rejection: Any = "exact") -> Result:
     """Search per-layer knob values (k for weight sharing) and return the front of metric loss
     against compression rate.
 
@@ -212,6 +213,16 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     afterwards, whether the call returns, raises or is interrupted. ``threads`` caps torch's CPU
     threads for the run (default: this process's share of the cores, ``wsx.threads.auto_threads``;
     see ``wsx.threads`` for TensorFlow and JAX).
+
+    ``early_rejection``: with a metric that is a mean of per-sample values with known bounds (top-1,
+    agreement, cosine, MSE, ``wsx.metric(..., per_sample=True, bounds=...)``), search-time scoring
+    stops on a candidate once it cannot meet the target on the subset: "exact" (the default: even if
+    every remaining sample scored the best value), a confidence such as 0.99 (also on a statistical
+    bound at that level; the subset is then scored in a seeded random order), or False (every
+    candidate on every sample). Rejected candidates are recorded as such (``Candidate.rejected``,
+    the samples seen and their bound), count as scorings and fail the target; every candidate on the
+    front or meeting the target was scored on the whole subset. ``result.extras["sample_forwards"]``
+    counts candidates x samples run (search, final re-scoring, test).
     """
     t_start = time.perf_counter()
     # the metric decides what a target means (its direction): checked with the other arguments
@@ -228,6 +239,7 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     knobs = check_knobs(knobs)
     out = check_out(out)
     threads = None if threads is None else check_threads(threads)
+    early_rejection = check_early_rejection(early_rejection)
     if data is None and not isinstance(backend, Backend):
         raise InvalidDataError("data=None: explore scores the model on data; pass (inputs, labels), the inputs "
                                "alone (metrics that compare with the uncompressed model) or a loader")
@@ -254,7 +266,8 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
         return _explore(stack, be, test_be, strat, appr, clus, executor or SerialExecutor(), prog, t_start,
                         spec=spec, subset=subset, seed=seed, budget=budget, out=out, time_limit=time_limit,
                         knobs=knobs, min_subset=min_subset, restart=restart, threads=n_threads,
-                        thread_notes=thread_notes, snapshot=snapshot, exclude_unused=exclude_unused)
+                        thread_notes=thread_notes, snapshot=snapshot, exclude_unused=exclude_unused,
+                        early_rejection=early_rejection)
 
 
 def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", **kwargs) -> Backend:
@@ -277,7 +290,7 @@ def scoring_backend(model: Any, data: Any, backend: Any, *, what: str = "data", 
 def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Strategy, appr: Approximation,
              clus: Clusterer | None, executor, prog: Progress, t_start: float, *, spec: TargetSpec, subset,
              seed, budget, out, time_limit, knobs, min_subset, restart, snapshot, exclude_unused, threads=None,
-             thread_notes=()) -> Result:
+             thread_notes=(), early_rejection="exact") -> Result:
     layers = be.layers()
     if not layers:
         raise InvalidModelError(f"backend {be.name!r} found no layers of interest in the model; wsx shares "
@@ -294,7 +307,12 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     n = be.num_samples
     sub = subset_indices(n, subset, seed, min_subset)
     n_sub = n if sub is None else sub.size
+    search_idx = sub  # the search subset in the order it is scored
+    if isinstance(early_rejection, float):  # a statistical bound needs the samples in random order
+        search_idx = np.random.default_rng([seed, 12]).permutation(np.arange(n) if sub is None else sub)
     timers = Timers()
+    forwards = {"search": 0, "final": 0, "test": 0}  # candidates x samples scored, by phase
+    phase = ["search"]
 
     cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
     backends = {"search": be} if test_be is None else {"search": be, "test": test_be}
@@ -309,6 +327,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         finally:  # materialising candidates here clusters: that time is clustering's, not scoring's
             timers.add("scoring", time.perf_counter() - t0 - (timers.get("clustering") - clustered))
         values = np.asarray([s.value for s in out], dtype=np.float64)
+        forwards["test" if split == "test" else phase[0]] += sum(int(s.samples) for s in out)
         if values.shape != (len(population),) or not np.all(np.isfinite(values)):
             raise MetricError(f"backend {backends[split].name!r} (executor {executor.name!r}) returned {values!r} "
                               f"for {len(population)} candidates on the {split} data; scoring must give one "
@@ -337,11 +356,13 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     metric = be.scoring_metric_ or be.metric_  # bound to the data: against labels or the reference
     goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)
     timers.seconds.pop("scoring", None)
+    forwards.update(search=0, test=0)  # the checks and baselines above are not the search's
     shared = SHARED_SCORES.get()
     if shared is not None:
         shared = shared.setdefault(None if sub is None else hashlib.sha256(sub.tobytes()).hexdigest(), {})
     problem = Problem(layers=layers, knob_values=knob_values, approximation=appr,
-                      cache=cache, score_fn=lambda pop: scored(pop, sub), baseline_accuracy=base_sub,
+                      cache=cache, score_fn=lambda pop, stop=None: scored(pop, search_idx, stop=stop),
+                      baseline_accuracy=base_sub, early_rejection=early_rejection,
                       target=goal_sub, budget=budget, time_limit=time_limit, seed=seed,
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,
                       shared_scores=shared)
@@ -370,7 +391,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
 
         fingerprint = dict(be.fingerprint(), metric=metric_identity(metric))
         check = ReplayCheck(baseline=base_sub, value_range=metric_range(metric),
-                            rescore=lambda pop: score(pop, sub),
+                            rescore=lambda pop, stop=None: scored(pop, search_idx, stop=stop),
                             agree=lambda old, new: replay_agrees(metric, n_sub, old, new))
         journal = Journal.attach(problem, out, fingerprint, _search_settings(
             be, strat, appr, clus, spec, subset, min_subset, n_sub, seed, problem), restart=restart,
@@ -389,8 +410,12 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
 
     # Re-score the front on all samples: search-time scores are noisy and selection-biased.
     t_final = time.perf_counter()
+    phase[0] = "final"
     front = _rescore_front(problem, score, sub, goal_full, n_sub)
     extras = dict(problem.extras)
+    # candidates x samples run: what early rejection and the search's choices cost in forwards
+    extras["sample_forwards"] = {**forwards, "total": sum(forwards.values())}
+    extras["rejected"] = problem.rejections
     if shared is not None:
         extras["shared_scores"] = problem.shared_hits  # scorings taken from another run of a wsx.bench
     replayed = {"scoring": 0.0, "clustering": 0.0, "wall": 0.0}
@@ -422,7 +447,9 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                 "approximation_params": _jsonable(appr.get_params()),
                 "clusterer_params": _jsonable(clus.get_params()) if clus else None,
                 "knob_values": problem.knob_values, "stop_reason": problem.stop_reason,
-                "executor": getattr(executor, "name", type(executor).__name__), "threads": threads}
+                "executor": getattr(executor, "name", type(executor).__name__), "threads": threads,
+                "early_rejection": early_rejection, "stop_rule": None if problem.stop_rule is None
+                else problem.stop_rule.to_dict()}
     if journal is not None:
         settings["fingerprint"] = journal.fingerprint
     settings["config"] = {  # every setting, resolved, in the form `wsx explore --config` reads
@@ -430,7 +457,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         "clusterer": {"name": clus.name, **settings["clusterer_params"]} if clus else None,
         "approximation": {"name": appr.name, **settings["approximation_params"]}, "backend": be.name,
         "knobs": _jsonable({"knobs": knobs})["knobs"], "target": settings["target"], "subset": subset,
-        "min_subset": min_subset, "budget": budget, "time_limit": time_limit, "bits": appr.bits, "seed": seed}
+        "min_subset": min_subset, "budget": budget, "time_limit": time_limit, "bits": appr.bits, "seed": seed,
+        "early_rejection": early_rejection}
     result = Result(front=front, history=problem.history,
                     baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
                                       subset_accuracy=base_sub, test_accuracy=test_base),
@@ -520,7 +548,7 @@ def _search_settings(be, strat, appr, clus, spec, subset, min_subset, n_sub, see
             "approximation_params": _jsonable(appr.get_params()), "clusterer": clus.name if clus else None,
             "clusterer_params": _jsonable(clus.get_params()) if clus else None, "target": spec.label,
             "subset": subset, "min_subset": min_subset, "subset_samples": n_sub, "seed": seed,
-            "knob_values": problem.knob_values}
+            "knob_values": problem.knob_values, "early_rejection": problem.early_rejection}
 
 
 def _jsonable(d: dict) -> dict:

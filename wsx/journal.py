@@ -5,7 +5,8 @@ Format: JSON Lines. The first line is a header naming the model (its tensors and
 the data, the metric (its code) and the settings by sha256 fingerprints (the settings also in clear,
 to say what changed) and the baseline's search-subset score; each further line is one scoring
 ``{"knobs": {layer: knob}, "value": subset metric, "origin": step, "t": [scoring, clustering, wall
-seconds since the previous record], "h": checksum}``. A record is one unbuffered
+seconds since the previous record], "h": checksum}``; a candidate stopped early (early rejection) also
+has ``"rejected": true, "samples": samples seen, "bound": best value it could still reach``. A record is one unbuffered
 ``write`` of a whole line, made as soon as the candidate is scored: once it returns, the record
 survives the process being killed (SIGKILL included). ``fsync`` follows at most every
 ``SYNC_SECONDS`` and on close, so that a power cut loses at most that much (a per-record fsync
@@ -103,7 +104,7 @@ def read(path: str | os.PathLike) -> tuple[dict, list[dict], int]:
     records = []
     for n, rec in enumerate(parsed[1:], 2):
         ok = (isinstance(rec, dict) and isinstance(rec.get("knobs"), dict) and isinstance(rec.get("origin", ""), str)
-              and _finite(rec.get("value")) and _timing(rec) is not None)
+              and _finite(rec.get("value")) and _timing(rec) is not None and _rejection(rec) is not False)
         if not ok:
             raise _corrupt(path, f"record {n} is malformed", len(parsed) - 1)
         if rec.get("h") != checksum(rec):
@@ -129,6 +130,20 @@ def _timing(rec: dict) -> list | None:
     if isinstance(t, list) and len(t) == 3 and all(_finite(x) and 0 <= x < 1e9 for x in t):
         return t
     return None
+
+
+def _rejection(rec: dict):
+    """The ``Scored`` of a rejected record, None for a full one, False if its rejection fields are malformed."""
+    from .scoring import Scored
+
+    if "rejected" not in rec:
+        return None
+    samples, bound = rec.get("samples"), rec.get("bound")
+    if rec["rejected"] is not True or not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0):
+        return False
+    if bound is not None and not _finite(bound):
+        return False
+    return Scored(float(rec["value"]), samples, True, None if bound is None else float(bound))
 
 
 def _foreign(path) -> CorruptFileError:
@@ -159,12 +174,13 @@ class ReplayCheck:
     """How a resumed journal is checked against the run at hand (built by the engine).
 
     ``baseline`` is the unmodified model's search-subset score now; ``value_range`` the metric's
-    range; ``rescore`` scores knob dicts on the search subset; ``agree(old, new)`` says whether a
-    journaled value and a fresh one are the same scoring (up to the backend's rounding)."""
+    range; ``rescore(knob dicts, stop rule or None)`` scores them on the search subset (a list of
+    ``wsx.scoring.Scored``); ``agree(old, new)`` says whether a journaled value and a fresh one are
+    the same scoring (up to the backend's rounding)."""
 
     baseline: float
     value_range: tuple[float, float]
-    rescore: Callable[[list], Any]
+    rescore: Callable[..., Any]
     agree: Callable[[float, float], bool]
 
 
@@ -230,7 +246,7 @@ class Journal:
             return 0.0, 0.0, time.perf_counter()
         return timers.get("scoring"), timers.get("clustering"), time.perf_counter()
 
-    def record(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
+    def record(self, key: tuple, knobs: dict, value: float, origin: str, scored=None) -> None:
         """Append one scoring, durably, as one line (Problem calls this after each scoring), with the
         seconds spent since the previous one (scoring, clustering, wall)."""
         if self._fd is None:
@@ -238,8 +254,10 @@ class Journal:
         now = self._clock()
         spent = [round(max(a - b, 0.0), 6) for a, b in zip(now, self._last)]
         self._last = now
-        rec = json.loads(json.dumps({"knobs": knobs, "value": value, "origin": origin, "t": spent},
-                                    default=_plain))
+        body = {"knobs": knobs, "value": value, "origin": origin, "t": spent}
+        if scored is not None and scored.rejected:
+            body.update(rejected=True, samples=int(scored.samples), bound=scored.bound)
+        rec = json.loads(json.dumps(body, default=_plain))
         rec["h"] = checksum(rec)
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         at = None
@@ -277,7 +295,7 @@ class Journal:
 def _replay(path: Path, problem, records: list[dict], timings: dict, check: ReplayCheck | None) -> int:
     """Check every record against ``problem`` and replay it; then re-score a seeded few."""
     lo, hi = check.value_range if check is not None else (-math.inf, math.inf)
-    replayed = []
+    replayed, count = [], 0
     for n, rec in enumerate(records, 2):
         def bad(what: str) -> CorruptFileError:
             return _corrupt(path, f"record {n} {what}", len(records))
@@ -298,24 +316,31 @@ def _replay(path: Path, problem, records: list[dict], timings: dict, check: Repl
             raise bad(f"has value {value!r}, outside the metric's range [{lo}, {hi}]")
         key = tuple(sorted(knobs.items()))
         known = problem.scores.get(key)
-        if known is not None and known != value:
+        scored = _rejection(rec)
+        if known is not None and known != value and key not in problem.rejected:
             raise bad(f"scores a candidate again with another value ({known!r}, then {value!r})")
-        if problem.replay(knobs, value, rec.get("origin", "")):
-            replayed.append((knobs, value))
+        if problem.replay(knobs, value, rec.get("origin", ""), scored):
+            count += 1
+            replayed.append((knobs, value, scored))
         for part, seconds in zip(("scoring", "clustering", "wall"), _timing(rec)):
             timings[part] += seconds
     if check is not None and replayed:
         rng = np.random.default_rng(problem.seed)
         picked = [replayed[i] for i in sorted(rng.choice(len(replayed), min(VERIFY, len(replayed)), replace=False))]
-        values = check.rescore([knobs for knobs, _ in picked])
-        for (knobs, old), new in zip(picked, values):
-            if not check.agree(old, float(new)):
-                raise JournalMismatchError(
-                    f"{path} does not reproduce: candidate {knobs} scores {float(new):.6g} now, the journal "
-                    f"says {old:.6g} (the model, data or metric changed in a way their fingerprints do not "
-                    f"show, or the journal was edited); re-run with --restart (explore(..., restart=True)) to "
-                    f"discard its {len(records)} scorings, or pick another --out")
-    return len(replayed)
+        full = [(knobs, old) for knobs, old, scored in picked if scored is None]
+        parts = [(full, check.rescore([knobs for knobs, _ in full]), False)] if full else []
+        rejected = [(knobs, old) for knobs, old, scored in picked if scored is not None]
+        if rejected:  # re-scored under the same rule, a rejected candidate is rejected again alike
+            parts.append((rejected, check.rescore([knobs for knobs, _ in rejected], problem.stop_rule), True))
+        for items, fresh, was_rejected in parts:
+            for (knobs, old), new in zip(items, fresh):
+                if not check.agree(old, float(new.value)) or (was_rejected and not new.rejected):
+                    raise JournalMismatchError(
+                        f"{path} does not reproduce: candidate {knobs} scores {float(new.value):.6g} now, the journal "
+                        f"says {old:.6g} (the model, data or metric changed in a way their fingerprints do not "
+                        f"show, or the journal was edited); re-run with --restart (explore(..., restart=True)) to "
+                        f"discard its {len(records)} scorings, or pick another --out")
+    return count
 
 
 def _as_knob(v: Any) -> Any:

@@ -14,7 +14,11 @@ from .errors import InvalidSettingError, SearchStopped
 from .layers import LayerInfo
 from .metrics import Goal, TargetSpec, Top1, compression_rate, resolve_target
 from .result import Candidate
-from .scoring import Scored
+from .scoring import Scored, StopRule
+
+# "Leave this layer uncompressed": a knob every layer may take in a candidate (the layer keeps its
+# original weights, as if the candidate did not name it); strategies add it to their choices.
+UNCOMPRESSED = None
 
 
 class Timers:
@@ -85,7 +89,8 @@ class ApproximationCache:
 
 
 def knob_key(knobs: Mapping[str, Any]) -> tuple:
-    return tuple(sorted(knobs.items()))
+    """The cache key of a candidate (UNCOMPRESSED layers are as if not named)."""
+    return tuple(sorted((name, kn) for name, kn in knobs.items() if kn is not UNCOMPRESSED))
 
 
 class Problem:
@@ -94,7 +99,8 @@ class Problem:
     ``evaluate(population)`` takes knob dicts ({layer name: knob}; missing layers keep their
     original weights) and returns Candidates scored on the search subset. Identical candidates are
     scored once. ``score_fn(knob dicts)`` scores a chunk of them (the engine's executor path) and
-    returns one ``wsx.scoring.Scored`` or plain value per candidate. ``budget`` caps the number of scorings; ``time_limit`` the seconds of search. When
+    returns one ``wsx.scoring.Scored`` or plain value per candidate; one that takes a ``stop``
+    keyword is handed the early-rejection rule. ``budget`` caps the number of scorings; ``time_limit`` the seconds of search. When
     either runs out, evaluate scores what it still may and raises SearchStopped, which ends the
     strategy quietly.
 
@@ -104,6 +110,16 @@ class Problem:
     strategy minimises loss and maximises CR without knowing which metric runs. ``target`` is a
     ``wsx.metrics.Goal`` (what explore passes) or, for a top-1-like metric, the fraction of
     ``baseline_accuracy`` to keep.
+
+    A knob ``UNCOMPRESSED`` (None) leaves its layer as it is: ``{"a": None, "b": 4}`` is the candidate
+    ``{"b": 4}``.
+
+    **Early rejection** (``early_rejection``: "exact", a confidence in (0, 1), or False; see
+    ``wsx.scoring``): ``stop_rule`` turns the goal into a ``StopRule`` handed to the scoring side, which
+    may stop scoring a candidate that cannot meet the target. Such a candidate is recorded with
+    ``rejected`` set (the samples seen, its bound), counts as a scoring and fails the target; its value
+    is a mean over part of the subset, so strategies must not fit models on it. ``evaluate(...,
+    reject=False)`` asks for full scores (a rejected candidate is then scored again, in full).
     """
 
     def __init__(self, *, layers: list[LayerInfo], knob_values: Mapping[str, list],
@@ -111,7 +127,7 @@ class Problem:
                  baseline_accuracy: float, target: Any, budget: int | None = None,
                  time_limit: float | None = None, seed: int = 0, measured_on: str = "subset",
                  timers: Timers | None = None, progress=None, chunk_size: int = 32,
-                 shared_scores: dict | None = None):
+                 shared_scores: dict | None = None, early_rejection: Any = "exact"):
         self.layers = list(layers)
         self.layer_names = [layer.name for layer in self.layers]
         self._by_name = {layer.name: layer for layer in self.layers}
@@ -136,6 +152,10 @@ class Problem:
         self.chunk_size = chunk_size
         self.history: list[Candidate] = []
         self.scores: dict[tuple, float] = {}  # knob key -> subset metric; pre-fillable (resume)
+        self.rejected: dict[tuple, Scored] = {}  # knob keys whose score in ``scores`` is partial
+        self.rejections = 0  # scorings that ended rejected
+        self.early_rejection = early_rejection
+        self._takes_stop = _takes_keyword(score_fn, "stop")
         # Scores other runs made on the same model, data, subset and approximation (wsx.bench): a hit
         # is taken instead of scored but still counts as a scoring, so budgets mean the same.
         self.shared_scores = shared_scores
@@ -155,7 +175,7 @@ class Problem:
     def size_bits(self, knobs: Mapping[str, Any]) -> int:
         total = 0
         for name in self.layer_names:
-            if name in knobs:
+            if knobs.get(name, UNCOMPRESSED) is not UNCOMPRESSED:
                 total += self.approximation.size_bits(self._by_name[name], knobs[name])
             else:
                 total += self._baseline_bits[name]
@@ -165,10 +185,15 @@ class Problem:
         return compression_rate([self.total_baseline_bits], [self.size_bits(knobs)])
 
     def layer_size_bits(self, name: str, knob: Any) -> int:
+        if knob is UNCOMPRESSED:
+            return self._baseline_bits[name]
         return self.approximation.size_bits(self._by_name[name], knob)
 
     def proxy(self, name: str, knob: Any) -> float:
-        """Cheap error of one layer at one knob (inertia for weight sharing); computes if needed."""
+        """Cheap error of one layer at one knob (inertia for weight sharing; 0 for UNCOMPRESSED);
+        computes if needed."""
+        if knob is UNCOMPRESSED:
+            return 0.0
         key = (name, knob)
         if key not in self.cache.proxies:
             self.cache.fill(self._by_name[name], [knob])
@@ -176,8 +201,8 @@ class Problem:
 
     def proxies(self, name: str, knobs: Iterable) -> list[float]:
         knobs = list(knobs)
-        self.cache.fill(self._by_name[name], knobs)
-        return [self.cache.proxies[(name, kn)] for kn in knobs]
+        self.cache.fill(self._by_name[name], [kn for kn in knobs if kn is not UNCOMPRESSED])
+        return [0.0 if kn is UNCOMPRESSED else self.cache.proxies[(name, kn)] for kn in knobs]
 
     def loss(self, value: float) -> float:
         """Metric loss of a metric value against the baseline (positive: worse)."""
@@ -202,6 +227,22 @@ class Problem:
     @property
     def max_accuracy_loss(self) -> float:
         return self.max_loss
+
+    @property
+    def stop_rule(self) -> StopRule | None:
+        """The early-rejection rule for this goal, or None (off, or a metric that is not a mean of
+        per-sample values with known bounds: such candidates are scored in full)."""
+        from .backend import can_reject
+
+        mode = self.early_rejection
+        if mode is False or mode is None or not self._takes_stop or not can_reject(self.metric):
+            return None
+        goal = self.goal
+        # what Goal.meets forgives, in metric units, plus rounding: never reject what it would pass
+        tolerance = 1e-9 * max(1.0, abs(goal.max_loss)) / goal.metric.scale + 1e-12 * max(1.0, abs(goal.threshold))
+        return StopRule(threshold=goal.threshold, greater_is_better=self.metric.greater_is_better,
+                        bounds=tuple(self.metric.bounds), confidence=None if mode == "exact" else float(mode),
+                        tolerance=tolerance)
 
     # -- budget --------------------------------------------------------------------------------
     @property
@@ -238,25 +279,36 @@ class Problem:
         for name, kn in knobs.items():
             if name not in self._by_name:
                 raise InvalidSettingError(f"unknown layer {name!r}; layers are {self.layer_names}")
+            if kn is UNCOMPRESSED:
+                continue
             out[name] = kn.item() if isinstance(kn, np.generic) else kn
         return out
 
     def candidate(self, knobs: Mapping[str, Any], accuracy: float, origin: str = "",
-                  measured_on: str | None = None) -> Candidate:
+                  measured_on: str | None = None, scored: Scored | None = None) -> Candidate:
+        rejected = scored is not None and scored.rejected
         return Candidate(knobs=dict(knobs), accuracy=float(accuracy),
                          accuracy_loss=self.loss(accuracy),
                          compression_rate=self.compression_rate(knobs),
-                         meets_target=self.meets_target(accuracy),
+                         meets_target=self.meets_target(accuracy) and not rejected,
                          measured_on=measured_on or self.measured_on,
-                         size_bits=self.size_bits(knobs), origin=origin)
+                         size_bits=self.size_bits(knobs), origin=origin, rejected=rejected,
+                         samples=int(scored.samples) if rejected else None,
+                         bound=None if not rejected or scored.bound is None else float(scored.bound))
 
-    def evaluate(self, population: Sequence[Mapping[str, Any]], origin: str = "") -> list[Candidate]:
-        """Score a population (cached, budgeted). Returns one Candidate per entry, in order."""
+    def evaluate(self, population: Sequence[Mapping[str, Any]], origin: str = "", *,
+                 reject: bool = True) -> list[Candidate]:
+        """Score a population (cached, budgeted). Returns one Candidate per entry, in order.
+
+        ``reject=False`` asks for full scores: no early rejection, and candidates rejected before are
+        scored again (strategies fitting a model on the values ask so)."""
         population = [self._check(p) for p in population]
         keys = [knob_key(p) for p in population]
+        rule = self.stop_rule if reject else None
         todo: dict[tuple, dict] = {}
         for key, knobs in zip(keys, population):
-            if key not in self.scores and key not in todo:
+            known = key in self.scores and (reject or key not in self.rejected)
+            if not known and key not in todo:
                 todo[key] = knobs
         if self.progress is not None:
             self.progress.skip(len(set(keys)) - len(todo))  # known already: nothing to score
@@ -265,12 +317,11 @@ class Problem:
             todo = dict(list(todo.items())[: self.budget_left])
             stopped = "scoring budget reached"
         if self.shared_scores is not None:
-            hits = [(k, v) for k, v in todo.items() if k in self.shared_scores]
+            hits = [(k, v) for k, v in todo.items() if _usable(self.shared_scores.get(k), rule)]
             for key, knobs in hits:
                 del todo[key]
                 self.shared_hits += 1
-                self._add(key, knobs, self.shared_scores[key], origin)
-                self._on_scored(key, knobs, self.shared_scores[key], origin)
+                self._record(key, knobs, self.shared_scores[key], origin)
             if hits and self.progress is not None:
                 self.progress.update(len(hits))
         items = list(todo.items())
@@ -279,13 +330,13 @@ class Problem:
                 stopped = "time limit reached"
                 break
             chunk = items[start:start + self.chunk_size]
-            results = self._score_fn([knobs for _, knobs in chunk])
+            pop = [knobs for _, knobs in chunk]
+            results = self._score_fn(pop) if rule is None else self._score_fn(pop, stop=rule)
             for (key, knobs), res in zip(chunk, results):
-                value = float(res.value if isinstance(res, Scored) else res)
-                self._add(key, knobs, value, origin)
-                self._on_scored(key, knobs, value, origin)
+                self._record(key, knobs, res, origin)
                 if self.shared_scores is not None:
-                    self.shared_scores[key] = value
+                    self.shared_scores[key] = res if isinstance(res, Scored) and res.rejected else float(
+                        res.value if isinstance(res, Scored) else res)
             if self.progress is not None:
                 self.progress.update(len(chunk))
         if stopped is None and self._time_up():
@@ -293,25 +344,39 @@ class Problem:
         if stopped:
             self.stop_reason = stopped
             raise SearchStopped(stopped)
-        return [self.candidate(knobs, self.scores[key], origin) for key, knobs in zip(keys, population)]
+        return [self.candidate(knobs, self.scores[key], origin, scored=self.rejected.get(key))
+                for key, knobs in zip(keys, population)]
 
-    def _add(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
+    def _record(self, key: tuple, knobs: dict, res: Any, origin: str) -> None:
+        """One scoring's result (a Scored or a plain value) into the tables, history and journal."""
+        scored = res if isinstance(res, Scored) else None
+        value = float(res.value if scored is not None else res)
+        self._add(key, knobs, value, origin, scored)
+        self._on_scored(key, knobs, value, origin, scored)
+
+    def _add(self, key: tuple, knobs: dict, value: float, origin: str, scored: Scored | None = None) -> None:
         self.scores[key] = value
         self.scorings += 1
-        self.history.append(self.candidate(knobs, value, origin))
+        if scored is not None and scored.rejected:
+            self.rejected[key] = scored
+            self.rejections += 1
+        else:
+            self.rejected.pop(key, None)
+        self.history.append(self.candidate(knobs, value, origin, scored=scored))
 
-    def _on_scored(self, key: tuple, knobs: dict, value: float, origin: str) -> None:
+    def _on_scored(self, key: tuple, knobs: dict, value: float, origin: str, scored: Scored | None = None) -> None:
         """Hook for journals: called right after each scoring."""
 
-    def replay(self, knobs: Mapping[str, Any], value: float, origin: str = "") -> bool:
+    def replay(self, knobs: Mapping[str, Any], value: float, origin: str = "",
+               scored: Scored | None = None) -> bool:
         """Take a scoring made by an earlier, interrupted run (wsx.journal) as if evaluate had just
         made it: it joins the history and counts against the budget, but is not scored again.
-        Returns False for a candidate already known."""
+        Returns False for a candidate already known (a full score replaces a rejected one)."""
         knobs = self._check(knobs)
         key = knob_key(knobs)
-        if key in self.scores:
+        if key in self.scores and not (key in self.rejected and not (scored is not None and scored.rejected)):
             return False
-        self._add(key, knobs, float(value), origin)
+        self._add(key, knobs, float(value), origin, scored)
         return True
 
     def _materialise(self, knobs: Mapping[str, Any]) -> dict:
@@ -319,3 +384,21 @@ class Problem:
         for name, kn in knobs.items():
             out[name] = self.cache.get(self._by_name[name], kn).weights
         return out
+
+
+def _usable(shared: Any, rule: StopRule | None) -> bool:
+    """Whether a score another run made (wsx.bench) answers this request: a full one always; a
+    rejected one only where rejection is asked for."""
+    if shared is None:
+        return False
+    return not (isinstance(shared, Scored) and shared.rejected) or rule is not None
+
+
+def _takes_keyword(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)

@@ -80,17 +80,28 @@ def _knob_name(result) -> str:
 
 
 def layer_curves(result) -> dict:
-    """{layer: [(knob, AL, meets target)]}: the layer-wise step's record, or else the history's
-    single-layer candidates (any strategy that varied one layer at a time)."""
+    """{layer: [(knob, AL, meets target, rejected early)]} in knob order: the layer-wise step's record,
+    or else the history's single-layer candidates (any strategy that varied one layer at a time)."""
     curves = (result.extras or {}).get("layerwise")
     if curves:
-        return {name: [tuple(p) for p in points] for name, points in curves.items()}
+        return {name: [tuple(p) + (False,) * (4 - len(p)) for p in points] for name, points in curves.items()}
     found: dict = {}
     for c in result.history:
         if len(c.knobs) == 1:
             (name, knob), = c.knobs.items()
-            found.setdefault(name, []).append((knob, c.accuracy_loss, c.meets_target))
-    return found
+            found.setdefault(name, {})[knob] = (knob, c.accuracy_loss, c.meets_target, c.rejected)
+    order = (result.settings or {}).get("knob_values") or {}
+    return {name: sorted(points.values(), key=lambda p: _position(order.get(name), p[0]))
+            for name, points in found.items()}
+
+
+def _position(values, knob) -> tuple:
+    """Where ``knob`` sits in a layer's knob values (JSON gives lists for tuples), else by value."""
+    if values:
+        for i, v in enumerate(values):
+            if v == knob or (isinstance(v, list) and tuple(v) == knob):
+                return (0, i)
+    return (1, repr(knob))
 
 
 def sensitivity_figure(result) -> str | None:
@@ -112,9 +123,13 @@ def sensitivity_figure(result) -> str | None:
             continue
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", c="#999999", lw=0.8)
         for meets, color in ((True, "#1f6fbf"), (False, "#d05050")):
-            sel = [p for p in pts if bool(p[2]) == meets]
+            sel = [p for p in pts if bool(p[2]) == meets and not p[3]]
             ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=10, c=color,
                        label="meets target" if meets else "misses target")
+        stopped = [p for p in pts if p[3]]
+        if stopped:  # their AL is over the samples seen before they were rejected
+            ax.scatter([p[0] for p in stopped], [p[1] for p in stopped], s=14, c="#d05050", marker="x",
+                       label="rejected early (partial)")
         kept_knobs = set(phi.get(name, []))
         kept = [p for p in pts if p[0] in kept_knobs]
         if kept:

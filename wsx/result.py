@@ -25,6 +25,10 @@ class Candidate:
     (percentage points for accuracies; ``Result.metric`` says which).
     ``measured_on`` is "subset" for search-time scores and "full" once re-scored on all data.
     ``test_*`` are filled when ``explore(test_data=...)`` re-scored the front on a disjoint split.
+    ``rejected`` candidates were stopped early (``wsx.scoring``, early rejection): ``accuracy`` is then
+    the mean over the ``samples`` seen and ``bound`` the best value they could still have reached on
+    the whole subset; they fail the target and are never on a front. ``samples`` is None for a
+    candidate scored on every sample of its data.
     """
 
     knobs: dict
@@ -38,6 +42,9 @@ class Candidate:
     test_accuracy: float | None = None
     test_accuracy_loss: float | None = None
     test_meets_target: bool | None = None
+    rejected: bool = False
+    samples: int | None = None
+    bound: float | None = None
 
     @property
     def value(self) -> float:
@@ -95,7 +102,9 @@ def pareto_mask(accuracy_loss: np.ndarray, compression_rate: np.ndarray) -> np.n
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
-    """Pareto-efficient candidates in (min metric loss, max CR), sorted by CR ascending."""
+    """Pareto-efficient candidates in (min metric loss, max CR), sorted by CR ascending. Rejected
+    candidates (scored on part of the subset) take no part: their loss is not a measurement."""
+    candidates = [c for c in candidates if not c.rejected]
     if not candidates:
         return []
     mask = pareto_mask([c.accuracy_loss for c in candidates], [c.compression_rate for c in candidates])
@@ -155,7 +164,8 @@ class Result:
         for i, c in enumerate(self.history):
             row = {"index": i, "accuracy": c.accuracy, "accuracy_loss": c.accuracy_loss,
                    "compression_rate": c.compression_rate, "meets_target": c.meets_target,
-                   "measured_on": c.measured_on, "size_bits": c.size_bits, "origin": c.origin}
+                   "measured_on": c.measured_on, "size_bits": c.size_bits, "origin": c.origin,
+                   "rejected": c.rejected, "samples": c.samples, "bound": c.bound}
             for layer, knob in c.knobs.items():
                 row[f"knob[{layer}]"] = knob
             rows.append(row)

@@ -52,16 +52,17 @@ def layerwise_scorings(problem) -> int:
     return sum(len(v) for v in problem.knob_values.values())
 
 
-def layerwise_scan(problem) -> dict:
+def layerwise_scan(problem, reject: bool = True) -> dict:
     """Score every knob value of each layer with the other layers untouched (thesis §5.2).
 
     Returns {layer: [Candidate per knob value, in knob order]}. Costs sum_i |K_i| scorings.
+    ``reject=False`` scores each in full (for strategies that fit a model on the values).
     """
     out = {}
     with problem.stage("layer-wise", layerwise_scorings(problem)):
         for name in problem.layer_names:
             population = [{name: kn} for kn in problem.knob_values[name]]
-            out[name] = problem.evaluate(population, origin=f"layer-wise:{name}")
+            out[name] = problem.evaluate(population, origin=f"layer-wise:{name}", reject=reject)
     return out
 
 
@@ -137,7 +138,7 @@ def pareto_local_search(problem, choices: Mapping[str, Sequence], origin: str, m
             break
         full = [c for c in problem.history if len(c.knobs) == len(names)
                 and all(n in pos and c.knobs[n] in pos[n] for n in c.knobs)]
-        pool = [c for c in full if c.accuracy_loss <= max_al]
+        pool = [c for c in full if c.accuracy_loss <= max_al and not c.rejected]
         if pool:  # the highest CR first
             order = sorted(pareto_front(pool), key=lambda c: -c.compression_rate)
         else:  # nothing legal yet: climb from the lowest AL

@@ -84,7 +84,8 @@ class Greedy(Strategy):
                         filtered[name] = inertia_filter(problem, name, self.inertia_filter_ratio)
                     population = [{**self.knobs_, name: k} for k in filtered[name]]
                     scored = problem.evaluate(population, origin=f"{self.name}:pass{p + 1}:{name}")
-                    best = min(scored, key=lambda c: (c.accuracy_loss, c.size_bits))
+                    # rejected candidates (scored on part of the data) fail: the last resort
+                    best = min(scored, key=lambda c: (c.rejected, c.accuracy_loss, c.size_bits))
                     changed |= self.knobs_.get(name) != best.knobs[name]
                     self.knobs_[name] = best.knobs[name]
             self.passes_ = p + 1
@@ -146,6 +147,8 @@ class GreedyPareto(Strategy):
         problem.extras["greedy_pareto"] = {"population": [dict(p) for p in self.population_]}
 
     def _select(self, problem, name: str, scored: list) -> list:
+        # rejected candidates fail and their loss is partial: they survive only if nothing else is left
+        scored = [c for c in scored if not c.rejected] or scored
         scored = sorted(scored, key=lambda c: c.size_bits)  # of equal points the smaller comes first
         cost = np.array([index_bits_of(problem, name, c.knobs[name]) if self.objective == "b_index"
                          else c.size_bits for c in scored], dtype=float)

@@ -130,7 +130,7 @@ class Knapsack(Strategy):
             raise InvalidSettingError("need 1 <= rounds <= max_rounds and fit_cap > 0")
         seed = seed_of(self, problem)
         choices = {n: list(problem.knob_values[n]) for n in problem.layer_names}
-        scan = layerwise_scan(problem)
+        scan = layerwise_scan(problem, reject=False)  # its values become the per-layer tables
         self.surrogate_ = AdditiveSurrogate(choices, layer_tables(problem, scan, self.features))
         costs = size_tables(problem, choices)
         max_al = problem.max_loss
@@ -175,8 +175,8 @@ class Knapsack(Strategy):
         sur = self.surrogate_
         cap = self.fit_cap * problem.max_loss
         rows, y, full = [], [], []
-        usable = [c for c in problem.history if all(n in sur.position and k in sur.position[n]
-                                                    for n, k in c.knobs.items())]
+        usable = [c for c in problem.history if not c.rejected  # partial values are no fit data
+                  and all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items())]
         # the region of interest; while it holds few combinations, the lowest-AL ones join it
         combos_by_al = sorted(c.accuracy_loss for c in usable if len(c.knobs) == len(sur.names))
         need = 2 * (len(sur.names) + 1)

@@ -62,9 +62,13 @@ def run_nsga2(problem, choices: Mapping[str, Sequence], *, evaluate: Callable | 
                 cands = evaluate([decode(row) for row in X])
                 al = np.array([c.accuracy_loss for c in cands])
                 cr = np.array([c.compression_rate for c in cands])
+                rejected = np.array([c.rejected for c in cands], dtype=bool)
             out["F"] = np.column_stack([al, -cr])
             if constrained:
-                out["G"] = (al - limit).reshape(-1, 1)
+                g = al - limit
+                if objectives is None:  # a rejected candidate fails, whatever its partial loss says
+                    g = np.where(rejected, np.maximum(g, 1e-9), g)
+                out["G"] = g.reshape(-1, 1)
 
     sampling = IntegerRandomSampling()
     if initial:

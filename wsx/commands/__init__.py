@@ -34,6 +34,10 @@ def add_run_options(p) -> None:
                    "typical loss differences)")
     p.add_argument("--time-limit", type=float, default=None, help="search seconds")
     p.add_argument("--bits", type=int, default=32, help="bits of a stored value in the baseline (B)")
+    p.add_argument("--early-rejection", default="exact",
+                   help="stop scoring a candidate once it cannot meet the target: exact (default; provably, even "
+                   "if every remaining sample scored best), a confidence such as 0.99 (also on a statistical "
+                   "bound), or off")
     add_threads(p)
 
 
@@ -141,7 +145,8 @@ def run_kwargs(args) -> dict:
     return dict(backend=args.backend, clusterer=args.clusterer, approximation=approximation_of(args),
                 knobs=parse_knobs(args.knobs), target=parse_target(args.target), subset=parse_subset(args.subset),
                 min_subset=MIN_SUBSET if args.min_subset is None else args.min_subset,
-                time_limit=args.time_limit, bits=args.bits, threads=args.threads)
+                time_limit=args.time_limit, bits=args.bits, threads=args.threads,
+                early_rejection=args.early_rejection)
 
 
 def explore_kwargs(args) -> dict:

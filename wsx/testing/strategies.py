@@ -18,7 +18,10 @@ What is checked, and why:
   prediction must never be recorded as a measurement);
 - determinism: the same seed gives the same history, candidate for candidate;
 - time limit: the search stops by itself once the time limit is spent (virtual clock: each scoring
-  costs one second, so no wall-clock assertion).
+  costs one second, so no wall-clock assertion);
+- rejection: with early rejection, candidates that miss the target come back rejected with a
+  flattering partial value (just short of the target, better than their truth); the search must
+  still run within its budget and deterministically, and no rejected candidate meets the target.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import numpy as np
 from ..clusterer import Clusterer, Clustering
 from ..layers import LayerInfo
 from ..problem import ApproximationCache, Problem, Timers, knob_key
+from ..scoring import Scored
 from ._common import check_init_params
 
 __all__ = ["CHECKS", "check_strategy", "synthetic_problem", "true_accuracy", "SyntheticProblem"]
@@ -85,8 +89,11 @@ def true_accuracy(errors: dict[str, float], interaction: float = 0.0) -> float:
 
 def synthetic_problem(*, budget: int | None = None, time_limit: float | None = None, seed: int = 0,
                       interaction: float = 0.0, seconds_per_scoring: float = 0.0, chunk_size: int = 4,
-                      k_values=K_VALUES, target: float = 0.99) -> SyntheticProblem:
-    """A small Problem (4 layers, 8 knob values each) scored by ``true_accuracy``; no framework."""
+                      k_values=K_VALUES, target: float = 0.99, reject: bool = False) -> SyntheticProblem:
+    """A small Problem (4 layers, 8 knob values each) scored by ``true_accuracy``; no framework.
+
+    ``reject``: candidates missing the target come back rejected (early rejection), seen on 100 of
+    1000 samples, with a flattering partial value just short of the target's threshold."""
     from .. import plugins
 
     weights = _weights()
@@ -96,15 +103,26 @@ def synthetic_problem(*, budget: int | None = None, time_limit: float | None = N
     timers = Timers()
     cache = ApproximationCache(appr, SortedKMeans(seed=seed), weights.__getitem__, timers)
 
-    def score(population):  # knob dicts, materialised here as the serial executor would
+    def truths(population):  # knob dicts, materialised here as the serial executor would
         out = []
         for cand in (problem._materialise(knobs) for knobs in population):
             errors = {n: float(((w.astype(np.float64) - weights[n]) ** 2).sum()) / norms[n] for n, w in cand.items()}
             out.append(true_accuracy(errors, interaction))
         return np.asarray(out)
 
+    def score(population):
+        return truths(population)
+
+    def score_rejecting(population, stop=None):
+        values = truths(population)
+        if stop is None:
+            return [Scored(float(v), 1000) for v in values]
+        return [Scored(stop.threshold - 1e-6, 100, True, stop.threshold - 5e-7) if v < stop.threshold
+                else Scored(float(v), 1000) for v in values]
+
     problem = SyntheticProblem(layers=layers, knob_values={layer.name: list(k_values) for layer in layers},
-                               approximation=appr, cache=cache, score_fn=score, baseline_accuracy=BASELINE,
+                               approximation=appr, cache=cache, score_fn=score_rejecting if reject else score,
+                               baseline_accuracy=BASELINE,
                                target=target, budget=budget, time_limit=time_limit, seed=seed,
                                measured_on="subset", timers=timers, chunk_size=chunk_size)
     problem.seconds_per_scoring = seconds_per_scoring
@@ -203,6 +221,20 @@ def check_time_limit(cls, params: dict) -> None:
             f"{cls.__name__}: the time limit did not stop the search (stop_reason={problem.stop_reason!r})"
 
 
+def check_rejection(cls, params: dict) -> None:
+    budget = _budget_for(cls, params) + 30
+    runs = []
+    for _ in range(2):
+        problem = synthetic_problem(budget=budget, seed=7, interaction=5.0, reject=True, target=0.999)
+        cls(**params).run(problem)  # must not raise
+        assert problem.scorings <= budget, f"{cls.__name__}: {problem.scorings} scorings for budget={budget}"
+        runs.append([(knob_key(c.knobs), c.accuracy, c.rejected) for c in problem.history])
+        for c in problem.history:
+            assert not (c.rejected and c.meets_target), f"{cls.__name__}: rejected {c.knobs} meets the target"
+    assert runs[0] == runs[1], f"{cls.__name__}: two runs with rejection and seed 7 gave different histories"
+    assert any(r for _, _, r in runs[0]), f"{cls.__name__}: the rejecting problem rejected nothing"
+
+
 CHECKS: dict[str, Callable] = {
     "params": check_params,
     "learned-state": check_learned_state,
@@ -210,6 +242,7 @@ CHECKS: dict[str, Callable] = {
     "history": check_history,
     "determinism": check_determinism,
     "time-limit": check_time_limit,
+    "rejection": check_rejection,
 }
 
 

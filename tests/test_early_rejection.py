@@ -1,0 +1,322 @@
+"""Early rejection: a candidate that cannot meet the target stops being scored, in every scoring path,
+and is recorded, journaled and treated as failing everywhere."""
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import wsx
+from wsx.errors import InvalidSettingError, MetricError
+from wsx.executor import ScoringSession, SerialExecutor
+from wsx.journal import read as read_journal
+from wsx.problem import ApproximationCache, Problem, Timers, knob_key
+from wsx.result import Candidate, pareto_front
+from wsx.scoring import Scored, StopRule
+from wsx.testing.strategies import BASELINE, synthetic_problem
+
+from _tiny import TinyBackend, make_mlp
+
+
+# -- the bounds -----------------------------------------------------------------------------------
+def test_exact_bound_is_the_mean_if_every_remaining_sample_scored_best():
+    rule = StopRule(threshold=0.9)
+    best = rule.best_means([30.0, 50.0], [50, 50], total=100, check=1)
+    np.testing.assert_allclose(best, [0.8, 1.0])  # (30 + 50) / 100, (50 + 50) / 100
+    assert rule.misses(best).tolist() == [True, False]
+    lower = StopRule(threshold=0.5, greater_is_better=False, bounds=(0.0, math.inf))
+    np.testing.assert_allclose(lower.best_means([30.0, 10.0], [50, 50], 100, 1), [0.3, 0.1])
+    assert lower.misses([0.6, 0.3]).tolist() == [True, False]
+    # nothing to reach past an unbounded best value
+    assert not StopRule(threshold=0.5, bounds=(0.0, math.inf)).misses(
+        StopRule(threshold=0.5, bounds=(0.0, math.inf)).best_means([0.0], [50], 100, 1)).any()
+
+
+def test_tolerance_keeps_a_candidate_on_the_threshold():
+    rule = StopRule(threshold=0.8, tolerance=1e-9)
+    assert not rule.misses([0.8 - 1e-12]).any() and rule.misses([0.8 - 1e-6]).all()
+
+
+def test_statistical_bound_is_tighter_than_the_exact_one_and_covers_the_subset_mean():
+    rng = np.random.default_rng(0)
+    exact, stat = StopRule(threshold=0.9), StopRule(threshold=0.9, confidence=0.95)
+    misses = 0
+    for _ in range(400):
+        data = (rng.random(1000) < 0.85).astype(float)  # a subset whose mean is about 0.85
+        order = rng.permutation(1000)
+        seen = data[order[:200]]
+        b_exact = exact.best_means([seen.sum()], [200], 1000, 1)[0]
+        b_stat = stat.best_means([seen.sum()], [200], 1000, 1)[0]
+        assert b_stat <= b_exact
+        misses += b_stat < data.mean()
+    assert misses <= 0.05 * 400  # a 95 % bound: the subset's mean lies below it (Hoeffding-Serfling)
+
+
+def test_stop_rule_and_scored_are_plain_picklable_data():
+    rule = StopRule(threshold=0.7, greater_is_better=False, bounds=(0.0, 2.0), confidence=0.99, tolerance=1e-9)
+    assert pickle.loads(pickle.dumps(rule)) == rule
+    s = Scored(0.5, 100, True, 0.6)
+    assert pickle.loads(pickle.dumps(s)) == s
+
+
+# -- the scoring loop -------------------------------------------------------------------------------
+class Counting(TinyBackend):
+    """Counts the candidates each batch's forward runs."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.per_batch = []
+
+    def _forward_population(self, inputs, prepared):
+        self.per_batch.append(len(prepared))
+        return super()._forward_population(inputs, prepared)
+
+
+def _population(weights, rng, noise=(0.0, 0.05, 3.0, 30.0)):
+    return [{"fc2": weights["fc2"] + rng.normal(size=weights["fc2"].shape).astype(np.float32) * s} for s in noise]
+
+
+def test_rejected_candidates_leave_the_following_batches():
+    weights, data = make_mlp(n=400)
+    be = Counting(weights, data, batch_size=50)
+    pop = _population(weights, np.random.default_rng(0))
+    full = be.score(pop)
+    be.per_batch.clear()
+    threshold = 0.9
+    got = be.score_detailed(pop, None, stop=StopRule(threshold=threshold))
+    assert be.per_batch[0] == len(pop) and be.per_batch[-1] < len(pop)  # dropped from later forwards
+    assert sum(be.per_batch) * 50 == sum(s.samples for s in got)  # samples = forwards actually run
+    for s, v in zip(got, full):
+        if s.rejected:  # the bound is provable: the full score lies below it, and misses the threshold
+            assert s.samples < 400 and v <= s.bound + 1e-12 and s.bound < threshold and s.value < threshold
+        else:
+            assert s.samples == 400 and s.value == v
+    assert any(s.rejected for s in got) and not got[0].rejected
+
+
+def test_without_a_rule_or_with_a_metric_that_is_not_per_sample_all_samples_are_scored():
+    weights, data = make_mlp(n=400)
+    pop = _population(weights, np.random.default_rng(0))
+    be = TinyBackend(weights, data, batch_size=50)
+    assert all(s.samples == 400 and not s.rejected for s in be.score_detailed(pop, None))
+    whole = wsx.metric(lambda out, y: float((out.argmax(1) == y).mean()), name="whole")  # not per-sample
+    be = TinyBackend(weights, data, batch_size=50, metric=whole)
+    assert all(not s.rejected for s in be.score_detailed(pop, None, stop=StopRule(threshold=0.99)))
+    unbounded = wsx.metric(lambda out, y: (out.argmax(1) == y).astype(float), per_sample=True, name="nobounds")
+    be = TinyBackend(weights, data, batch_size=50, metric=unbounded)
+    assert all(not s.rejected for s in be.score_detailed(pop, None, stop=StopRule(threshold=0.99)))
+
+
+def test_a_custom_per_sample_metric_with_bounds_takes_part_and_its_bounds_are_checked():
+    weights, data = make_mlp(n=400)
+    pop = _population(weights, np.random.default_rng(0))
+    right = wsx.metric(lambda out, y: (out.argmax(1) == y).astype(float), per_sample=True, bounds=(0, 1), name="hit")
+    be = TinyBackend(weights, data, batch_size=50, metric=right)
+    assert any(s.rejected for s in be.score_detailed(pop, None, stop=StopRule(threshold=0.9)))
+    wrong = wsx.metric(lambda out, y: 3.0 * (out.argmax(1) == y), per_sample=True, bounds=(0, 1), name="wrong")
+    be = TinyBackend(weights, data, batch_size=50, metric=wrong)
+    with pytest.raises(MetricError, match="declares per-sample values in"):
+        be.score_detailed(pop, None, stop=StopRule(threshold=0.9))
+
+
+def test_every_candidate_rejected_stops_reading_the_data():
+    weights, data = make_mlp(n=400)
+    be = Counting(weights, data, batch_size=50)
+    got = be.score_detailed(_population(weights, np.random.default_rng(0), (30.0, 40.0)), None,
+                            stop=StopRule(threshold=0.99))
+    assert all(s.rejected for s in got) and len(be.per_batch) < 8
+
+
+@pytest.mark.parametrize("paths", ["loop", "vmap", "prefix", "vmap+prefix"])
+def test_torch_paths_drop_rejected_candidates(lenet, paths):
+    model, data = lenet
+    be = wsx.plugins.backends()["torch"](model, data, batch_size=60, vmap="vmap" in paths,
+                                         prefix_cache="prefix" in paths)
+    layer = be.layers()[-1].name
+    w = be.get_weights(layer)
+    rng = np.random.default_rng(1)
+    pop = [{layer: w + rng.normal(size=w.shape).astype(np.float32) * s} for s in (0.0, 0.02, 5.0, 50.0)]
+    subset = np.arange(0, 480)
+    full = be.score(pop, subset)
+    before = be.sample_forwards_
+    got = be.score_detailed(pop, subset, stop=StopRule(threshold=0.9))
+    assert be.sample_forwards_ - before == sum(s.samples for s in got) < len(pop) * 480
+    assert [s.rejected for s in got] == [False, False, True, True]
+    for s, v in zip(got, full):
+        assert (s.value <= s.bound < 0.9 and v <= s.bound + 1e-12) if s.rejected else s.value == v
+    if "prefix" in paths:
+        assert be.stats_["prefix_hits"] > 0
+    if "vmap" in paths:
+        assert be.stats_["vmap_calls"] > 0 and be.vmap_error_ is None
+
+
+@pytest.mark.parametrize("metric", ["agreement", "mse"])
+def test_fidelity_metrics_reject_with_their_bounds(lenet, metric):
+    model, (x, _) = lenet
+    be = wsx.plugins.backends()["torch"](model, x, batch_size=60, metric=metric)
+    layer = be.layers()[-1].name
+    w = be.get_weights(layer)
+    pop = [{layer: w}, {layer: w * 0 + 1.0}]
+    subset = np.arange(480)
+    if metric == "agreement":
+        rule = StopRule(threshold=0.95)
+    else:
+        rule = StopRule(threshold=be.score([{}], subset)[0] + 1e-3, greater_is_better=False, bounds=(0, math.inf))
+    got = be.score_detailed(pop, subset, stop=rule)
+    assert [s.rejected for s in got] == [False, True] and got[1].samples < 480
+
+
+# -- the search: recorded, journaled, failing, never on a front ------------------------------------------
+def _explore(tiny_data, **kw):
+    weights, data = tiny_data
+    args = dict(backend=TinyBackend(weights, data, batch_size=40), progress=False, subset=None,
+                strategy="divide-and-conquer:pop_size=8,generations=3")
+    args.update(kw)
+    return wsx.explore(weights, data, **args)
+
+
+@pytest.fixture
+def tiny_data():
+    return make_mlp(n=400)
+
+
+def test_explore_records_rejections_and_keeps_them_off_the_front(tiny_data, tmp_path):
+    result = _explore(tiny_data, out=tmp_path)
+    rejected = [c for c in result.history if c.rejected]
+    assert rejected and result.extras["rejected"] == len(rejected)
+    for c in rejected:
+        assert not c.meets_target and c.samples < 400 and c.accuracy <= c.bound
+    assert all(not c.rejected and c.samples is None for c in result.front)
+    forwards = result.extras["sample_forwards"]
+    assert forwards["search"] == sum(400 if c.samples is None else c.samples for c in result.history)
+    assert result.settings["early_rejection"] == "exact" and result.settings["stop_rule"]["threshold"] > 0
+    again = wsx.Result.load(tmp_path)  # results.json keeps them
+    assert [(c.rejected, c.samples, c.bound) for c in again.history] == [(c.rejected, c.samples, c.bound)
+                                                                         for c in result.history]
+    records = [r for r in read_journal(tmp_path / "journal.jsonl")[1] if r.get("rejected")]
+    assert len(records) == len(rejected) and all(r["samples"] < 400 for r in records)
+
+
+def test_rejection_saves_forwards_and_can_be_turned_off(tiny_data):
+    on = _explore(tiny_data)
+    off = _explore(tiny_data, early_rejection=False)
+    assert off.extras["rejected"] == 0 and not any(c.rejected for c in off.history)
+    assert off.settings["stop_rule"] is None
+    per = {k: v for k, v in zip([tuple(sorted(c.knobs.items())) for c in off.history], off.history)}
+    assert on.extras["sample_forwards"]["search"] < off.extras["sample_forwards"]["search"]
+    for c in on.history:  # a rejected candidate fails in full too; the others score the same
+        full = per.get(tuple(sorted(c.knobs.items())))
+        if full is not None:
+            assert (not full.meets_target) if c.rejected else full.accuracy == c.accuracy
+
+
+def test_a_resumed_journal_replays_rejections(tiny_data, tmp_path):
+    first = _explore(tiny_data, out=tmp_path)
+    resumed = _explore(tiny_data, out=tmp_path)
+    assert resumed.extras["journal"]["scored"] == 0
+    assert [c.to_dict() for c in resumed.history] == [c.to_dict() for c in first.history]
+
+
+def test_statistical_rejection_rejects_no_later_than_exact_and_scores_in_random_order(tiny_data):
+    weights, data = tiny_data
+    pop = _population(weights, np.random.default_rng(0), (0.0, 0.3, 1.0, 3.0))
+    be = TinyBackend(weights, data, batch_size=40)
+    exact = be.score_detailed(pop, np.arange(400), stop=StopRule(threshold=0.9))
+    stat = be.score_detailed(pop, np.arange(400), stop=StopRule(threshold=0.9, confidence=0.9))
+    assert all(s.samples <= e.samples for s, e in zip(stat, exact))
+    assert sum(s.samples for s in stat) < sum(e.samples for e in exact)
+
+    class Recording(SerialExecutor):
+        subsets = []
+
+        def score(self, population, subset, **kw):
+            self.subsets.append(subset)
+            return super().score(population, subset, **kw)
+
+    result = _explore(tiny_data, early_rejection=0.9, executor=Recording())
+    assert result.settings["stop_rule"]["confidence"] == 0.9
+    search = [s for s in Recording.subsets if s is not None]  # the baseline is scored on all, in order
+    assert search and all(sorted(s) == list(range(400)) and list(s) != sorted(s) for s in search)
+    assert all(not c.rejected for c in result.front)
+
+
+@pytest.mark.parametrize("value", [1.5, 0.0, "fast", -0.5])
+def test_early_rejection_setting_is_checked(tiny_data, value):
+    with pytest.raises(InvalidSettingError, match="early_rejection"):
+        _explore(tiny_data, early_rejection=value)
+
+
+def test_evaluate_without_rejection_rescores_a_rejected_candidate(tiny_data):
+    weights, data = tiny_data
+    be = TinyBackend(weights, data, batch_size=40)
+    appr = wsx.plugins.approximations()["weight-sharing"]()
+    layers = {layer.name: layer for layer in be.layers()}
+    cache = ApproximationCache(appr, wsx.plugins.clusterers()["sorted1d"](), weights.__getitem__, Timers())
+    ex = SerialExecutor()
+    ex.start(ScoringSession(backends={"search": be}, cache=cache, layers=layers))
+    problem = Problem(layers=list(layers.values()), knob_values={n: [2, 4] for n in layers}, approximation=appr,
+                          cache=cache, score_fn=lambda pop, stop=None: ex.score(pop, None, stop=stop),
+                          baseline_accuracy=be.score([{}])[0], target=0.99)
+    c, = problem.evaluate([{"fc1": 2, "fc2": 2}])
+    assert c.rejected and not c.meets_target and problem.scorings == 1
+    again, = problem.evaluate([{"fc1": 2, "fc2": 2}])
+    assert again.rejected and problem.scorings == 1  # known: not scored again
+    full, = problem.evaluate([{"fc1": 2, "fc2": 2}], reject=False)
+    assert not full.rejected and full.samples is None and problem.scorings == 2
+    assert full.accuracy <= c.bound + 1e-12 and len(problem.history) == 2
+
+
+def test_pareto_front_leaves_rejected_candidates_out():
+    ok = Candidate({"a": 8}, 0.9, 1.0, 2.0, True)
+    partial = Candidate({"a": 2}, 0.95, 0.5, 9.0, False, rejected=True, samples=10, bound=0.96)
+    assert pareto_front([ok, partial]) == [ok]
+
+
+# -- strategies treat rejected candidates as failing, and fit nothing on them ---------------------------
+def _flattering(problem, bad_knob):
+    """Candidates naming ``bad_knob`` for layer l1 come back rejected with the baseline's value: a
+    partial score that looks perfect. A strategy must still treat them as failing."""
+    truth = problem._score_fn
+
+    def score(population, stop=None):
+        return [Scored(BASELINE, 10, True, BASELINE) if c.get("l1.weight") == bad_knob else Scored(float(v), 1000)
+                for c, v in zip(population, truth(population))]
+
+    problem._score_fn = score
+    problem._takes_stop = True
+    return problem
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "greedy-pareto"])
+def test_greedy_strategies_never_keep_a_rejected_candidate(strategy):
+    problem = _flattering(synthetic_problem(), 2)
+    algo = wsx.plugins.strategies()[strategy]()
+    algo.run(problem)
+    kept = [algo.knobs_] if strategy == "greedy" else algo.population_
+    assert kept and all(k.get("l1.weight") != 2 for k in kept)
+
+
+def test_nsga_and_local_search_count_a_rejected_candidate_as_failing():
+    from wsx_plugins.strategies._common import pareto_local_search
+    from wsx_plugins.strategies.nsga import run_nsga2
+
+    problem = _flattering(synthetic_problem(budget=300), 2)
+    res = run_nsga2(problem, problem.knob_values, evaluate=lambda pop: problem.evaluate(pop), pop_size=20,
+                    generations=3, seed=0)
+    feasible = res.pop.get("feasible").ravel()
+    genes = np.round(res.pop.get("X")).astype(int)[:, 0]
+    assert not np.any(feasible & (genes == problem.knob_values["l1.weight"].index(2)))
+    before = {knob_key(c.knobs) for c in problem.history}
+    pareto_local_search(problem, problem.knob_values, "polish", problem.max_loss)
+    expanded_from = [c for c in problem.history if knob_key(c.knobs) not in before]
+    assert all(c.knobs.get("l1.weight") != 2 or c.rejected for c in expanded_from)
+
+
+def test_regression_and_knapsack_fit_only_full_scores(tiny_data):
+    for strategy, fitted_on in (("divide-and-conquer:combination=regression,samples=12,rounds=1", ("doe", "surrogate")),
+                                ("knapsack:rounds=1", ("layer-wise",))):
+        result = _explore(tiny_data, strategy=strategy, knobs=[2, 3, 4, 8, 16], budget=60)
+        fitted = [c for c in result.history if c.origin.startswith(fitted_on)]
+        assert fitted and not any(c.rejected for c in fitted), strategy
