@@ -48,6 +48,30 @@ def log_k_range(n_values: int = 100, k_min: int = 2, k_max: int = 1024, cap: int
     return [int(k) for k in ks]
 
 
+def bit_width_grid(weights: int, groups: int = 1, bits: int = 32, k_min: int = 2, k_max: int = 1024,
+                   cap: int | None = None, min_saving: float = 0.01, max_members: int = 8) -> list[int]:
+    """Per index bit-width b (k in (2^(b-1), 2^b]) its largest k, plus smaller ones where the codebook
+    matters: the k of one bit-width differ in size by the codebook only (G·k·B bits), so a smaller k
+    is worth a scoring only on layers where it saves at least ``min_saving`` of the layer's size
+    (small layers); then up to ``max_members`` of them, evenly spaced from the bit-width's smallest k.
+    ``weights`` is the layer's weight count W, ``groups`` its codebook count G, ``cap`` the weights
+    per codebook (no k beyond it)."""
+    hi = k_max if cap is None else min(k_max, cap)
+    lo = min(k_min, hi)
+    out: list[int] = []
+    for b in range(index_bits(lo), index_bits(hi) + 1):
+        first, top = max(lo, (1 << (b - 1)) + 1 if b else 1), min(hi, 1 << b)
+        if top < first:
+            continue
+        size = weight_sharing_bits(weights, top, bits, groups)
+        share = (top - first) * groups * bits / size if size else 0.0
+        extra = min(top - first, int(share / min_saving) if min_saving > 0 else top - first, max_members)
+        if extra > 0:
+            out.extend(int(k) for k in np.round(np.linspace(first, top, extra + 1)[:-1]))
+        out.append(top)
+    return sorted(set(out))
+
+
 def group_axes(shape: tuple, granularity: str, channel_axis: int = 0) -> tuple[tuple[int, ...], int, str]:
     """(axis order that makes each codebook's weights one contiguous run, number of codebooks G,
     granularity actually used) for a tensor of ``shape``."""
@@ -73,15 +97,24 @@ class WeightSharing(Approximation):
 
     ``granularity`` ("layer", "channel", "kernel") and ``channel_axis`` pick which weights share a
     codebook; ``preserve_zeros`` keeps exact zeros exact (see the module docstring).
+
+    The candidate k per layer (``k_grid``), between ``k_min`` and ``k_max``: "bits" (default) is
+    ``bit_width_grid``: per index bit-width its largest k, and smaller k only where the codebook is at
+    least ``min_saving`` of the layer's size (about 10 values on a large layer, a few more per
+    bit-width on small ones); "log" is the thesis' ``k_values`` log-spaced values (81 distinct for
+    2..1024).
     """
 
     name = "weight-sharing"
     knob_name = "k"
     uses_clusterer = True
 
-    def __init__(self, *, bits: int = 32, k_values: int = 100, k_min: int = 2, k_max: int = 1024,
-                 granularity: str = "layer", channel_axis: int = 0, preserve_zeros: bool = False):
+    def __init__(self, *, bits: int = 32, k_grid: str = "bits", k_values: int = 100, k_min: int = 2,
+                 k_max: int = 1024, min_saving: float = 0.01, granularity: str = "layer", channel_axis: int = 0,
+                 preserve_zeros: bool = False):
         self.bits = bits
+        self.k_grid = k_grid
+        self.min_saving = min_saving
         self.k_values = k_values
         self.k_min = k_min
         self.k_max = k_max
@@ -106,7 +139,14 @@ class WeightSharing(Approximation):
         return min(int(knob), self._codebooks(layer)[1])
 
     def knob_values(self, layer: LayerInfo) -> list[int]:
-        return log_k_range(self.k_values, self.k_min, self.k_max, cap=self._codebooks(layer)[1])
+        groups, cap = self._codebooks(layer)
+        if self.k_grid == "log":
+            return log_k_range(self.k_values, self.k_min, self.k_max, cap=cap)
+        if self.k_grid != "bits":
+            raise InvalidSettingError(f"k_grid={self.k_grid!r}; use 'bits' (per index bit-width its largest k, and "
+                                      "smaller ones where the codebook matters) or 'log' (k_values log-spaced values)")
+        return bit_width_grid(layer.size, groups, self.bits, self.k_min, self.k_max, cap=cap,
+                              min_saving=self.min_saving)
 
     def size_bits(self, layer: LayerInfo, knob: int) -> int:
         groups, cap = self._codebooks(layer)

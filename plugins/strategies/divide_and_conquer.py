@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from wsx.hookspecs import hookimpl
-from wsx.problem import knob_key
+from wsx.problem import UNCOMPRESSED, knob_key
 from wsx.result import pareto_mask
 from wsx.strategy import Strategy
 
 from . import doe as doe_mod
 from ._common import (budget_left, check_time, compression_rates, index_bits_of, is_scored, knobs_at,
                       layerwise_scorings, margin_of, pick_for_scoring, seed_of, size_tables)
+from ._layerwise import LayerSearch, search_scorings
 from .nsga import check_settings, run_nsga2
 from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
 
@@ -19,10 +20,10 @@ from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
 def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
     """phi_i: per knob group (index bit-width for weight sharing) the best-AL candidate meeting the
     target. Returns (sorted knobs, relaxed) — relaxed when no candidate of the layer meets the target,
-    in which case the best AL per group is kept regardless."""
+    in which case the best AL per group is kept regardless (of the candidates scored in full)."""
     legal = [c for c in scored if c.meets_target]
     relaxed = not legal
-    pool = scored if relaxed else legal
+    pool = [c for c in scored if not c.rejected] if relaxed else legal
     best: dict = {}
     for c in pool:
         knob = c.knobs[name]
@@ -34,8 +35,17 @@ def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
 
 
 class DivideAndConquer(Strategy):
-    """Layer-wise exploration over each layer's knob values (others untouched), phi_i = best AL per
-    index bit-width among candidates meeting the target, then a combination search over phi:
+    """A layer-wise step over each layer's knob values (others untouched) that keeps per layer the
+    values worth combining (phi_i), then a combination search over phi.
+
+    ``layerwise="search"`` (default) finds phi_i in O(log) scorings per layer where the loss is
+    monotone in the knob (bisection over the index bit-widths, a guard for layers that are not, then
+    the smallest value of the bit-width found that still meets the target; ``_layerwise``); phi_i holds
+    it and one value per larger bit-width (its top or, where the codebook is at least ``min_saving``
+    of the layer's size, its smallest value). ``layerwise="scan"`` scores every knob value (the thesis): phi_i =
+    best AL per index bit-width among candidates meeting the target. Either way phi_i also holds
+    ``UNCOMPRESSED`` (the layer left as it is), so a layer that cannot meet the target alone never
+    empties the combination step, and the combination search starts from the uncompressed model.
 
     - ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III);
       ``pop_size`` and ``generations`` set it (thesis: 100 x 100; repeated candidates are free);
@@ -60,8 +70,11 @@ class DivideAndConquer(Strategy):
                  crossover: float = 0.9, mutation: float = 0.2, seed: int | None = None,
                  doe: str = "kmeans", features: str = "inertia", samples: int | None = None,
                  sample_fraction: float = 0.6, surrogate_pop_size: int = 200,
-                 surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10):
+                 surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
+                 layerwise: str = "search", min_saving: float = 0.01):
         self.combination = combination
+        self.layerwise = layerwise
+        self.min_saving = min_saving
         self.patience = patience
         self.pop_size = pop_size
         self.generations = generations
@@ -83,6 +96,11 @@ class DivideAndConquer(Strategy):
             raise InvalidSettingError(f"combination={self.combination!r} is unknown; use one of "
                                       f"{sorted(self._combiners())}")
         check_settings(self.pop_size, self.generations, self.patience)
+        if self.layerwise not in ("search", "scan"):
+            raise InvalidSettingError(f"layerwise={self.layerwise!r}; use 'search' (O(log) scorings per layer) or "
+                                      "'scan' (every knob value)")
+        if not 0.0 <= self.min_saving < 1.0:
+            raise InvalidSettingError(f"min_saving={self.min_saving!r}: give a fraction of a layer's size in [0, 1)")
         if self.combination == "regression":
             if self.doe != "auto" and self.doe not in doe_mod.SAMPLERS:
                 raise InvalidSettingError(f"doe={self.doe!r} is unknown; use 'auto' or one of "
@@ -98,27 +116,40 @@ class DivideAndConquer(Strategy):
         return {"scoring": self._combine_scoring, "regression": self._combine_regression}
 
     def first_step_scorings(self, problem) -> int:
-        return layerwise_scorings(problem)
+        if self.layerwise == "scan":
+            return layerwise_scorings(problem)
+        return sum(search_scorings(problem, name) for name in problem.layer_names)
 
     def _run(self, problem) -> None:
         self._check()
         self.layerwise_ = {}
         self.phi_ = {}
         self.relaxed_ = []
-        total = self.first_step_scorings(problem)
+        total = self.first_step_scorings(problem) if self.layerwise == "scan" else None
         with problem.stage("layer-wise", total):
             for name in problem.layer_names:
-                population = [{name: kn} for kn in problem.knob_values[name]]
-                scored = problem.evaluate(population, origin=f"layer-wise:{name}")
+                if self.layerwise == "scan":
+                    population = [{name: kn} for kn in problem.knob_values[name]]
+                    scored = problem.evaluate(population, origin=f"layer-wise:{name}")
+                    phi, relaxed = select_phi(problem, name, scored)
+                    phi = phi + [UNCOMPRESSED]
+                else:
+                    search = LayerSearch(problem, name, self.min_saving)
+                    try:
+                        phi, relaxed = search.run()
+                    finally:  # what a stopped search scored stays on record
+                        scored = [search.scored[k] for k in problem.knob_values[name] if k in search.scored]
+                        self.layerwise_[name] = scored
                 self.layerwise_[name] = scored
-                self.phi_[name], relaxed = select_phi(problem, name, scored)
+                self.phi_[name] = phi
                 if relaxed:
                     self.relaxed_.append(name)
-                    problem.note(f"layer {name}: no knob value meets the target on its own; phi keeps the "
-                                 "best accuracy per group (target relaxed for this layer)")
+                    problem.note(f"layer {name}: no knob value meets the target on its own; the combination step "
+                                 "may leave it uncompressed" + (" or take the best accuracy per group (target "
+                                                                "relaxed for this layer)" if len(phi) > 1 else ""))
         problem.extras["phi"] = {k: list(v) for k, v in self.phi_.items()}
         problem.extras["layerwise"] = {
-            name: [[c.knobs[name], c.accuracy_loss, bool(c.meets_target)] for c in scored]
+            name: [[c.knobs[name], c.accuracy_loss, bool(c.meets_target), bool(c.rejected)] for c in scored]
             for name, scored in self.layerwise_.items()}
         self._combiners()[self.combination](problem)
 
@@ -128,7 +159,16 @@ class DivideAndConquer(Strategy):
             self.nsga_ = run_nsga2(problem, self.phi_, evaluate=lambda pop: problem.evaluate(pop, origin="nsga2"),
                                    pop_size=self.pop_size, generations=self.generations,
                                    crossover=self.crossover, mutation=self.mutation, seed=seed,
-                                   patience=self.patience)
+                                   patience=self.patience, initial=self._starts())
+
+    def _starts(self) -> list[dict]:
+        """NSGA-II's seeded starts: the uncompressed model, and every layer at the most compressive
+        and at the next phi value (layers whose target was relaxed left uncompressed)."""
+        starts = [{n: UNCOMPRESSED for n in self.phi_}]
+        for at in (0, 1):
+            starts.append({n: UNCOMPRESSED if n in self.relaxed_ else phi[min(at, len(phi) - 2)]
+                           for n, phi in self.phi_.items()})
+        return [dict(s) for s in {tuple(s.items()): s for s in starts}.values()]
 
     # -- approach IV: DoE + regression surrogate + NSGA-II on the surrogate ----------------------------
     def _combine_regression(self, problem) -> None:
@@ -145,6 +185,7 @@ class DivideAndConquer(Strategy):
         else:
             n_samples = int(self.sample_fraction * left)
         n_samples = max(0, min(n_samples, space if left is None else min(space, left)))
+        self._score_phi(problem, phi)
         tables = feature_tables(problem, phi, self.features, self.layerwise_)
         self.surrogate_ = AdditiveSurrogate(phi, tables, positive=self.features != "k")
         self.sample_idx_ = np.zeros((0, len(names)), dtype=int)
@@ -166,10 +207,21 @@ class DivideAndConquer(Strategy):
         report["model"] = self.surrogate_.describe()
         self._surrogate_rounds(problem, phi, seed, report)
 
+    def _score_phi(self, problem, phi: dict) -> None:
+        """Full scores of every phi member alone (the local-AL feature table; the search leaves some
+        unscored and may have rejected others)."""
+        for name, knobs in phi.items():
+            have = {c.knobs[name] for c in self.layerwise_[name] if not c.rejected}
+            todo = [k for k in knobs if k is not UNCOMPRESSED and k not in have]
+            if todo:
+                got = problem.evaluate([{name: k} for k in todo], origin=f"layer-wise:{name}", reject=False)
+                self.layerwise_[name] = self.layerwise_[name] + got
+
     def _score_rows(self, problem, phi: dict, rows: np.ndarray, origin: str) -> list:
+        """Score design rows in full (the regression is fitted on their values, never on partial ones)."""
         pop = [knobs_at(phi, row) for row in rows]
         try:
-            got = problem.evaluate(pop, origin=origin)
+            got = problem.evaluate(pop, origin=origin, reject=False)
         finally:  # keep what was scored even when the budget stops the search
             done = [(row, problem.scores.get(knob_key(p))) for row, p in zip(rows, pop)]
             done = [(row, v) for row, v in done if v is not None]

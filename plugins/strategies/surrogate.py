@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from wsx.problem import UNCOMPRESSED
+
 FEATURES = ("inertia", "local-al", "k")
 
 
@@ -23,13 +25,16 @@ def feature_tables(problem, choices: Mapping[str, Sequence], feature: str,
     for name, ks in choices.items():
         if feature == "inertia":
             out[name] = np.asarray(problem.proxies(name, ks), dtype=float)
-        elif feature == "k":
-            out[name] = np.asarray(ks, dtype=float)
+        elif feature == "k":  # leaving the layer as it is: as if k were its weight count
+            out[name] = np.asarray([problem.layer(name).size if k is UNCOMPRESSED else k for k in ks], dtype=float)
         else:
             if layerwise is None:
                 raise ValueError("feature 'local-al' needs the layer-wise scan")
-            by_knob = {c.knobs[name]: c.accuracy_loss for c in layerwise[name]}
-            out[name] = np.asarray([by_knob[k] for k in ks], dtype=float)
+            by_knob = {c.knobs[name]: c.accuracy_loss for c in layerwise[name] if not c.rejected}
+            missing = [k for k in ks if k is not UNCOMPRESSED and k not in by_knob]
+            if missing:
+                raise ValueError(f"feature 'local-al' needs full scores of layer {name!r} at {missing}")
+            out[name] = np.asarray([0.0 if k is UNCOMPRESSED else by_knob[k] for k in ks], dtype=float)
     return out
 
 
