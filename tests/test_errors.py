@@ -97,6 +97,28 @@ def test_k_outside_range(tiny, k):
         run(tiny, knobs=[k])
 
 
+def test_early_rejection_setting(tiny):
+    with raises(wsx.InvalidSettingError, "early_rejection=1.5", "exact", "confidence", "False"):
+        run(tiny, early_rejection=1.5)
+
+
+def test_metric_outside_its_declared_bounds(tiny):
+    wrong = wsx.metric(lambda out, y: 3.0 * (out.argmax(1) == y), per_sample=True, bounds=(0, 1), name="wrong")
+    weights, data = tiny
+    with raises(wsx.MetricError, "'wrong'", "declares per-sample values in [0.0, 1.0]", "bounds=", "early_rejection=False"):
+        run(tiny, backend=TinyBackend(weights, data, batch_size=64, metric=wrong), knobs=[2, 4], target=0.99)
+
+
+def test_unknown_k_grid(tiny):
+    with raises(wsx.InvalidSettingError, "k_grid='every'", "'bits'", "'log'"):
+        run(tiny, knobs=None, approximation=wsx.plugins.approximations()["weight-sharing"](k_grid="every"))
+
+
+def test_unknown_layerwise_step(tiny):
+    with raises(wsx.InvalidSettingError, "layerwise='all'", "'search'", "'scan'"):
+        run(tiny, strategy=wsx.plugins.strategies()["divide-and-conquer"](layerwise="all"))
+
+
 # -- data ------------------------------------------------------------------------------------------
 def test_empty_data(lenet):
     model, (x, y) = lenet
@@ -700,14 +722,17 @@ def test_full_disk_keeps_the_journal(tmp_path, tiny, monkeypatch):
         return real(fd, data)
 
     monkeypatch.setattr(os, "write", full)
+    # the scan of 2 layers x 4 k makes more than 5 scorings
+    kw = dict(knobs=[2, 4, 8, 16], strategy=wsx.plugins.strategies()["divide-and-conquer"](
+        pop_size=4, generations=1, layerwise="scan"))
     with raises(wsx.OutputError, "journal.jsonl", "disk is full", "resumes"):
-        run(tiny, out=tmp_path)
+        run(tiny, out=tmp_path, **kw)
     monkeypatch.undo()
     from wsx.journal import read as read_journal
 
     assert len(read_journal(tmp_path / "journal.jsonl")[1]) == 5
     assert (tmp_path / "journal.jsonl").read_bytes().endswith(b"\n")
-    result = run(tiny, out=tmp_path)
+    result = run(tiny, out=tmp_path, **kw)
     assert result.extras["journal"]["replayed"] == 5
 
 
