@@ -11,11 +11,11 @@ catches layers that are not monotone: when the two groups below the one found bo
 scored and the lower one meets the target, every group top below is scanned instead.
 
 ``phi`` (what the combination step chooses from) is then, one value per bit-width as the thesis'
-phi: that smallest value, for every larger bit-width its top or, where the codebook makes a
+phi: that smallest value and, for every larger bit-width, its top or, where the codebook makes a
 difference (``min_saving`` of the layer's size), its smallest value (unscored: a larger bit-width
-than one meeting the target), and ``UNCOMPRESSED`` (the layer left as it is), so every layer can
-back off. A layer that misses the target even at its largest value keeps that
-value and ``UNCOMPRESSED`` (relaxed, as the thesis keeps such a layer's best).
+than one meeting the target). A layer that misses the target even at its largest value keeps that
+value and ``UNCOMPRESSED`` (the layer left as it is), so that the combination step can back off
+from it (the thesis keeps such a layer's best, and the combination may then have nothing legal).
 """
 from __future__ import annotations
 
@@ -96,4 +96,4 @@ class LayerSearch:
             codebook_matters = len(group) > 1 and saving(self.problem, self.name, group[0], group[-1]) >= self.min_saving
             phi.add(group[0] if codebook_matters else group[-1])
         order = {k: i for i, k in enumerate(self.problem.knob_values[self.name])}
-        return sorted(phi, key=order.__getitem__) + [UNCOMPRESSED], False
+        return sorted(phi, key=order.__getitem__), False

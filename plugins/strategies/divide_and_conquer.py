@@ -42,10 +42,12 @@ class DivideAndConquer(Strategy):
     monotone in the knob (bisection over the index bit-widths, a guard for layers that are not, then
     the smallest value of the bit-width found that still meets the target; ``_layerwise``); phi_i holds
     it and one value per larger bit-width (its top or, where the codebook is at least ``min_saving``
-    of the layer's size, its smallest value). ``layerwise="scan"`` scores every knob value (the thesis): phi_i =
-    best AL per index bit-width among candidates meeting the target. Either way phi_i also holds
-    ``UNCOMPRESSED`` (the layer left as it is), so a layer that cannot meet the target alone never
-    empties the combination step, and the combination search starts from the uncompressed model.
+    of the layer's size, its smallest value). ``layerwise="scan"`` scores every knob value (the
+    thesis): phi_i = best AL per index bit-width among candidates meeting the target. Either way a
+    layer that cannot meet the target alone gets ``UNCOMPRESSED`` (the layer left as it is) in phi_i,
+    so it never empties the combination step; NSGA-II starts from the back-off (such layers
+    uncompressed, the others at their most accurate phi value), and the uncompressed model is scored
+    once so that the front reaches down to CR 1.
 
     - ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III);
       ``pop_size`` and ``generations`` set it (thesis: 100 x 100; repeated candidates are free);
@@ -132,7 +134,7 @@ class DivideAndConquer(Strategy):
                     population = [{name: kn} for kn in problem.knob_values[name]]
                     scored = problem.evaluate(population, origin=f"layer-wise:{name}")
                     phi, relaxed = select_phi(problem, name, scored)
-                    phi = phi + [UNCOMPRESSED]
+                    phi = phi + [UNCOMPRESSED] if relaxed else phi
                 else:
                     search = LayerSearch(problem, name, self.min_saving)
                     try:
@@ -151,6 +153,7 @@ class DivideAndConquer(Strategy):
         problem.extras["layerwise"] = {
             name: [[c.knobs[name], c.accuracy_loss, bool(c.meets_target), bool(c.rejected)] for c in scored]
             for name, scored in self.layerwise_.items()}
+        problem.evaluate([{}], origin="uncompressed")  # the front reaches down to CR 1
         self._combiners()[self.combination](problem)
 
     def _combine_scoring(self, problem) -> None:
@@ -162,12 +165,12 @@ class DivideAndConquer(Strategy):
                                    patience=self.patience, initial=self._starts())
 
     def _starts(self) -> list[dict]:
-        """NSGA-II's seeded starts: the uncompressed model, and every layer at the most compressive
-        and at the next phi value (layers whose target was relaxed left uncompressed)."""
-        starts = [{n: UNCOMPRESSED for n in self.phi_}]
-        for at in (0, 1):
-            starts.append({n: UNCOMPRESSED if n in self.relaxed_ else phi[min(at, len(phi) - 2)]
-                           for n, phi in self.phi_.items()})
+        """NSGA-II's seeded starts: layers whose target was relaxed left uncompressed, the others at
+        their most accurate phi value (the back-off), at their most compressive and at the next."""
+        def at(i):
+            return {n: UNCOMPRESSED if n in self.relaxed_ else phi[min(i, len(phi) - 1) if i >= 0 else -1]
+                    for n, phi in self.phi_.items()}
+        starts = [at(-1), at(0), at(1)]
         return [dict(s) for s in {tuple(s.items()): s for s in starts}.values()]
 
     # -- approach IV: DoE + regression surrogate + NSGA-II on the surrogate ----------------------------
