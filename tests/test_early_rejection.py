@@ -320,3 +320,10 @@ def test_regression_and_knapsack_fit_only_full_scores(tiny_data):
         result = _explore(tiny_data, strategy=strategy, knobs=[2, 3, 4, 8, 16], budget=60)
         fitted = [c for c in result.history if c.origin.startswith(fitted_on)]
         assert fitted and not any(c.rejected for c in fitted), strategy
+
+
+def test_sample_forwards_count_the_test_scoring(tiny_data):
+    weights, data = tiny_data
+    x, y = data
+    result = _explore(tiny_data, test_data=(x[:100], y[:100]))
+    assert result.extras["sample_forwards"]["test"] == 100 * len(result.front) > 0

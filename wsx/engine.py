@@ -413,8 +413,6 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     phase[0] = "final"
     front = _rescore_front(problem, score, sub, goal_full, n_sub)
     extras = dict(problem.extras)
-    # candidates x samples run: what early rejection and the search's choices cost in forwards
-    extras["sample_forwards"] = {**forwards, "total": sum(forwards.values())}
     extras["rejected"] = problem.rejections
     if shared is not None:
         extras["shared_scores"] = problem.shared_hits  # scorings taken from another run of a wsx.bench
@@ -425,6 +423,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         journal.close()
     if test_be is not None:
         _score_on_test(lambda pop: score(pop, None, "test"), test_be, front, problem, spec, test_base)
+    # candidates x samples run: what early rejection and the search's choices cost in forwards
+    extras["sample_forwards"] = {**forwards, "total": sum(forwards.values())}
     final_seconds = time.perf_counter() - t_final
     # A resumed run reports the time its journal's records cost too, not only this session's.
     total = time.perf_counter() - t_start + replayed["wall"]
