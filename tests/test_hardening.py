@@ -237,4 +237,6 @@ def test_resume_rescores_a_few_replayed_candidates(tmp_path, tiny):
     weights, data = tiny
     again = run(tiny, out=tmp_path / "a", backend=Counting(weights, data))
     assert again.scorings == full.scorings and again.extras["journal"]["scored"] == 0
-    assert calls == [1, 3]  # the baseline, then the 3 re-scored replayed candidates
+    # the baseline, then the 3 re-scored replayed candidates: those scored in full in one call, those
+    # rejected early in another (re-scored under the same stop rule)
+    assert calls[0] == 1 and sum(calls[1:]) == 3 and len(calls) <= 3
