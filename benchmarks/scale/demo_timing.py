@@ -2,6 +2,7 @@
 
     python benchmarks/scale/demo_timing.py [--runs 2] [--load] [--before-commit main]
     python benchmarks/scale/demo_timing.py --layers-only [--runs 2]    # clustering alone, per k vs sweep
+    python benchmarks/scale/demo_timing.py --before-code 52abe66 [--load]  # all of wsx before against now
 
 Each run is a fresh process exploring the embedded LeNet-5 / digits model with the demo's defaults
 (``wsx.explore(model, data)``, divide-and-conquer), reporting the result's timings:
@@ -14,6 +15,9 @@ Variants alternate (before, after, before, after, ...). With ``--load`` each dem
 ``python -m pytest -n 2 tests`` runs beside it, started 20 s before and stopped when the demo ends;
 the suite's workers run as they did before (``WSX_THREADS=<cores / 1>`` per worker: a thread per
 core each) for "before" and with this checkout's conftest for "after".
+
+With ``--before-code COMMIT``, "before" is the whole of wsx as of that commit (``_code.py``: its
+defaults, clusterer and threads included) and the suite beside it is this checkout's for both.
 """
 from __future__ import annotations
 
@@ -30,10 +34,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-def child(variant: str, before_commit: str) -> None:
+def child(variant: str, before_commit: str, whole: bool = False) -> None:
     import wsx
 
-    if variant == "before":
+    if variant == "before" and not whole:
         clusterer = _sorted1d_before(before_commit).Sorted1DClusterer()
         import torch
 
@@ -98,13 +102,15 @@ def main(argv=None) -> int:
     p.add_argument("--load", action="store_true", help="run the test suite (pytest -n 2) beside each demo")
     p.add_argument("--before-commit", default="main")
     p.add_argument("--layers-only", action="store_true", help="clustering alone on the demo's layers")
+    p.add_argument("--before-code", default=None, help="run 'before' on the whole of wsx as of this commit")
+    p.add_argument("--after-code", default=None, help="with --before-code: run 'after' as of this commit")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.layers_only:
         layers_only(args.before_commit, args.runs)
         return 0
     if args.child:
-        child(args.child, args.before_commit)
+        child(args.child, args.before_commit, whole=args.before_code is not None)
         return 0
     rows = []
     for i in range(args.runs):
@@ -112,7 +118,7 @@ def main(argv=None) -> int:
             load = None
             if args.load:
                 env = dict(os.environ)
-                if variant == "before":
+                if variant == "before" and args.before_code is None:
                     env["WSX_THREADS"] = str(os.cpu_count() or 1)
                 else:
                     env.pop("WSX_THREADS", None)
@@ -121,9 +127,16 @@ def main(argv=None) -> int:
                                         start_new_session=True)
                 time.sleep(20)
             before_load = os.getloadavg()[0]
-            out = subprocess.run([sys.executable, __file__, "--child", variant, "--before-commit", args.before_commit],
-                                 capture_output=True, text=True, cwd=ROOT,
-                                 env={k: v for k, v in os.environ.items() if k != "WSX_THREADS"})
+            cmd = [sys.executable, __file__, "--child", variant, "--before-commit", args.before_commit]
+            env = {k: v for k, v in os.environ.items() if k != "WSX_THREADS"}
+            if args.before_code is not None:
+                sys.path.insert(0, str(HERE))
+                from _code import child_env
+
+                cmd += ["--before-code", args.before_code]
+                env = child_env(args.before_code if variant == "before" else args.after_code)
+                env.pop("WSX_THREADS", None)
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
             if load is not None:
                 os.killpg(load.pid, signal.SIGTERM)
                 load.wait()

@@ -1,0 +1,201 @@
+"""Old against new defaults of divide-and-conquer, side by side: Fashion-MNIST models and real architectures.
+
+    python benchmarks/scale/study.py --archs lenet5_fashion,resnet20_fashion --new-commit HEAD
+    python benchmarks/scale/study.py --archs mobilenet_v2,resnet18 --samples 64 --size 32 --batch-size 16
+    python benchmarks/scale/study.py --archs resnet18 --samples 1000 --size 224       # a real-size run
+
+Each problem is explored twice, one run after the other in fresh processes, at mlperf-heavy with
+``wsx.explore``'s defaults otherwise and one torch thread (``--threads``). ``lenet5_fashion`` and
+``resnet20_fashion`` (trained, ``benchmarks/data``) search on the Fashion-MNIST validation split
+(top-1, the default subset) and re-score the front on the test split; an architecture of
+``benchmarks/archs.py`` (random init, synthetic inputs) uses ``metric="agreement"`` (top-1
+agreement with the uncompressed model, the inputs alone as data) on all ``--samples`` samples:
+
+- old: wsx as of ``--old-commit`` (default 52abe66, before issue 12 part B: the thesis' 100
+  log-spaced k per layer, a layer-wise scan of every k, every candidate scored on every sample),
+  run from its own source (``_code.py``);
+- new: this checkout, or ``--new-commit`` run from its own source the same way (so that editing
+  the checkout during a long run changes nothing): bit-width grid, layer-wise search, exact early
+  rejection.
+
+Reported per run: scorings (layer-wise and combination step), sample-forwards (candidates x samples
+actually run, counted alike for both variants at ``Backend.score_detailed``), wall and CPU seconds, rejected candidates, and the best
+CR meeting the target (re-scored on all samples); then the ratios old / new. Results go to
+``--out`` as study.json and study.md (appended per architecture, so a long run keeps what it did).
+``--order new,old`` changes which runs first; ``--time-limit`` caps each run's search (a capped run
+says so: its CR is not final).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+FASHION = ("lenet5_fashion", "resnet20_fashion")  # trained on Fashion-MNIST: top-1, val for search, test
+
+
+def problem(name: str, args):
+    """(model, data, explore keywords) of a study problem: a Fashion-MNIST model with real labels
+    (search on the validation split, the front re-scored on the test split) or an architecture of
+    ``benchmarks/archs.py`` with the agreement metric on its synthetic inputs."""
+    if name in FASHION:
+        from benchmarks import fashion_mnist, resnet20_fashion
+
+        if name == "lenet5_fashion":
+            model, val = fashion_mnist.load(split="val")
+        else:
+            model, val = resnet20_fashion.load(split="val")
+        return model, val, {"test_data": fashion_mnist.split("test")}
+    from benchmarks.archs import build
+
+    model, (x, _) = build(name, samples=args.samples, size=args.size, seed=0)
+    return model, x, {"metric": "agreement", "subset": None, "batch_size": args.batch_size}
+
+
+def count_forwards(wsx) -> dict:
+    """Candidates x samples per scoring call (``Scored.samples``: all of the call's samples, or those
+    a rejected candidate saw), counted alike for old and new code; new code also counts them itself
+    (``result.extras["sample_forwards"]``, without the baselines)."""
+    counted = {"total": 0}
+    cls = wsx.backend.Backend
+    inner = cls.score_detailed
+
+    def score_detailed(self, population, subset=None, **kw):
+        out = inner(self, population, subset, **kw)
+        counted["total"] += sum(int(s.samples) for s in out)
+        return out
+
+    cls.score_detailed = score_detailed
+    return counted
+
+
+def child(name: str, variant: str, args) -> dict:
+    """One exploration in this process (started by ``run_one`` with the variant's code first on the path)."""
+    import wsx
+
+    model, data, kw = problem(name, args)
+    counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
+    t, cpu = time.perf_counter(), time.process_time()
+    r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=0, threads=args.threads,
+                    time_limit=args.time_limit, **kw)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    best = r.best()
+    layerwise = sum(1 for c in r.history if c.origin.startswith("layer-wise"))
+    forwards = dict(counted, own=r.extras.get("sample_forwards"))
+    return {"arch": name, "variant": variant, "samples": args.samples if name not in FASHION else None,
+            "size": args.size if name not in FASHION else None, "layers": len(r.layers), "scorings": r.scorings,
+            "layerwise_scorings": layerwise, "combination_scorings": r.scorings - layerwise,
+            "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
+            "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
+            "best_cr": best.compression_rate if best else None,
+            "best_value": best.accuracy if best else None,
+            "best_test_value": best.test_accuracy if best else None,
+            "front": [[c.compression_rate, c.accuracy, c.meets_target, c.test_accuracy] for c in r.front],
+            "wsx": wsx.__file__}
+
+
+def run_one(arch: str, variant: str, args) -> dict:
+    sys.path.insert(0, str(HERE))
+    from _code import child_env
+
+    cmd = [sys.executable, __file__, "--child", arch, variant, "--samples", str(args.samples), "--size",
+           str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    if args.time_limit:
+        cmd += ["--time-limit", str(args.time_limit)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE,
+                         env=child_env(args.old_commit if variant == "old" else args.new_commit))
+    line = next((x for x in out.stdout.splitlines()[::-1] if x.startswith("{")), None)
+    if out.returncode or line is None:
+        raise SystemExit(f"{arch} {variant} failed:\n{out.stderr[-3000:]}")
+    return json.loads(line)
+
+
+def _label(r: dict) -> str:
+    return r["arch"] if r["samples"] is None else f"{r['arch']} ({r['samples']} @ {r['size']})"
+
+
+def _cpu(r: dict) -> str:
+    return "" if r.get("cpu") is None else f"{r['cpu']:.0f}"
+
+
+def _ratio(old: dict, new: dict) -> str:
+    return f"{old['cpu'] / new['cpu']:.1f}x" if old.get("cpu") and new.get("cpu") else ""
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| problem | variant | layers | scorings (layer-wise + combination) | sample-forwards | rejected | wall s | CPU s "
+             "| best CR | its metric (search data / test) | stop |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        cr = f"{r['best_cr']:.3f}" if r["best_cr"] else "none"
+        value = "" if r["best_value"] is None else f"{r['best_value']:.4f}"
+        if r.get("best_test_value") is not None:
+            value += f" / {r['best_test_value']:.4f}"
+        lines.append(f"| {_label(r)} | {r['variant']} ({r['commit']}) | {r['layers']} | {r['scorings']} "
+                     f"({r['layerwise_scorings']} + {r['combination_scorings']}) | {r['sample_forwards']['total']} | "
+                     f"{r['rejected']} | {r['wall']:.0f} | {_cpu(r)} | {cr} | {value} | {r['stop_reason'] or 'done'} |")
+    by = {(_label(r), r["variant"]): r for r in rows}
+    for label in dict.fromkeys(_label(r) for r in rows):
+        old, new = by.get((label, "old")), by.get((label, "new"))
+        if old and new:
+            cr = "equal or better" if (new["best_cr"] or 0) >= (old["best_cr"] or 0) - 1e-9 else "worse"
+            lines.append(f"| {label} | old / new | | {old['scorings'] / new['scorings']:.1f}x | "
+                         f"{old['sample_forwards']['total'] / max(new['sample_forwards']['total'], 1):.1f}x | | "
+                         f"{old['wall'] / new['wall']:.1f}x | {_ratio(old, new)} | {cr} | | |")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", default="mobilenet_v2,resnet18")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--order", default="old,new")
+    p.add_argument("--time-limit", type=float, default=None)
+    p.add_argument("--old-commit", default="52abe66")
+    p.add_argument("--new-commit", default=None, help="run 'new' from this commit (default: this checkout)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(HERE / "study"))
+    p.add_argument("--merge", default=None, help="add the rows of another study.json (another --out) and rewrite the table")
+    p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child, args)))
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "study.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    command = "python benchmarks/scale/study.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        rows += json.loads(Path(args.merge).read_text())
+        path.write_text(json.dumps(rows, indent=1))
+        args.archs = ""
+    commands = list(dict.fromkeys(r["command"] for r in rows))
+    for arch in filter(None, args.archs.split(",")):
+        for variant in args.order.split(","):
+            row = run_one(arch, variant, args)
+            row["command"] = command
+            row["load"] = os.getloadavg()[0]
+            row["commit"] = args.old_commit if variant == "old" else (args.new_commit or "checkout")
+            rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"]) !=
+                    (row["arch"], variant, row["samples"], row["size"])] + [row]
+            path.write_text(json.dumps(rows, indent=1))
+            print(json.dumps({k: v for k, v in row.items() if k != "front"}), flush=True)
+    lines = ["# Old vs new defaults of divide-and-conquer (mlperf-heavy)", "", "Commands:", ""]
+    lines += [f"- `{c}`" for c in dict.fromkeys(commands + [r["command"] for r in rows])] + [""] + table(rows)
+    (out / "study.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
