@@ -18,9 +18,10 @@ from .sorted1d import Sorted1DClusterer, SortedWeights
 
 
 class CupySortedWeights(SortedWeights):
-    """``SortedWeights`` whose O(n) arrays are float64 CuPy arrays on the current device."""
+    """``SortedWeights`` whose O(n) arrays are float64 CuPy arrays on the current device (``s``:
+    sample weights, or None)."""
 
-    def __init__(self, w):
+    def __init__(self, w, s=None):
         import cupy as cp
 
         self.cp = cp
@@ -28,12 +29,20 @@ class CupySortedWeights(SortedWeights):
         self.n = n = int(g.size)
         self.order = cp.argsort(g)
         self.sorted = g[self.order]
-        self.mean = float(self.sorted.mean())
+        self.p0 = None
+        if s is not None:
+            sw = cp.asarray(s, dtype=cp.float64)[self.order]
+            self.p0 = cp.zeros(n + 1, dtype=cp.float64)
+            self.p0[1:] = cp.cumsum(sw)
+            self.mean = float((sw * self.sorted).sum() / self.p0[-1])
+        else:
+            self.mean = float(self.sorted.mean())
         x = self.sorted - self.mean  # centred: keeps the prefix sums well conditioned
+        sx = x if s is None else sw * x
         self.p1 = cp.zeros(n + 1, dtype=cp.float64)
         self.p2 = cp.zeros(n + 1, dtype=cp.float64)
-        self.p1[1:] = cp.cumsum(x)
-        self.p2[1:] = cp.cumsum(x * x)
+        self.p1[1:] = cp.cumsum(sx)
+        self.p2[1:] = cp.cumsum(sx * x)
 
     def search(self, values: np.ndarray) -> np.ndarray:
         v = self.cp.asarray(np.asarray(values, dtype=np.float64))
@@ -45,6 +54,15 @@ class CupySortedWeights(SortedWeights):
 
     def values(self, pos: np.ndarray) -> np.ndarray:
         return self.cp.asnumpy(self.sorted[self.cp.asarray(np.asarray(pos, dtype=np.int64))])
+
+    def counts(self, pos: np.ndarray) -> np.ndarray:
+        if self.p0 is None:
+            return np.asarray(pos, dtype=np.float64)
+        return self.cp.asnumpy(self.p0[self.cp.asarray(np.asarray(pos, dtype=np.int64))])
+
+    def at_mass(self, fractions: np.ndarray) -> np.ndarray:
+        v = self.cp.asarray(np.asarray(fractions, dtype=np.float64)) * self.p0[-1]
+        return np.minimum(self.cp.asnumpy(self.cp.searchsorted(self.p0[1:], v)), self.n - 1).astype(np.int64)
 
     def distinct(self) -> int:
         return int((self.sorted[1:] != self.sorted[:-1]).sum()) + 1
@@ -84,8 +102,8 @@ class CupyClusterer(Sorted1DClusterer):
             return False, f"cupy is installed but CUDA is not usable here ({type(exc).__name__}: {exc})"
         return True, ""
 
-    def _prepare(self, w: np.ndarray) -> CupySortedWeights:
-        return CupySortedWeights(w)
+    def _prepare(self, w: np.ndarray, s: np.ndarray | None = None) -> CupySortedWeights:
+        return CupySortedWeights(w, s)
 
 
 @hookimpl

@@ -21,6 +21,7 @@ class SklearnClusterer(Clusterer):
 
     name = "sklearn"
     priority: ClassVar[int] = 0  # the slowest: never picked by clusterer=None while another is usable
+    supports_sample_weight: ClassVar[bool] = True
 
     def __init__(self, *, seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4):
         self.seed = seed
@@ -28,7 +29,7 @@ class SklearnClusterer(Clusterer):
         self.max_iter = max_iter
         self.tol = tol
 
-    def _cluster(self, w: np.ndarray, k: int) -> Clustering:
+    def _cluster(self, w: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> Clustering:
         from sklearn.cluster import KMeans
         from threadpoolctl import threadpool_limits
 
@@ -36,14 +37,15 @@ class SklearnClusterer(Clusterer):
                     random_state=self.seed)
         # small layers fit single-threaded: OpenMP start-up and spinning cost more than they save
         with threadpool_limits(1 if w.size < _THREADED_FROM else None):
-            km.fit(w.reshape(-1, 1))
+            km.fit(w.reshape(-1, 1), sample_weight=sample_weight)
         centers = km.cluster_centers_.ravel()
         order = np.argsort(centers)
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         labels = rank[km.labels_]
         centroids = centers[order]
-        inertia = float(((w - centroids[labels]) ** 2).sum())
+        sq = (w - centroids[labels]) ** 2
+        inertia = float(sq.sum() if sample_weight is None else (sample_weight * sq).sum())
         return Clustering(centroids, labels.astype(np.int64), inertia)
 
 

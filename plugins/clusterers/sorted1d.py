@@ -23,8 +23,10 @@ of all k in lockstep, solving each round's banded DPs in one pass over the longe
 
 The O(n) work (sort, prefix sums, labels) sits behind ``SortedWeights`` so that the torch and cupy
 clusterers keep it on their device; everything else runs on O(k) host arrays. Segment statistics
-take their counts from ``SortedWeights.counts`` (a third prefix sum), so per-weight importances
-can enter by weighting the three prefix sums.
+take their counts from ``SortedWeights.counts``. With sample weights (per-weight importances) that
+is a third prefix sum, of the weights s, and the other two sum s·x and s·x²: every statistic, the
+DP costs and k-means++ then minimise the weighted inertia with no other change; the density and
+quantile initialisations place centroids by weighted mass.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from wsx.clusterer import Clusterer, Clustering, _as_1d, _check_k, _trivial
+from wsx.clusterer import Clusterer, Clustering, _as_1d, _check_k, _scaled, _trivial
 from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 
@@ -52,24 +54,43 @@ def _fine_band(k: int) -> tuple | None:
 
 
 class SortedWeights:
-    """A layer's weights sorted once, with prefix sums of (w - mean) and (w - mean)**2.
+    """A layer's weights sorted once, with prefix sums of (w - mean) and (w - mean)**2, each term
+    times the weight's sample weight when ``s`` is given (then also a prefix sum ``p0`` of s, and
+    ``mean`` is the weighted mean).
 
     Every method takes and returns small host numpy arrays (positions, values); subclasses keep the
     O(n) arrays on a device. Positions index the sorted weights; ``bounds`` are k+1 positions
     0 = b_0 < b_1 < ... < b_k = n delimiting the clusters.
     """
 
-    def __init__(self, w: np.ndarray):
+    def __init__(self, w: np.ndarray, s: np.ndarray | None = None):
         self.n = n = int(w.size)
         self.order, self.sorted = _argsort(w)
-        self.mean = float(self.sorted.mean())
+        self.p0 = None
+        if s is not None:
+            sw = s[self.order]
+            self.p0 = np.empty(n + 1)
+            self.p0[0] = 0.0
+            np.cumsum(sw, out=self.p0[1:])
+            self.mean = float(np.dot(sw, self.sorted) / self.p0[-1])
+        else:
+            self.mean = float(self.sorted.mean())
         x = self.sorted - self.mean  # centred: keeps the prefix sums well conditioned
         self.p1 = np.empty(n + 1)
         self.p2 = np.empty(n + 1)
         self.p1[0] = self.p2[0] = 0.0
-        np.cumsum(x, out=self.p1[1:])
-        np.cumsum(np.square(x, out=x), out=self.p2[1:])
+        if s is None:
+            np.cumsum(x, out=self.p1[1:])
+            np.cumsum(np.square(x, out=x), out=self.p2[1:])
+        else:
+            sx = sw * x
+            np.cumsum(sx, out=self.p1[1:])
+            np.cumsum(sx * x, out=self.p2[1:])
         self._rank = None
+
+    @property
+    def weighted(self) -> bool:
+        return self.p0 is not None
 
     def search(self, values: np.ndarray) -> np.ndarray:
         """Position of the first sorted weight >= each value."""
@@ -83,9 +104,16 @@ class SortedWeights:
         return self.sorted[pos]
 
     def counts(self, pos: np.ndarray) -> np.ndarray:
-        """How many weights lie before each position, as floats: the third prefix sum. Every weight
-        counts once here; per-weight importances would keep their own prefix sum (and weight p1, p2)."""
+        """The weight mass before each position, as floats: the third prefix sum (how many weights
+        when every one counts once, the sum of their sample weights otherwise)."""
+        if self.p0 is not None:
+            return self.p0[pos]
         return np.asarray(pos, dtype=np.float64)
+
+    def at_mass(self, fractions: np.ndarray) -> np.ndarray:
+        """Positions of the first weights whose mass up to and including them reaches each fraction
+        of the total sample weight (weighted quantiles)."""
+        return np.minimum(np.searchsorted(self.p0[1:], fractions * self.p0[-1]), self.n - 1).astype(np.int64)
 
     def distinct(self) -> int:
         """Number of distinct weights."""
@@ -132,7 +160,7 @@ def _stats(data: SortedWeights, b: np.ndarray):
     s0 = data.counts(b)
     cnt, t1, t2 = s0[1:] - s0[:-1], s1[1:] - s1[:-1], s2[1:] - s2[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        sse = np.where(cnt > 0, t2 - t1 * t1 / np.maximum(cnt, 1), 0.0)
+        sse = np.where(cnt > 0, t2 - t1 * t1 / np.where(cnt > 0, cnt, 1.0), 0.0)  # weighted counts may be < 1
     return cnt, t1, np.maximum(sse, 0.0)
 
 
@@ -365,21 +393,24 @@ def init_linear(data: SortedWeights, k: int, rng) -> np.ndarray:
 
 
 def init_quantile(data: SortedWeights, k: int, rng) -> np.ndarray:
-    """Equal-count quantiles: centroid i at quantile (i + 0.5) / k."""
+    """Equal-count (equal-mass, with sample weights) quantiles: centroid i at quantile (i + 0.5) / k."""
+    if data.weighted:
+        return data.values(data.at_mass((np.arange(k) + 0.5) / k))
     return data.values(np.minimum(((np.arange(k) + 0.5) * data.n / k).astype(np.int64), data.n - 1))
 
 
 def init_density(data: SortedWeights, k: int, rng) -> np.ndarray:
     """Centroid density proportional to the weight density to the power 1/3, the high-resolution
     optimum for squared error (Panter-Dite); the density comes from a quantile grid, so heavy
-    tails do not starve the dense centre of centroids."""
+    tails do not starve the dense centre of centroids. With sample weights the density is of
+    weight mass (the optimum of the weighted inertia)."""
     n = data.n
     m = int(min(n - 1, max(8 * k, 512)))
     if m < 1:
         return data.values(np.zeros(k, np.int64))
     ranks = np.unique(np.rint(np.linspace(0, n - 1, m + 1)).astype(np.int64))
     x = data.values(ranks)
-    mass = np.cbrt(np.diff(ranks).astype(np.float64)) * np.cbrt(np.diff(x)) ** 2
+    mass = np.cbrt(np.diff(data.counts(ranks))) * np.cbrt(np.diff(x)) ** 2
     cum = np.concatenate(([0.0], np.cumsum(mass)))
     if cum[-1] <= 0:
         return init_quantile(data, k, rng)
@@ -435,6 +466,7 @@ class Sorted1DClusterer(Clusterer):
 
     name = "sorted1d"
     priority: ClassVar[int] = 100
+    supports_sample_weight: ClassVar[bool] = True
 
     def __init__(self, *, seed: int = 0, init: str = "density", refine: bool = True, max_iter: int = 1000):
         self.seed = seed
@@ -443,8 +475,11 @@ class Sorted1DClusterer(Clusterer):
         self.max_iter = max_iter
 
     # the O(n) container; device subclasses override
-    def _prepare(self, w) -> SortedWeights:
-        return SortedWeights(w)
+    def _prepare(self, w, s: np.ndarray | None = None) -> SortedWeights:
+        return SortedWeights(w, s)
+
+    def _data(self, w, s: np.ndarray | None) -> SortedWeights:
+        return self._prepare(w) if s is None else self._prepare(w, s)
 
     def _check_params(self) -> None:
         if self.init not in _INIT_FUNCS:
@@ -473,26 +508,28 @@ class Sorted1DClusterer(Clusterer):
         cnt, t1, sse = _stats(data, b)
         return Clustering(t1 / cnt + data.mean, data.labels(b), float(sse.sum()))
 
-    def cluster(self, weights: np.ndarray, k: int) -> Clustering:
+    def cluster(self, weights: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> Clustering:
         """One k through the sweep's path: the sort also finds the distinct values, so the base
         class's separate ``np.unique`` pass (a second sort of the layer) is skipped."""
-        return self.cluster_many(weights, [k])[0]
+        return self.cluster_many(weights, [k], sample_weight)[0]
 
-    def _cluster(self, w: np.ndarray, k: int) -> Clustering:
+    def _cluster(self, w: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> Clustering:
         self._check_params()
-        data = self._prepare(w)
+        data = self._data(w, sample_weight)
         return self._finish(data, self._bounds_for(data, k))
 
-    def cluster_many(self, weights: np.ndarray, ks: Sequence[int]) -> list[Clustering]:
+    def cluster_many(self, weights: np.ndarray, ks: Sequence[int],
+                     sample_weight: np.ndarray | None = None) -> list[Clustering]:
         """Sort and build prefix sums once, then cluster every k on them (same result as ``cluster``)."""
         w = _as_1d(weights)
         ks = [_check_k(k, w.size) for k in ks]
+        s, scale = self._sample_weight(sample_weight, w.size)
         self._check_params()
-        data = self._prepare(w)
+        data = self._data(w, s)
         distinct = data.distinct()
         hard = [k for k in dict.fromkeys(ks) if 1 < k < distinct]
         found = dict(zip(hard, self._bounds_many(data, hard)))
-        return [_trivial(w, k) if k not in found else self._finish(data, found[k]) for k in ks]
+        return [_scaled(_trivial(w, k, s) if k not in found else self._finish(data, found[k]), scale) for k in ks]
 
 
 @hookimpl

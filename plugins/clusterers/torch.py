@@ -36,23 +36,33 @@ class TensorClustering:
 
 
 class TorchSortedWeights(SortedWeights):
-    """``SortedWeights`` whose O(n) arrays are float64 torch tensors on one device."""
+    """``SortedWeights`` whose O(n) arrays are float64 torch tensors on one device (``s``: sample
+    weights, a tensor on the same device, or None)."""
 
-    def __init__(self, t):
+    def __init__(self, t, s=None):
         import torch
 
         self.torch = torch
         self.device = t.device
         self.n = n = int(t.numel())
         self.sorted, self.order = torch.sort(t)
-        self.mean = float(self.sorted.mean())
+        self.p0 = None
+        if s is not None:
+            sw = s[self.order]
+            self.p0 = torch.zeros(n + 1, dtype=torch.float64, device=self.device)
+            torch.cumsum(sw, 0, out=self.p0[1:])
+            self.mean = float((sw * self.sorted).sum() / self.p0[-1])
+        else:
+            self.mean = float(self.sorted.mean())
         x = self.sorted - self.mean  # centred: keeps the prefix sums well conditioned
         self.p1 = torch.zeros(n + 1, dtype=torch.float64, device=self.device)
         self.p2 = torch.zeros(n + 1, dtype=torch.float64, device=self.device)
-        torch.cumsum(x, 0, out=self.p1[1:])
-        torch.cumsum(x * x, 0, out=self.p2[1:])
+        sx = x if s is None else sw * x
+        torch.cumsum(sx, 0, out=self.p1[1:])
+        torch.cumsum(sx * x, 0, out=self.p2[1:])
         # on CPU the O(k) steps read the same memory through numpy views: no per-call tensor overhead
-        self._host = (self.sorted.numpy(), self.p1.numpy(), self.p2.numpy()) if t.device.type == "cpu" else None
+        self._host = (self.sorted.numpy(), self.p1.numpy(), self.p2.numpy(),
+                      None if s is None else self.p0.numpy()) if t.device.type == "cpu" else None
 
     def _index(self, pos: np.ndarray):
         return self.torch.as_tensor(np.asarray(pos, dtype=np.int64), device=self.device)
@@ -73,6 +83,21 @@ class TorchSortedWeights(SortedWeights):
         if self._host is not None:
             return self._host[0][pos]
         return self.sorted[self._index(pos)].cpu().numpy()
+
+    def counts(self, pos: np.ndarray) -> np.ndarray:
+        if self.p0 is None:
+            return np.asarray(pos, dtype=np.float64)
+        if self._host is not None:
+            return self._host[3][pos]
+        return self.p0[self._index(pos)].cpu().numpy()
+
+    def at_mass(self, fractions: np.ndarray) -> np.ndarray:
+        if self._host is not None:
+            p0 = self._host[3]
+            return np.minimum(np.searchsorted(p0[1:], fractions * p0[-1]), self.n - 1).astype(np.int64)
+        total = float(self.p0[-1])
+        v = self.torch.as_tensor(np.asarray(fractions, dtype=np.float64) * total, device=self.device)
+        return np.minimum(self.torch.searchsorted(self.p0[1:], v).cpu().numpy(), self.n - 1).astype(np.int64)
 
     def distinct(self) -> int:
         return int((self.sorted[1:] != self.sorted[:-1]).sum()) + 1
@@ -107,10 +132,12 @@ class TorchClusterer(Sorted1DClusterer):
     def available(cls) -> tuple[bool, str]:
         return module_available("torch", cls.extra)
 
-    def _prepare(self, w: np.ndarray) -> TorchSortedWeights:
+    def _prepare(self, w: np.ndarray, s: np.ndarray | None = None) -> TorchSortedWeights:
         import torch
 
-        return TorchSortedWeights(torch.as_tensor(w, dtype=torch.float64, device=self.device or "cpu"))
+        device = self.device or "cpu"
+        return TorchSortedWeights(torch.as_tensor(w, dtype=torch.float64, device=device),
+                                  None if s is None else torch.as_tensor(s, dtype=torch.float64, device=device))
 
     # -- tensors in, tensors out ------------------------------------------------------------------
     def _as_1d_tensor(self, t):
@@ -121,12 +148,13 @@ class TorchClusterer(Sorted1DClusterer):
         return t
 
     def _trivial_tensor(self, data: TorchSortedWeights, k: int) -> TensorClustering:
-        """k = 1, or k >= the number of distinct values: exact, no iteration."""
+        """k = 1 (the weighted mean), or k >= the number of distinct values: exact, no iteration."""
         torch = data.torch
         if k == 1:
             mean = torch.full((1,), data.mean, dtype=torch.float64, device=data.device)
             labels = torch.zeros(data.n, dtype=torch.int64, device=data.device)
-            return TensorClustering(mean, labels, float(data.p2[-1] - data.p1[-1] ** 2 / data.n))
+            mass = float(data.counts(data.n))
+            return TensorClustering(mean, labels, float(data.p2[-1] - data.p1[-1] ** 2 / mass))
         uniq, inv = torch.unique(data.sorted, sorted=True, return_inverse=True)
         labels = torch.empty(data.n, dtype=torch.int64, device=data.device)
         labels[data.order] = inv
@@ -137,20 +165,29 @@ class TorchClusterer(Sorted1DClusterer):
         c = data.torch.as_tensor(t1 / cnt + data.mean, dtype=data.torch.float64, device=data.device)
         return TensorClustering(c, data.labels_tensor(b), float(sse.sum()))
 
-    def cluster_many_tensor(self, weights, ks: Sequence[int]) -> list[TensorClustering]:
-        """Cluster a tensor (any shape, flattened) for every k; results stay on its device."""
+    def cluster_many_tensor(self, weights, ks: Sequence[int], sample_weight=None) -> list[TensorClustering]:
+        """Cluster a tensor (any shape, flattened) for every k, with optional sample weights (a tensor
+        or array of one importance per weight); results stay on the tensor's device."""
         self._check_params()
         t = self._as_1d_tensor(weights)
         ks = [_check_k(k, t.numel()) for k in ks]
-        data = TorchSortedWeights(t)
+        s, scale = (None, 1.0) if sample_weight is None else self._sample_weight(
+            sample_weight.detach().cpu().numpy() if hasattr(sample_weight, "detach") else sample_weight, t.numel())
+        data = TorchSortedWeights(t, None if s is None else data_tensor(s, t.device))
         distinct = data.distinct()
         hard = [k for k in dict.fromkeys(ks) if 1 < k < distinct]
         found = dict(zip(hard, self._bounds_many(data, hard)))
-        return [self._trivial_tensor(data, k) if k not in found else self._finish_tensor(data, found[k])
-                for k in ks]
+        out = [self._trivial_tensor(data, k) if k not in found else self._finish_tensor(data, found[k]) for k in ks]
+        return out if scale == 1.0 else [TensorClustering(c.centroids, c.labels, c.inertia * scale) for c in out]
 
-    def cluster_tensor(self, weights, k: int) -> TensorClustering:
-        return self.cluster_many_tensor(weights, [k])[0]
+    def cluster_tensor(self, weights, k: int, sample_weight=None) -> TensorClustering:
+        return self.cluster_many_tensor(weights, [k], sample_weight)[0]
+
+
+def data_tensor(s: np.ndarray, device):
+    import torch
+
+    return torch.as_tensor(s, dtype=torch.float64, device=device)
 
 
 @hookimpl

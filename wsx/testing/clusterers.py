@@ -23,7 +23,13 @@ What is checked, and why the rest of wsx needs it:
   package when installed, else an exact dynamic programme shipped here);
 - ``cluster_many``: one result per k, each no worse than ``cluster`` for that k;
 - errors: a k outside [1, n] or not whole raises ``InvalidSettingError``; NaN, Inf or an empty
-  tensor raises ``InvalidModelError``.
+  tensor raises ``InvalidModelError``;
+- sample weights (per-weight importances), for clusterers that declare ``supports_sample_weight``:
+  the inertia is the weighted squared error, each centroid the weighted mean of its cluster, labels
+  the nearest centroid, within ``rtol`` of the exact weighted optimum (a weighted dynamic programme)
+  on small inputs with heavy-tailed importances, ``cluster_many`` no worse than ``cluster``, equal
+  weights give the unweighted clustering, and bad weights raise ``InvalidSettingError``; a clusterer
+  without the capability must refuse them with ``InvalidSettingError``.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ from ..clusterer import Clusterer, Clustering
 from ..errors import InvalidModelError, InvalidSettingError
 from ._common import check_init_params
 
-__all__ = ["CHECKS", "Context", "check_clusterer", "checks", "context", "optimal_inertia", "typical_weights"]
+__all__ = ["CHECKS", "Context", "check_clusterer", "checks", "context", "optimal_inertia", "typical_importances",
+           "typical_weights"]
 
 
 def typical_weights(n: int, seed: int = 0, *, kind: str = "mixture") -> np.ndarray:
@@ -54,10 +61,18 @@ def typical_weights(n: int, seed: int = 0, *, kind: str = "mixture") -> np.ndarr
     return w.astype(np.float32)
 
 
-def optimal_inertia(weights: np.ndarray, k: int) -> float:
-    """The exact minimum k-means inertia of 1-D ``weights``: from ``kmeans1d`` when installed, else
-    from an O(k n^2) dynamic programme (fine for a few hundred weights)."""
+def typical_importances(n: int, seed: int = 0) -> np.ndarray:
+    """Heavy-tailed positive per-weight importances (squared gradients span orders of magnitude)."""
+    return np.random.default_rng(seed).lognormal(0.0, 1.5, n)
+
+
+def optimal_inertia(weights: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> float:
+    """The exact minimum k-means inertia of 1-D ``weights`` (weighted by ``sample_weight`` when
+    given): from ``kmeans1d`` when installed and unweighted, else from an O(k n^2) dynamic programme
+    (fine for a few hundred weights)."""
     w = np.asarray(weights, dtype=np.float64).ravel()
+    if sample_weight is not None:
+        return _dp_inertia(w, k, np.asarray(sample_weight, dtype=np.float64).ravel())
     try:
         import kmeans1d
     except ImportError:
@@ -67,16 +82,19 @@ def optimal_inertia(weights: np.ndarray, k: int) -> float:
     return float(np.sum((w - c[np.asarray(labels)]) ** 2))
 
 
-def _dp_inertia(w: np.ndarray, k: int) -> float:
-    x = np.sort(w)
+def _dp_inertia(w: np.ndarray, k: int, s: np.ndarray | None = None) -> float:
+    order = np.argsort(w, kind="stable")
+    x = w[order]
+    s = np.ones_like(x) if s is None else s[order]
     n = x.size
     k = min(k, n)
-    x = x - x.mean()
-    p1 = np.concatenate(([0.0], np.cumsum(x)))
-    p2 = np.concatenate(([0.0], np.cumsum(x * x)))
+    x = x - np.average(x, weights=s)
+    p0 = np.concatenate(([0.0], np.cumsum(s)))
+    p1 = np.concatenate(([0.0], np.cumsum(s * x)))
+    p2 = np.concatenate(([0.0], np.cumsum(s * x * x)))
     i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")  # segment [i, j)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cost = (p2[j] - p2[i]) - (p1[j] - p1[i]) ** 2 / (j - i)
+        cost = (p2[j] - p2[i]) - (p1[j] - p1[i]) ** 2 / (p0[j] - p0[i])
     cost = np.where(j > i, np.maximum(cost, 0.0), np.inf)
     best = cost[0].copy()  # one cluster covering [0, j)
     for _ in range(k - 1):
@@ -96,6 +114,7 @@ class Context:
     cls: type
     params: dict = field(default_factory=dict)
     rtol: float = 0.02  # allowed excess inertia over the optimum on the quality cases
+    weighted_rtol: float = 0.02  # the same with heavy-tailed sample weights
     seed: int = 0
     quality_cases: tuple = QUALITY_CASES
 
@@ -110,7 +129,8 @@ def _name(ctx: Context) -> str:
     return ctx.cls.__name__
 
 
-def _assert_valid(ctx: Context, res: Clustering, w: np.ndarray, k: int, what: str) -> None:
+def _assert_valid(ctx: Context, res: Clustering, w: np.ndarray, k: int, what: str,
+                  sample_weight: np.ndarray | None = None) -> None:
     name = _name(ctx)
     flat = np.asarray(w, dtype=np.float64).ravel()
     distinct = np.unique(flat).size
@@ -125,9 +145,10 @@ def _assert_valid(ctx: Context, res: Clustering, w: np.ndarray, k: int, what: st
         f"{name}.{what}: labels must be int64 of shape ({flat.size},), got {labels.dtype} {labels.shape}"
     assert labels.min() >= 0 and labels.max() < c.size, f"{name}.{what}: labels outside [0, {c.size})"
     assert np.unique(labels).size == c.size, f"{name}.{what}: some centroids have no weight (empty clusters)"
-    sse = float(np.sum((flat - c[labels]) ** 2))
-    assert np.isclose(res.inertia, sse, rtol=1e-7, atol=1e-12 * max(1.0, float(np.sum(flat ** 2)))), \
-        f"{name}.{what}: inertia {res.inertia!r} differs from the recomputed squared error {sse!r}"
+    s = np.ones_like(flat) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).ravel()
+    sse = float(np.sum(s * (flat - c[labels]) ** 2))
+    assert np.isclose(res.inertia, sse, rtol=1e-7, atol=1e-12 * max(1.0, float(np.sum(s * flat ** 2)))), \
+        f"{name}.{what}: inertia {res.inertia!r} differs from the recomputed (weighted) squared error {sse!r}"
     nearest = np.abs(flat[:, None] - c[None, :]).min(axis=1)
     mine = np.abs(flat - c[labels])
     assert np.all(mine <= nearest + 1e-12 * (1 + np.abs(flat))), \
@@ -240,6 +261,55 @@ def check_errors(ctx: Context) -> None:
                 raise AssertionError(f"{name} accepted weights {bad_w!r}; it must raise InvalidModelError")
 
 
+def check_weighted(ctx: Context) -> None:
+    name = _name(ctx)
+    clus = ctx.make()
+    w = ctx.weights(300, seed=ctx.seed + 3)
+    s = typical_importances(300, seed=ctx.seed + 3)
+    if not getattr(ctx.cls, "supports_sample_weight", False):
+        try:
+            clus.cluster(w, 4, sample_weight=s)
+        except InvalidSettingError:
+            return
+        raise AssertionError(f"{name} does not declare supports_sample_weight but accepted sample weights; "
+                             "refuse them with InvalidSettingError (or declare and honour them)")
+    for k in (1, 2, 7, 300):
+        res = clus.cluster(w, k, sample_weight=s)
+        _assert_valid(ctx, res, w, k, f"cluster(k={k}, sample_weight)", s)
+        flat = w.astype(np.float64)
+        for j in range(res.centroids.size):
+            mine = res.labels == j
+            mean = np.average(flat[mine], weights=s[mine])
+            assert np.isclose(res.centroids[j], mean, rtol=1e-7, atol=1e-12), \
+                f"{name}.cluster(k={k}, sample_weight): centroid {j} is not the weighted mean of its cluster"
+    for i, (kind, n, k) in enumerate(ctx.quality_cases):
+        wi = typical_weights(n, seed=200 + i, kind=kind)
+        si = typical_importances(n, seed=200 + i)
+        got = clus.cluster(wi, k, sample_weight=si).inertia
+        best = optimal_inertia(wi, k, si)
+        assert got <= best * (1 + ctx.weighted_rtol) + 1e-15, \
+            (f"{name}.cluster(k={k}, sample_weight) on {n} {kind} weights: weighted inertia {got:.6g} is "
+             f"{100 * (got / best - 1):.2f} % above the weighted optimum {best:.6g} "
+             f"(allowed {100 * ctx.weighted_rtol:g} %)")
+    ks = [1, 3, 16, 2]
+    for k, res in zip(ks, clus.cluster_many(w, ks, sample_weight=s)):
+        _assert_valid(ctx, res, w, k, f"cluster_many(k={k}, sample_weight)", s)
+        one = ctx.make().cluster(w, k, sample_weight=s)
+        assert res.inertia <= one.inertia * (1 + 1e-9) + 1e-15, \
+            f"{name}.cluster_many(k={k}, sample_weight) is worse than cluster for that k"
+    plain, equal = clus.cluster(w, 5), clus.cluster(w, 5, sample_weight=np.full(w.size, 2.5))
+    assert np.array_equal(plain.centroids, equal.centroids) and np.array_equal(plain.labels, equal.labels) \
+        and np.isclose(equal.inertia, 2.5 * plain.inertia, rtol=1e-12), \
+        f"{name}: equal sample weights must give the unweighted clustering (inertia times the weight)"
+    for bad in (s[:-1], -s, np.where(np.arange(s.size) == 3, np.nan, s), np.zeros_like(s)):
+        try:
+            clus.cluster(w, 4, sample_weight=bad)
+        except InvalidSettingError:
+            continue
+        raise AssertionError(f"{name} accepted bad sample weights (wrong size, negative, NaN or all zero); "
+                             "it must raise InvalidSettingError")
+
+
 CHECKS: dict[str, Callable[[Context], None]] = {
     "params": check_params,
     "shapes": check_shapes,
@@ -248,13 +318,14 @@ CHECKS: dict[str, Callable[[Context], None]] = {
     "quality": check_quality,
     "cluster_many": check_cluster_many,
     "errors": check_errors,
+    "weighted": check_weighted,
 }
 
 
 # -- drivers ---------------------------------------------------------------------------------------
 def context(cls: Any, **options) -> Context:
     """A Context for a Clusterer class. ``options`` set Context fields (``params`` passed to the
-    constructor, ``rtol``, ``seed``, ``quality_cases``)."""
+    constructor, ``rtol``, ``weighted_rtol``, ``seed``, ``quality_cases``)."""
     if not (isinstance(cls, type) and issubclass(cls, Clusterer)):
         raise TypeError(f"expected a Clusterer subclass, got {cls!r}")
     return Context(cls, **options)
