@@ -315,6 +315,34 @@ class PopulationScoring:
         subs = {n: self._to_native(n, a) for n, a in candidate.items()}
         return np.asarray(self._forward(subs, x, None, None))
 
+    # -- gradients (wsx.sensitivity) -------------------------------------------------------------
+    supports_gradients: ClassVar[bool] = True
+    grad_batch: ClassVar[int] = 64  # samples per call of _squared_gradients
+
+    def importances(self, names: Sequence[str], subset: np.ndarray | None = None, *,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+        """Per-weight importances of the layers ``names``: squared per-sample gradients of the loss
+        ``wsx.sensitivity.loss_target`` picks, summed over the samples of ``subset`` (all if None),
+        at the backend's current weights."""
+        from wsx.sensitivity import loss_target
+
+        self._require_data()
+        rng = np.random.default_rng(seed)
+        idx = np.arange(self.num_samples) if subset is None else np.asarray(subset)
+        total = {n: np.zeros(self.layer(n).shape, dtype=np.float64) for n in names}
+        for _, part in self._data.batches(idx, self.grad_batch):
+            x = self._native_inputs(part.inputs)
+            outputs = np.asarray(self._forward({}, x, None, None))
+            kind, target = loss_target(self.metric_, part.labels, outputs, rng)
+            for n, g2 in self._squared_gradients(tuple(names), x, kind, target).items():
+                total[n] += g2
+        return total
+
+    def _squared_gradients(self, names: tuple, inputs: Any, kind: str, target: np.ndarray) -> dict:
+        """{layer: sum over the batch's samples of the squared gradient of the per-sample loss
+        ``kind`` ("ce", "mse", "projection") against ``target``} as numpy."""
+        raise NotImplementedError
+
     # -- population -----------------------------------------------------------------------------
     def _prepare(self, population):
         order = [info.name for info in self.layers()]

@@ -326,6 +326,33 @@ class JaxBackend(PopulationScoring, Backend):
                        lambda: jax.vmap(lambda *a: suffix(*a)[0], in_axes=axes + (None,) * (len(xs) + len(live))))
         return np.asarray(fn(*leaves, *xs, *live))
 
+    def _squared_gradients(self, names: tuple, inputs: Any, kind: str, target: np.ndarray) -> dict:
+        """Per-sample ``jax.grad`` under ``jax.vmap``, compiled once per (layers, loss kind)."""
+        pos = [self._index[n] for n in names]
+
+        def make():
+            import jax
+            import jax.numpy as jnp
+
+            def loss(sub, leaves, x, t):
+                leaves = list(leaves)
+                for p, v in zip(pos, sub):
+                    leaves[p] = v
+                y = self._apply_flat(*leaves, jax.tree_util.tree_map(lambda a: a[None], x))[0].astype(jnp.float32)
+                if kind == "ce":
+                    return -jax.nn.log_softmax(y.reshape(-1))[t]
+                if kind == "mse":
+                    return 0.5 * jnp.sum((y - t) ** 2)
+                return jnp.sum(y * t)
+
+            per_sample = jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0))
+            return lambda sub, leaves, x, t: [jnp.sum(jnp.square(g.astype(jnp.float32)), 0)
+                                              for g in per_sample(sub, leaves, x, t)]
+
+        fn = self._jit(("squared-gradients", tuple(names), kind), make)
+        sums = fn(tuple(self._leaves[p] for p in pos), tuple(self._leaves), inputs, target)
+        return {n: np.asarray(g, dtype=np.float64) for n, g in zip(names, sums)}
+
     def _on_accelerator(self) -> bool:
         return self.device_.platform != "cpu"
 

@@ -342,6 +342,29 @@ class TensorflowBackend(PopulationScoring, Backend):
         args = self._args(inputs, split, live)
         return self._fn("stacked", names, split, values, args)(values, args).numpy()
 
+    def _squared_gradients(self, names: tuple, inputs: Any, kind: str, target: np.ndarray) -> dict:
+        """Per-sample ``tf.GradientTape`` on the model's own variables, in inference mode."""
+        import tensorflow as tf
+
+        variables = [self._var(n) for n in names]
+        totals = [np.zeros(v.shape, dtype=np.float64) for v in variables]
+        with self._device():
+            for i in range(len(target)):
+                x = tree_map(lambda a, _: a[i:i + 1], inputs)
+                with tf.GradientTape() as tape:
+                    y = tf.cast(self._selected(self.model(x, training=False)), tf.float32)
+                    t = tf.constant(target[i:i + 1])
+                    if kind == "ce":
+                        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(t, tf.reshape(y, (1, -1))))
+                    elif kind == "mse":
+                        loss = 0.5 * tf.reduce_sum((y - t) ** 2)
+                    else:
+                        loss = tf.reduce_sum(y * t)
+                for total, g in zip(totals, tape.gradient(loss, variables)):
+                    if g is not None:
+                        total += np.square(tf.convert_to_tensor(g).numpy().astype(np.float64))
+        return dict(zip(names, totals))
+
     def _on_accelerator(self) -> bool:
         import tensorflow as tf
 

@@ -411,6 +411,37 @@ class TorchBackend(PopulationScoring, Backend):
         with self._scoring_mode():
             return super().unused_layers(samples, seed)
 
+    def _squared_gradients(self, names: tuple, inputs: Any, kind: str, target: np.ndarray) -> dict:
+        """Per-sample autograd through ``functional_call`` in eval mode (wsx.sensitivity)."""
+        import torch
+        import torch.nn.functional as F
+        from torch.func import functional_call
+
+        params = {n: self._params[n].detach().requires_grad_(True) for n in names}
+        totals = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+        t = torch.from_numpy(target).to(self.device_)
+        modes = [(m, m.training) for m in self.net_.modules()]
+        self.net_.eval()
+        try:
+            with torch.enable_grad():
+                for i in range(len(target)):
+                    args, kwargs = call_args(tree_map(lambda a, _: a[i:i + 1], inputs))
+                    y = self.select_output(functional_call(self.net_, params, args, kwargs,
+                                                           tie_weights=self._tied)).float()
+                    if kind == "ce":
+                        loss = F.cross_entropy(y.reshape(1, -1), t[i:i + 1])
+                    elif kind == "mse":
+                        loss = 0.5 * ((y - t[i:i + 1]) ** 2).sum()
+                    else:
+                        loss = (y * t[i:i + 1]).sum()
+                    for n, g in zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
+                        if g is not None:
+                            totals[n] += g.double() ** 2
+        finally:
+            for m, flag in modes:
+                m.training = flag
+        return {n: v.cpu().numpy() for n, v in totals.items()}
+
     def _to_native(self, name: str, array: np.ndarray):
         import torch
 

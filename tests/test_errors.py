@@ -425,11 +425,6 @@ def test_export_bits_without_float_type(tmp_path, tiny):
         wsx.export(tiny[0], {"fc1": 4}, tmp_path / "a.wsx", backend=TinyBackend, bits=8)
 
 
-def test_export_16_bits_of_a_float32_model(tmp_path, tiny):
-    with raises(wsx.InvalidSettingError, "'fc1'", "16-bit codebook values would change", "bits=32"):
-        wsx.export(tiny[0], {"fc1": 4}, tmp_path / "a.wsx", backend=TinyBackend, bits=16)
-
-
 def test_export_from_a_changed_model(journal_dir, tiny):
     result = wsx.Result.load(journal_dir)
     weights = {k: v.copy() for k, v in tiny[0].items()}
@@ -1065,3 +1060,29 @@ def test_every_docs_row_names_an_existing_test():
     assert named == here
     for cls in re.findall(r"\| `(\w+Error)` \|", text):
         assert hasattr(wsx.errors, cls)
+
+
+# -- sensitivity-weighted clustering -------------------------------------------------------------------
+def _sharing(**kw):
+    return wsx.plugins.approximations()["weight-sharing"](**kw)
+
+
+def test_sensitivity_unknown(tiny):
+    with raises(wsx.InvalidSettingError, "sensitivity='hessian'", "None", "'fisher'"):
+        run(tiny, approximation=_sharing(sensitivity="hessian"))
+
+
+def test_sensitivity_on_a_backend_without_gradients(tiny):
+    with raises(wsx.InvalidSettingError, "needs gradients", "tiny", "sensitivity=None"):
+        run(tiny, approximation=_sharing(sensitivity="fisher"))
+
+
+def test_sensitivity_without_importances(tiny):
+    from wsx.layers import LayerInfo
+
+    layer = LayerInfo("fc1", (24, 8), 192, "Linear", ("fc1",))
+    clus = wsx.plugins.clusterers()["sorted1d"]()
+    with raises(wsx.InvalidSettingError, "sensitivity='fisher'", "importance=", "'fc1'"):
+        _sharing(sensitivity="fisher").apply(tiny[0]["fc1"], 4, layer=layer, clusterer=clus)
+    with raises(wsx.InvalidSettingError, "importance for layer 'fc1'", "shape (5,)", "(24, 8)"):
+        _sharing(sensitivity="fisher").apply(tiny[0]["fc1"], 4, layer=layer, clusterer=clus, importance=np.ones(5))

@@ -49,6 +49,8 @@ class Backend(ABC):
     # Capabilities: tests and the engine branch on these, never on backend names.
     supports_population_vmap: ClassVar[bool] = False
     supports_gpu: ClassVar[bool] = False
+    # importances(names, subset, seed=) -> {layer: per-weight squared gradients} (wsx.sensitivity)
+    supports_gradients: ClassVar[bool] = False
     supports_prefix_cache: ClassVar[bool] = False
 
     def __init__(self, model: Any, data: Any = None, *, metric: Any = None, output: Any = None,

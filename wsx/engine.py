@@ -314,7 +314,16 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     forwards = {"search": 0, "final": 0, "test": 0}  # candidates x samples scored, by phase
     phase = ["search"]
 
-    cache = ApproximationCache(appr, clus, originals.__getitem__, timers)
+    importances = None
+    if getattr(appr, "needs_importances", False):  # once per exploration, on the search subset
+        if not type(be).supports_gradients:
+            raise InvalidSettingError(f"{appr.name} with sensitivity weighting needs gradients, which the {be.name} "
+                                      "backend does not compute; use sensitivity=None or a backend that does "
+                                      "(torch, tensorflow, jax)")
+        with timers("importances"):
+            importances = be.importances([layer.name for layer in layers], sub, seed=seed)
+        be.restore(snapshot)
+    cache = ApproximationCache(appr, clus, originals.__getitem__, timers, importances=importances)
     backends = {"search": be} if test_be is None else {"search": be, "test": test_be}
     executor.start(ScoringSession(backends=backends, cache=cache, layers={layer.name: layer for layer in layers}))
     stack.callback(executor.close)
@@ -433,6 +442,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     timings = {"clustering": clustering, "scoring": scoring, "search": search_seconds + replayed["wall"],
                "final_scoring": final_seconds, "total": total,
                "overhead": max(total - clustering - scoring - final_seconds, 0.0)}
+    if importances is not None:
+        timings["importances"] = timers.get("importances")
     if journal is not None and journal.replayed:
         timings["from_journal"] = replayed["wall"]
     # "target" as given: a name, a fraction (a number, as before) or "max_drop=0.5" / "max_increase=0.01"
@@ -465,7 +476,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                     timings=timings, scorings=problem.scorings, settings=settings, strategy=strat.name,
                     backend=be.name, clusterer=clus.name if clus else "", approximation=appr.name,
                     layers=[layer.to_dict() for layer in layers], notes=problem.notes, extras=extras,
-                    metric=metric.describe(), unused_layers=list(unused))
+                    metric=metric.describe(), unused_layers=list(unused), importances=importances)
     if out is not None:
         result.save(out)
     return result
@@ -570,15 +581,19 @@ def _rebuild(kind: str, name: str, params: dict | None) -> Any:
 
 def approximated_weights(model: Any, candidate: Any, *, result: Result | None = None, backend: Any = None,
                          clusterer: Any = None, approximation: Any = None, seed: int | None = None,
-                         bits: int | None = None) -> tuple[Backend, dict, dict]:
+                         bits: int | None = None, importances: dict | None = None) -> tuple[Backend, dict, dict]:
     """(backend, {layer: approximated weights}, {layer: Approximated}) for a candidate, reproducing
-    the clustering of the run that produced it (same clusterer, parameters and seed)."""
+    the clustering of the run that produced it (same clusterer, parameters and seed; with
+    sensitivity weighting, the ``importances`` it clustered with: ``result.importances``)."""
+    if importances is None and result is not None:
+        importances = getattr(result, "importances", None)
     knobs = candidate.knobs if isinstance(candidate, Candidate) else dict(candidate)
     settings = result.settings if result is not None else {}
     if seed is None:
         seed = settings.get("seed", 0)
     try:
-        return _approximated(model, knobs, result, settings, backend, clusterer, approximation, seed, bits)
+        return _approximated(model, knobs, result, settings, backend, clusterer, approximation, seed, bits,
+                             importances)
     except (TypeError, ValueError, OverflowError) as exc:
         if result is None or isinstance(exc, WsxError):
             raise
@@ -588,7 +603,7 @@ def approximated_weights(model: Any, candidate: Any, *, result: Result | None = 
                                "approximation= yourself") from exc
 
 
-def _approximated(model, knobs, result, settings, backend, clusterer, approximation, seed, bits):
+def _approximated(model, knobs, result, settings, backend, clusterer, approximation, seed, bits, importances):
     if approximation is None and result is not None and result.approximation:
         approximation = _rebuild("approximation", result.approximation, settings.get("approximation_params"))
     appr = resolve_approximation(approximation or "weight-sharing",
@@ -604,19 +619,22 @@ def _approximated(model, knobs, result, settings, backend, clusterer, approximat
             raise InvalidSettingError(f"the candidate names layer {name!r}, which this model does not have "
                                       f"(layers: {list(by_name)}); apply it to the model it was found on")
         knob = check_knob(appr, by_name[name], knob)  # a results.json may have been edited
-        part = appr.apply(be.get_weights(name), knob, layer=by_name[name], clusterer=clus)
+        extra = {"importance": (importances or {}).get(name)} if getattr(appr, "needs_importances", False) else {}
+        part = appr.apply(be.get_weights(name), knob, layer=by_name[name], clusterer=clus, **extra)
         weights[name] = part.weights
         parts[name] = part
     return be, weights, parts
 
 
 def apply(model: Any, candidate: Any, *, result: Result | None = None, backend: Any = None,
-          clusterer: Any = None, approximation: Any = None, seed: int | None = None) -> Any:
+          clusterer: Any = None, approximation: Any = None, seed: int | None = None,
+          importances: dict | None = None) -> Any:
     """Write a candidate's shared weights into ``model`` (explicitly; explore never does).
 
     Pass the ``result`` the candidate came from so the same clusterer, parameters and seed are used.
     Returns the model (for JAX: the new params, pytrees being immutable).
     """
     be, weights, _ = approximated_weights(model, candidate, result=result, backend=backend,
-                                          clusterer=clusterer, approximation=approximation, seed=seed)
+                                          clusterer=clusterer, approximation=approximation, seed=seed,
+                                          importances=importances)
     return be.write_weights(weights)

@@ -45,12 +45,14 @@ class Timers:
 class ApproximationCache:
     """(layer, knob) -> Approximated, bounded in bytes (least recently used goes first).
 
-    Proxies are kept forever: they are what surrogate strategies read.
+    Proxies are kept forever: they are what surrogate strategies read. ``importances`` ({layer: per-weight
+    importances}) go to an approximation that clusters with them (``needs_importances``).
     """
 
     def __init__(self, approximation: Approximation, clusterer: Clusterer | None, weights_of,
-                 timers: Timers, max_bytes: int = 2 << 30):
+                 timers: Timers, max_bytes: int = 2 << 30, importances: Mapping[str, np.ndarray] | None = None):
         self.approximation = approximation
+        self.importances = importances
         self.clusterer = clusterer
         self.weights_of = weights_of
         self.timers = timers
@@ -75,8 +77,9 @@ class ApproximationCache:
         if not missing:
             return
         weights = self.weights_of(layer.name)
+        extra = {"importance": self.importances[layer.name]} if self.importances is not None else {}
         with self.timers("clustering"):
-            results = self.approximation.apply_many(weights, missing, layer=layer, clusterer=self.clusterer)
+            results = self.approximation.apply_many(weights, missing, layer=layer, clusterer=self.clusterer, **extra)
         self.computed += len(missing)
         for kn, res in zip(missing, results):
             key = (layer.name, kn)

@@ -123,7 +123,9 @@ class Result:
 
     ``metric`` describes the metric (name, direction, loss unit, ...; ``wsx.metrics.Metric.describe``);
     ``unused_layers`` lists the layers whose weights cannot influence the selected output: they were
-    left as they are and out of every compression rate.
+    left as they are and out of every compression rate. ``importances`` holds the per-weight
+    importances a sensitivity-weighted run clustered with (in memory only, not saved), so that
+    ``wsx.apply`` / ``wsx.export`` given this result reproduce its clustering.
     """
 
     front: list[Candidate]
@@ -141,6 +143,7 @@ class Result:
     extras: dict = field(default_factory=dict)
     metric: dict = field(default_factory=lambda: dict(TOP1))
     unused_layers: list = field(default_factory=list)
+    importances: dict | None = field(default=None, repr=False, compare=False)
 
     # -- views --------------------------------------------------------------------------------
     def best(self) -> Candidate | None:

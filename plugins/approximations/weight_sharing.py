@@ -22,6 +22,17 @@ one index per weight in the layer's flattened order. Grouped: ``codebook`` of sh
 per row (a group with fewer distinct values than k repeats its last value), ``indices`` of shape
 (G, W/G) in group order, and ``granularity``. With output channels first (torch) group g owns the
 flattened weights [g·W/G, (g+1)·W/G); other layouts transpose first (``group_axes``).
+
+**Stored values are B bits** (``bits``): with B=16 each codebook value is rounded to float16, with
+B=8 to an 8-bit affine grid per codebook (``lo + q·(hi − lo)/255``, q in 0..255, lo and hi its
+smallest and largest centroid), so the scored model is the one the size k·B describes. B=32 and 64
+keep float32 values (what ``apply`` writes). The proxy is then the inertia of the rounded codebook.
+
+**Sensitivity** (``sensitivity="fisher"``): each weight counts in the clustering by its importance,
+its squared gradient of a loss on calibration data summed over samples (``wsx.sensitivity``; the
+engine computes them once per exploration, on the search subset, through the backend's
+``importances``), as in SqueezeLLM and coremltools' SKM palettizer; the proxy is the weighted
+inertia. ``apply`` then needs the importances: ``importance=`` per call.
 """
 from __future__ import annotations
 
@@ -35,8 +46,10 @@ from wsx.errors import InvalidSettingError
 from wsx.hookspecs import hookimpl
 from wsx.layers import LayerInfo
 from wsx.metrics import index_bits, weight_sharing_bits
+from wsx.sensitivity import SENSITIVITIES
 
 GRANULARITIES = ("layer", "channel", "kernel")
+STORED = (8, 16)  # widths B whose codebook values are rounded (wider ones stay float32)
 
 
 def log_k_range(n_values: int = 100, k_min: int = 2, k_max: int = 1024, cap: int | None = None) -> list[int]:
@@ -111,7 +124,7 @@ class WeightSharing(Approximation):
 
     def __init__(self, *, bits: int = 32, k_grid: str = "bits", k_values: int = 100, k_min: int = 2,
                  k_max: int = 1024, min_saving: float = 0.01, granularity: str = "layer", channel_axis: int = 0,
-                 preserve_zeros: bool = False):
+                 preserve_zeros: bool = False, sensitivity: str | None = None):
         self.bits = bits
         self.k_grid = k_grid
         self.min_saving = min_saving
@@ -121,6 +134,15 @@ class WeightSharing(Approximation):
         self.granularity = granularity
         self.channel_axis = channel_axis
         self.preserve_zeros = preserve_zeros
+        self.sensitivity = sensitivity
+
+    @property
+    def needs_importances(self) -> bool:
+        """Whether ``apply`` clusters with per-weight importances (``importance=``)."""
+        if self.sensitivity not in SENSITIVITIES:
+            raise InvalidSettingError(f"sensitivity={self.sensitivity!r}: use None (every weight counts the same) "
+                                      "or 'fisher' (squared gradients on calibration data)")
+        return self.sensitivity is not None
 
     # -- sizes ----------------------------------------------------------------------------------
     def _groups(self, layer: LayerInfo) -> tuple[tuple[int, ...], int, str]:
@@ -162,19 +184,37 @@ class WeightSharing(Approximation):
         return int(knob)
 
     # -- clustering -----------------------------------------------------------------------------
-    def _cluster_group(self, clusterer: Clusterer, w: np.ndarray, ks: list[int]) -> list[tuple]:
-        """(sorted codebook, int64 indices, inertia) of one group's 1-D weights for every k."""
+    def _cluster_group(self, clusterer: Clusterer, w: np.ndarray, ks: list[int],
+                       s: np.ndarray | None = None) -> list[tuple]:
+        """(sorted codebook of B-bit values, int64 indices, (weighted) inertia) of one group's 1-D
+        weights for every k; ``s`` the weights' importances (None, or all zero: all equal)."""
+        if s is not None and not np.any(s > 0):
+            s = None
+        out = [(self._stored(c), labels, err) for c, labels, err in self._clusters(clusterer, w, ks, s)]
+        if self.bits in STORED:  # the proxy is the error of the values actually stored
+            out = [(c, labels, float(np.sum((1.0 if s is None else s) * (w - c[labels]) ** 2)))
+                   for c, labels, _ in out]
+        return out
+
+    def _clusters(self, clusterer: Clusterer, w: np.ndarray, ks: list[int], s: np.ndarray | None) -> list[tuple]:
         zero = w == 0
         if not self.preserve_zeros or not zero.any():
-            return [(c.centroids, c.labels, c.inertia) for c in clusterer.cluster_many(w, ks)]
+            found = clusterer.cluster_many(w, ks) if s is None else clusterer.cluster_many(w, ks, s)
+            return [(c.centroids, c.labels, c.inertia) for c in found]
         nonzero = w[~zero]
+        s_nonzero = None if s is None or not np.any(s[~zero] > 0) else s[~zero]
         out = []
         wanted = sorted({min(k - 1, nonzero.size) for k in ks if k > 1 and nonzero.size})
-        found = dict(zip(wanted, clusterer.cluster_many(nonzero, wanted))) if wanted else {}
+        found = {}
+        if wanted:
+            many = clusterer.cluster_many(nonzero, wanted) if s_nonzero is None else \
+                clusterer.cluster_many(nonzero, wanted, s_nonzero)
+            found = dict(zip(wanted, many))
         for k in ks:
             m = min(k - 1, nonzero.size)
             if m == 0:  # only the zero is stored
-                out.append((np.zeros(1), np.zeros(w.size, np.int64), float(np.sum(nonzero ** 2))))
+                err = nonzero ** 2 if s_nonzero is None else s_nonzero * nonzero ** 2
+                out.append((np.zeros(1), np.zeros(w.size, np.int64), float(np.sum(err))))
                 continue
             c = found[m]
             at = int(np.searchsorted(c.centroids, 0.0))
@@ -185,24 +225,44 @@ class WeightSharing(Approximation):
             out.append((codebook, labels, c.inertia))
         return out
 
+    def _stored(self, codebook: np.ndarray) -> np.ndarray:
+        """The codebook as B-bit values (see the module docstring), float64."""
+        if self.bits == 16:
+            return codebook.astype(np.float16).astype(np.float64)
+        if self.bits == 8:
+            return affine_grid(codebook)
+        return codebook
+
     def apply(self, weights: np.ndarray, knob: int, *, layer: LayerInfo,
-              clusterer: Clusterer | None = None) -> Approximated:
-        return self.apply_many(weights, [knob], layer=layer, clusterer=clusterer)[0]
+              clusterer: Clusterer | None = None, importance: np.ndarray | None = None) -> Approximated:
+        return self.apply_many(weights, [knob], layer=layer, clusterer=clusterer, importance=importance)[0]
 
     def apply_many(self, weights: np.ndarray, knobs: Sequence[int], *, layer: LayerInfo,
-                   clusterer: Clusterer | None = None) -> list[Approximated]:
+                   clusterer: Clusterer | None = None, importance: np.ndarray | None = None) -> list[Approximated]:
         if clusterer is None:
             raise InvalidSettingError("weight sharing needs a clusterer; pass clusterer= to explore")
+        if self.needs_importances and importance is None:
+            raise InvalidSettingError(
+                f"weight sharing with sensitivity={self.sensitivity!r} clusters by per-weight importances; pass "
+                f"importance= (an array of layer {layer.name!r}'s shape, e.g. from the backend's importances())")
         ks = [self._effective_k(layer, self.check_knob(layer, kn)) for kn in knobs]
         w = np.asarray(weights)
+        s = None
+        if self.needs_importances:
+            s = np.asarray(importance, dtype=np.float64)
+            if s.shape != w.shape:
+                raise InvalidSettingError(f"importance for layer {layer.name!r} has shape {s.shape}; give one value "
+                                          f"per weight, shape {w.shape}")
         order, groups, granularity = self._groups(layer)
         if groups == 1:
-            parts = self._cluster_group(clusterer, w.astype(np.float64).ravel(), ks)
+            parts = self._cluster_group(clusterer, w.astype(np.float64).ravel(), ks, None if s is None else s.ravel())
             return [Approximated(_expand(codebook, labels, w.shape, order), float(inertia),
                                  {"codebook": codebook, "indices": labels})
                     for codebook, labels, inertia in parts]
         rows = np.transpose(w, order).astype(np.float64).reshape(groups, -1)
-        per_group = [self._cluster_group(clusterer, row, ks) for row in rows]
+        s_rows = None if s is None else np.transpose(s, order).reshape(groups, -1)
+        per_group = [self._cluster_group(clusterer, row, ks, None if s_rows is None else s_rows[g])
+                     for g, row in enumerate(rows)]
         out = []
         for i, k in enumerate(ks):
             codebook = np.empty((groups, k))
@@ -223,6 +283,18 @@ class WeightSharing(Approximation):
         order, _, _ = self._groups(layer)
         return _expand(np.asarray(payload["codebook"], dtype=np.float64),
                        np.asarray(payload["indices"], dtype=np.int64), tuple(layer.shape), order)
+
+
+def affine_grid(values: np.ndarray, levels: int = 256) -> np.ndarray:
+    """``values`` rounded to an asymmetric ``levels``-step affine grid ``(q - zero_point)·scale`` that
+    spans them and holds 0 exactly (the 8-bit affine quantisation of PyTorch and TFLite)."""
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    scale = (hi - lo) / (levels - 1)
+    if scale == 0.0:
+        return np.zeros_like(values, dtype=np.float64)
+    zero_point = round(-lo / scale)
+    q = np.clip(np.round(values / scale) + zero_point, 0, levels - 1)
+    return (q - zero_point) * scale
 
 
 def _expand(codebook: np.ndarray, indices: np.ndarray, shape: tuple, order: tuple) -> np.ndarray:
