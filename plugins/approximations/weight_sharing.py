@@ -24,8 +24,8 @@ per row (a group with fewer distinct values than k repeats its last value), ``in
 flattened weights [g·W/G, (g+1)·W/G); other layouts transpose first (``group_axes``).
 
 **Stored values are B bits** (``bits``): with B=16 each codebook value is rounded to float16, with
-B=8 to an 8-bit affine grid per codebook (``lo + q·(hi − lo)/255``, q in 0..255, lo and hi its
-smallest and largest centroid), so the scored model is the one the size k·B describes. B=32 and 64
+B=8 to an 8-bit affine grid per codebook (``(q − zero_point)·scale``, q in 0..255, spanning the
+codebook's values and 0; ``affine_grid``), so the scored model is the one the size k·B describes. B=32 and 64
 keep float32 values (what ``apply`` writes). The proxy is then the inertia of the rounded codebook.
 
 **Sensitivity** (``sensitivity="fisher"``): each weight counts in the clustering by its importance,
