@@ -11,7 +11,8 @@ curves.csv, meta.json, report.html) plus results.md into ``--out`` (default
 Approaches (thesis §6.1): I greedy with the inertia filter (Algorithm 2), II multi-objective greedy
 (Algorithm 3), III divide and conquer with every NSGA-II candidate scored, IV divide and conquer with
 a regression surrogate, V pure NSGA-II. ``--settings thesis`` uses the thesis' parameters (filter 15 %,
-III and V P = 100 for 100 generations, IV P = 500 for 200 generations on the surrogate, no early stop);
+III and V P = 100 for 100 generations, IV P = 500 for 200 generations on the surrogate, fitted once and its front scored once — the
+thesis' flow, where wsx refits in 3 rounds by default —, no early stop);
 ``--settings defaults`` wsx's defaults for the same strategies.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ APPROACHES = {
         "I": "greedy-filter:inertia_filter_ratio=0.15",
         "II": "greedy-pareto:inertia_filter_ratio=0.15",
         "III": "divide-and-conquer:pop_size=100,generations=100,patience=null",
-        "IV": "divide-and-conquer:combination=regression,doe=kmeans,surrogate_pop_size=500,surrogate_generations=200",
+        "IV": "divide-and-conquer:combination=regression,doe=kmeans,surrogate_pop_size=500,surrogate_generations=200,rounds=1",
         "V": "nsga2:pop_size=100,generations=100,patience=null",
     },
     "defaults": {
