@@ -6,13 +6,15 @@
 (from the repository root). Runs ``wsx.bench`` on the problem of ``benchmarks/strategies/problems.py``
 with the exhaustive front as the IGD reference, and writes its files (bench.csv, runs.csv, fronts.csv,
 curves.csv, meta.json, report.html) plus results.md into ``--out`` (default
-``benchmarks/strategies/results/table61-<problem>-<settings>``).
+``benchmarks/strategies/results/table61-<problem>-<settings>``), one folder ``budget-<B>`` per budget
+when there are several (each written as soon as its budget is done; scores are shared across them).
 
 Approaches (thesis §6.1): I greedy with the inertia filter (Algorithm 2), II multi-objective greedy
 (Algorithm 3), III divide and conquer with every NSGA-II candidate scored, IV divide and conquer with
 a regression surrogate, V pure NSGA-II. ``--settings thesis`` uses the thesis' parameters (filter 15 %,
-III and V P = 100 for 100 generations, IV P = 500 for 200 generations on the surrogate, fitted once and its front scored once — the
-thesis' flow, where wsx refits in 3 rounds by default —, no early stop);
+III and V P = 100 for 100 generations, IV P = 500 for 200 generations on the surrogate, the
+surrogate fitted once and its front scored once as in the thesis (wsx refits in 3 rounds by default),
+no early stop);
 ``--settings defaults`` wsx's defaults for the same strategies.
 """
 from __future__ import annotations
@@ -65,9 +67,18 @@ def main(argv=None) -> int:
     out = Path(args.out or HERE / "strategies" / "results" / f"table61-{args.problem}-{args.settings}")
     command = "python -m benchmarks.table61 " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     kwargs = bench_arguments(name)
-    result = wsx.bench(kwargs.pop("model"), kwargs.pop("data"), strategies=strategies,
-                       budgets=[int(b) for b in args.budgets.split(",")], seeds=args.seeds, out=out,
-                       command=command, log=lambda m: print(m, flush=True), **kwargs)
+    model, data = kwargs.pop("model"), kwargs.pop("data")
+    budgets = [int(b) for b in args.budgets.split(",")]
+    shared: dict = {}  # one score table for every budget: a longer run replays a shorter one's scorings
+    for budget in budgets:  # one bench per budget, each saved when it ends: a run cut short keeps them
+        part = out / f"budget-{budget}" if len(budgets) > 1 else out
+        result = wsx.bench(model, data, strategies=strategies, budgets=[budget], seeds=args.seeds, out=part,
+                           command=command, log=lambda m: print(m, flush=True), share_scores=shared, **kwargs)
+        write_results(part, result, name, args, command, chosen, strategies)
+    return 0
+
+
+def write_results(out: Path, result, name: str, args, command: str, chosen: list, strategies: list) -> None:
     ids = {s: a for a, s in zip(chosen, strategies)}
     lines = [f"# Table 6.1 head to head: {name}, {args.settings} settings", "",
              args.label or None, "" if args.label else None, f"Made with: `{command}`", "",
@@ -83,8 +94,7 @@ def main(argv=None) -> int:
     for s, a in ids.items():
         lines[-1] = lines[-1].replace(f"| {s} |", f"| {a}: `{s}` |")
     (out / "results.md").write_text("\n".join(line for line in lines if line is not None) + "\n")
-    print((out / "results.md").read_text())
-    return 0
+    print((out / "results.md").read_text(), flush=True)
 
 
 if __name__ == "__main__":

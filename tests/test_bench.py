@@ -152,6 +152,16 @@ def test_shared_scores_change_nothing_but_time(tiny):
     assert shared.fronts.drop(columns=[]).equals(alone.fronts)
 
 
+def test_a_shared_dict_carries_scores_to_the_next_bench(tiny):
+    """One dict given to two benches: the second replays what the first scored, results unchanged."""
+    table: dict = {}
+    first = run_bench(tiny, budgets=[30], share_scores=table)
+    again = run_bench(tiny, budgets=[30], share_scores=table)
+    assert table and again.meta["share_scores"] is True
+    assert (again.runs.shared_hits == again.runs.scorings).all()
+    cols = ["strategy", "budget", "seed", "best_cr", "hv", "scorings", "front_size"]
+    assert again.runs[cols].equals(first.runs[cols])
+
 
 def test_cli_bench_on_a_model_module(tmp_path, monkeypatch, capsys):
     """`wsx bench --model MODULE:ATTR` from the folder holding the module (no PYTHONPATH)."""

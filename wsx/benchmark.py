@@ -282,7 +282,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
           metric: Any = "top1", backend: Any = None, clusterer: Any = None, approximation: Any = "weight-sharing",
           subset: Any = 0.1, min_subset: int | None = None, knobs: Any = None, bits: int | None = None,
           time_limit: float | None = None, batch_size: int = 256, threads: int | None = None,
-          share_scores: bool = True, early_rejection: Any = "exact",
+          share_scores: bool | dict = True, early_rejection: Any = "exact",
           name: str | None = None, command: str = "", log: Callable[[str], None] | None = print) -> BenchResult:
     """Run every strategy at every budget once per seed on ``model`` / ``data`` and compare them.
 
@@ -292,6 +292,8 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     (best CR, HV and IGD then use it). ``exhaustive_front``: the true front as (loss, CR) rows or a
     CSV, the IGD reference (default: the union of all runs' fronts). The other arguments are
     ``wsx.explore``'s and are the same for every run; the clusterer is built once, with seed 0.
+    ``share_scores``: True shares scores between this bench's runs; a dict (empty at first) also
+    shares them with every other bench given the same dict (same model, data and subset only).
     ``out``: a directory for bench.csv (the summary), runs.csv, fronts.csv, curves.csv, meta.json and
     a self-contained report.html. ``log`` gets one line per finished run (None: silent).
     Every argument and every (strategy, budget) pair is checked before anything runs.
@@ -317,7 +319,8 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
         from .files import prepare_dir
 
         prepare_dir(out)
-    shared: dict | None = {} if share_scores else None
+    # a dict carries the score table over from an earlier bench on the same model and data
+    shared: dict | None = share_scores if isinstance(share_scores, dict) else {} if share_scores else None
     token = SHARED_SCORES.set(shared)
     load_before = os.getloadavg()
     rows, fronts, curves, maxima = [], [], [], []
@@ -368,7 +371,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
             "budgets": budgets, "seeds": seeds, "target": target if isinstance(target, str) else float(target),
             "target_fraction": frac, "max_loss": max_al, "test_data": test_data is not None,
             "subset": subset, "clusterer": clus.name, "approximation": str(approximation),
-            "share_scores": share_scores, "reference": "union of all runs' fronts" if own else "exhaustive front",
+            "share_scores": shared is not None, "reference": "union of all runs' fronts" if own else "exhaustive front",
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.platform(), "cpus": os.cpu_count(),
             "load_before": load_before, "load_after": os.getloadavg(), "confidence": CONFIDENCE}
     result = BenchResult(runs=runs, summary=summarise(runs), fronts=fronts, curves=pd.DataFrame(curves),
