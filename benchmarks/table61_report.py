@@ -86,9 +86,11 @@ def section(problem: str, settings: str) -> list[str]:
     title = f"### {problem}, {settings} settings"
     if runs is None:
         return [title, "", "Not run.", ""]
-    lines = [title, "", "Made with (one command per part):", ""]
-    lines += [f"- `{m['command']}` — {m['date']}, load {m['load_before'][0]:.1f} → {m['load_after'][0]:.1f}"
-              for m in metas]
+    metas = sorted(metas, key=lambda m: m["budgets"])
+    commands = list(dict.fromkeys(m["command"] for m in metas))
+    lines = [title, "", "Made with " + ", ".join(f"`{c}`" for c in commands) + "; each part ended:", ""]
+    lines += [f"- budget{'s' * (len(m['budgets']) > 1)} {', '.join(map(str, m['budgets']))}: {m['date']}, load {m['load_before'][0]:.1f} → "
+              f"{m['load_after'][0]:.1f}" for m in metas]
     lines += ["", f"Target {metas[0]['target']} (max loss {metas[0]['max_loss']:.3f} pp), best CR / HV / IGD on "
               f"{'the test split' if metas[0]['test_data'] else 'the search data (no test split)'}, IGD against the "
               f"{metas[0]['reference']}.", ""]

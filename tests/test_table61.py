@@ -37,14 +37,14 @@ def test_defaults_settings_are_the_strategies_defaults():
         assert changed <= {"combination"}, (a, changed)
 
 
-def _write_part(folder, settings, rows):
+def _write_part(folder, settings, rows, budgets=(500,)):
     import pandas as pd
 
     folder.mkdir(parents=True)
     spec = table61.APPROACHES[settings]
     pd.DataFrame([{"strategy": spec[a], "budget": b, "seed": s, "best_cr": cr, "hv": cr / 2, "igd": 0.1,
                    "scorings": b, "wall_s": 1.0, "shared_hits": 0} for a, b, s, cr in rows]).to_csv(folder / "runs.csv", index=False)
-    (folder / "meta.json").write_text(json.dumps({"command": "cmd", "date": "d", "load_before": [1, 1, 1],
+    (folder / "meta.json").write_text(json.dumps({"command": "cmd", "budgets": list(budgets), "date": "d", "load_before": [1, 1, 1],
                                                   "load_after": [1, 1, 1], "target": "mlperf-heavy", "max_loss": 1.0,
                                                   "test_data": False, "reference": "exhaustive front"}))
 
