@@ -15,7 +15,9 @@ a regression surrogate, V pure NSGA-II. ``--settings thesis`` uses the thesis' p
 III and V P = 100 for 100 generations, IV P = 500 for 200 generations on the surrogate, the
 surrogate fitted once and its front scored once as in the thesis (wsx refits in 3 rounds by default),
 no early stop);
-``--settings defaults`` wsx's defaults for the same strategies.
+Every approach searches the thesis' k range (100 log-spaced values in [2, 1024] per layer) and III
+and IV scan every value in their layer-wise step. ``--settings defaults`` wsx's defaults for the
+same strategies and approximation.
 """
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ APPROACHES = {
     "thesis": {
         "I": "greedy-filter:inertia_filter_ratio=0.15",
         "II": "greedy-pareto:inertia_filter_ratio=0.15",
-        "III": "divide-and-conquer:pop_size=100,generations=100,patience=null",
-        "IV": "divide-and-conquer:combination=regression,doe=kmeans,surrogate_pop_size=500,surrogate_generations=200,rounds=1",
+        "III": "divide-and-conquer:layerwise=scan,pop_size=100,generations=100,patience=null",
+        "IV": "divide-and-conquer:combination=regression,layerwise=scan,doe=kmeans,surrogate_pop_size=500,"
+              "surrogate_generations=200,rounds=1",
         "V": "nsga2:pop_size=100,generations=100,patience=null",
     },
     "defaults": {
@@ -42,6 +45,10 @@ APPROACHES = {
         "V": "nsga2",
     },
 }
+
+
+# the thesis' k range: 100 log-spaced values in [2, 1024] per layer (wsx's default is a bit-width grid)
+APPROXIMATION = {"thesis": "weight-sharing:k_grid=log", "defaults": "weight-sharing"}
 
 
 def main(argv=None) -> int:
@@ -73,7 +80,8 @@ def main(argv=None) -> int:
     for budget in budgets:  # one bench per budget, each saved when it ends: a run cut short keeps them
         part = out / f"budget-{budget}" if len(budgets) > 1 else out
         result = wsx.bench(model, data, strategies=strategies, budgets=[budget], seeds=args.seeds, out=part,
-                           command=command, log=lambda m: print(m, flush=True), share_scores=shared, **kwargs)
+                           command=command, log=lambda m: print(m, flush=True), share_scores=shared,
+                           approximation=APPROXIMATION[args.settings], **kwargs)
         write_results(part, result, name, args, command, chosen, strategies)
     return 0
 

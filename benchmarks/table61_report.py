@@ -33,6 +33,13 @@ THESIS = {
     "V": ("NSGA-II", 10098, "06:23", "second to IV"),
 }
 
+# specs of the committed thesis runs (main 52abe66: the log k grid and the scanning layer-wise step were
+# the defaults then, so the runner did not name them)
+AS_RUN = {"thesis": {
+    "divide-and-conquer:pop_size=100,generations=100,patience=null": "III",
+    "divide-and-conquer:combination=regression,doe=kmeans,surrogate_pop_size=500,surrogate_generations=200,rounds=1":
+        "IV"}, "defaults": {}}
+
 
 def load(problem: str, settings: str):
     """(runs with an ``approach`` column, list of the parts' meta) or (None, []) when nothing ran."""
@@ -45,7 +52,7 @@ def load(problem: str, settings: str):
     if not parts:
         return None, []
     runs = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
-    ids = {spec: a for a, spec in APPROACHES[settings].items()}
+    ids = {**AS_RUN[settings], **{spec: a for a, spec in APPROACHES[settings].items()}}
     runs["approach"] = runs["strategy"].map(ids)
     runs = runs.sort_values(["approach", "budget", "seed"], key=lambda s: s.map(_order) if s.name == "approach" else s)
     return runs, [json.loads((p.parent / "meta.json").read_text()) for p in parts]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from wsx.specs import resolve
+from wsx.approximation import Approximation
 from wsx.strategy import Strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds benchmarks/
@@ -27,6 +28,9 @@ def test_thesis_settings_are_the_thesis_parameters():
     iv = build("thesis", "IV")
     assert (iv.combination, iv.surrogate_pop_size, iv.surrogate_generations, iv.rounds) == ("regression", 500, 200, 1)
     assert build("thesis", "III").combination == "scoring"
+    assert build("thesis", "III").layerwise == build("thesis", "IV").layerwise == "scan"
+    approximation = resolve("approximation", table61.APPROXIMATION["thesis"], Approximation)
+    assert approximation.k_grid == "log" and approximation.k_values == 100
 
 
 def test_defaults_settings_are_the_strategies_defaults():
