@@ -264,6 +264,10 @@ class PopulationScoring:
         d = as_data(data)
         self._data = d if cast is None else d.map_inputs(cast)
 
+    def portable_data(self) -> Any:
+        """The numpy ``wsx.Data`` kept from ``data`` (a loader is read once, here, not shipped)."""
+        return self._data
+
     def _require_data(self) -> None:
         if self._data is None:
             raise InvalidDataError(f"this {self.name} backend was created without data (data=None); pass "

@@ -65,3 +65,10 @@ def lenet():
 
 def torch_state_bytes(model) -> dict:
     return {k: v.detach().cpu().numpy().tobytes() for k, v in model.state_dict().items()}
+
+
+def pytest_configure(config):
+    """Tests marked ``xdist_group`` run on one xdist worker (the Ray tests share one cluster per module
+    and must not start two at once on two cores); the others are spread as with ``--dist load``."""
+    if getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadgroup"

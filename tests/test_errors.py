@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import re
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1049,6 +1051,64 @@ def test_bench_exhaustive_front_unusable(tiny, tmp_path):
         wsx.bench(tiny[0], tiny[1], exhaustive_front=tmp_path / "f.csv", **kw)
     with raises(wsx.InvalidSettingError, "(loss, CR) rows"):
         wsx.bench(tiny[0], tiny[1], exhaustive_front=[[1.0, float("nan")]], **kw)
+
+
+# -- executors (issue 11): the cases a Ray cluster raises are in test_ray.py / test_ray_cluster.py --------
+def test_unknown_executor(tiny):
+    with raises(wsx.PluginNotFoundError, "unknown executor 'dask'", "available", "ray", "serial"):
+        run(tiny, executor="dask")
+
+
+@pytest.mark.parametrize("spec, needles", [
+    ("ray:workers=0", ("workers=0", "whole number > 0")),
+    ("ray:workers=1.5", ("workers=1.5", "whole number > 0")),
+    ("ray:gpus_per_worker=-1", ("gpus_per_worker=-1", "number >= 0")),
+    ("ray:address=headnode", ("address='headnode' is not HOST:PORT", "ray start --head --port=6379")),
+    ("ray:nodes=3", ("executor 'ray' has no parameter 'nodes'", "its parameters are: address, workers")),
+])
+def test_executor_settings_out_of_range(spec, needles):
+    pytest.importorskip("ray")
+    from wsx.executor import resolve_executor
+
+    with raises(wsx.InvalidSettingError, *needles):
+        resolve_executor(spec)
+
+
+def test_cli_ray_options_with_another_executor(capsys):
+    from wsx.cli import main
+
+    assert main(["demo", "--executor", "serial", "--workers", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers set(s) the ray executor, but --executor is 'serial'" in err and "--executor ray" in err
+
+
+def test_ray_not_installed(tiny, monkeypatch):
+    from wsx_plugins.executors.ray_executor import RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with raises(wsx.PluginUnavailableError, "executor 'ray' is not available", "ray is not installed",
+                "pip install 'wsx[ray]'"):
+        run(tiny, executor="ray")
+    with raises(wsx.PluginUnavailableError, "needs Ray, which is not installed", "pip install 'wsx[ray]'"):
+        run(tiny, executor=RayExecutor(workers=2))
+    row = next(r for r in wsx.plugins.info() if (r.kind, r.name) == ("executor", "ray"))
+    assert not row.available and "wsx[ray]" in row.reason
+    assert run(tiny, budget=4).scorings == 4  # nothing else breaks: the serial executor runs
+
+
+def test_ray_address_unreachable(tiny, tmp_path):
+    ray = pytest.importorskip("ray")
+    from wsx_plugins.executors.ray_executor import RayExecutor
+
+    assert not ray.is_initialized()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with raises(wsx.ExecutorError, f"cannot reach a Ray cluster at 127.0.0.1:{port}",
+                f"ray start --head --port={port}", "--ray-address auto"):
+        run(tiny, executor=RayExecutor(address=f"127.0.0.1:{port}"), out=tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists()  # no partial result written as final
+    assert not ray.is_initialized()
 
 
 # -- the docs table ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import wsx
 from wsx.executor import ScoringSession, SerialExecutor
@@ -81,3 +82,62 @@ def test_backend_score_detailed_reports_samples(lenet):
     out = be.score_detailed([{}, {}], subset)
     assert all(isinstance(s, Scored) and s.samples == subset.size and not s.rejected for s in out)
     np.testing.assert_array_equal([s.value for s in out], be.score([{}, {}], subset))
+
+
+# -- executors as plugins ---------------------------------------------------------------------------
+def test_serial_executor_passes_the_executor_conformance_suite():
+    wsx.testing.check_executor(SerialExecutor)
+
+
+def test_executors_are_plugins_named_like_the_others(lenet, capsys):
+    from wsx.cli import main
+
+    table = wsx.plugins.executors()
+    assert {"serial", "ray"} <= set(table) and table["serial"] is SerialExecutor
+    rows = {(r.kind, r.name): r for r in wsx.plugins.info()}
+    assert rows[("executor", "serial")].distribution == "wsx" and rows[("executor", "ray")].distribution == "wsx"
+    assert main(["plugins"]) == 0 and "executor" in capsys.readouterr().out
+    model, data = lenet
+    result = wsx.explore(model, data, executor="serial", strategy="random", budget=4, knobs=[2, 4], progress=False)
+    assert result.settings["config"]["executor"] == "serial" and result.settings["executor"] == "serial"
+
+
+def test_executor_specs_keep_addresses_with_their_port():
+    from wsx.specs import Spec
+
+    assert Spec.parse("ray:address=10.0.0.5:6379,workers=8,gpus_per_worker=1").params == \
+        {"address": "10.0.0.5:6379", "workers": 8, "gpus_per_worker": 1}
+    assert Spec.parse("ray:workers=2:address=ray://head:10001").params == {"workers": 2, "address": "ray://head:10001"}
+    spec = Spec("ray", {"address": "10.0.0.5:6379", "workers": 2})
+    assert Spec.parse(spec.text()) == spec
+    with pytest.raises(wsx.InvalidSettingError, match="'junk' is not key=value"):
+        Spec.parse("ray:workers=2,junk")
+
+
+def test_cli_ray_options_fold_into_the_executor():
+    import argparse
+
+    from wsx.commands import executor_of
+    from wsx.specs import Spec
+
+    def args(**kw):
+        base = dict(executor=None, ray_address=None, workers=None, gpus_per_worker=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert executor_of(args()) is None
+    assert executor_of(args(executor="serial")) == "serial"
+    assert executor_of(args(ray_address="auto", workers=4, gpus_per_worker=1.0)) == \
+        Spec("ray", {"address": "auto", "workers": 4, "gpus_per_worker": 1.0})
+    assert executor_of(args(executor="ray:chunk_size=2", workers=2)) == Spec("ray", {"chunk_size": 2, "workers": 2})
+
+
+def test_backends_record_how_to_build_them_again(lenet):
+    from wsx.executor import BackendRecipe
+
+    model, data = lenet
+    be = wsx.plugins.backends()["torch"](model, data, batch_size=64, prefix_cache=False)
+    recipe = BackendRecipe.of(be)
+    assert recipe.model is model and recipe.kwargs == {"batch_size": 64, "prefix_cache": False}
+    again = recipe.build(model, recipe.data)
+    assert again.batch_size == 64 and again.prefix_cache is False
+    np.testing.assert_array_equal(again.score([{}]), be.score([{}]))

@@ -68,6 +68,14 @@ def test_third_party_distribution_adds_strategy_and_backend(toy_dist):
     assert r3.approximation == "toy-grid" and r3.clusterer == ""
     assert {tuple(c.knobs.values()) for c in r3.history} == {(k, k) for k in (1, 2, 3, 6, 8)}
 
+    # A third-party executor, named with its settings, gives the serial answer.
+    assert "toy-one-by-one" in wsx.plugins.executors()
+    r4 = wsx.explore(model, data, strategy="toy-uniform", executor="toy-one-by-one:reverse=true", subset=None,
+                     progress=False, knobs=[2, 4, 8, 16, 32], target=0.7)
+    assert [(c.knobs, c.accuracy) for c in r4.history] == [(c.knobs, c.accuracy) for c in result.history]
+    assert r4.settings["config"]["executor"] == "toy-one-by-one"
+    wsx.testing.check_executor(wsx_toy.OneByOne)
+
 
 @pytest.mark.parametrize("source, reason", [
     ("import wsx\n@wsx.hookimpl\ndef wsx_strategy():\n    return []\n", "wsx_strategy"),  # misspelt hook

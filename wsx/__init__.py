@@ -15,7 +15,7 @@ from .approximation import Approximated, Approximation
 from .backend import Backend
 from .clusterer import Clusterer, Clustering
 from .data import Data
-from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError,
+from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, ExecutorError, InvalidDataError,
                      InvalidModelError, InvalidSettingError, JournalMismatchError, MetricError, OutputError,
                      PluginNotFoundError, PluginUnavailableError, WsxError)
 from .hookspecs import hookimpl
@@ -34,7 +34,7 @@ __all__ = [
     "weight_sharing_bits",
     "WsxError", "PluginNotFoundError", "PluginUnavailableError", "BackendNotFoundError",
     "InvalidModelError", "InvalidDataError", "InvalidSettingError", "MetricError", "BudgetTooSmallError",
-    "CorruptFileError", "JournalMismatchError", "OutputError",
+    "CorruptFileError", "JournalMismatchError", "OutputError", "ExecutorError",
 ]
 
 # Imported on first use, so that ``import wsx`` stays light; each name is the function itself (its

@@ -53,6 +53,13 @@ class Backend(ABC):
     supports_gradients: ClassVar[bool] = False
     supports_prefix_cache: ClassVar[bool] = False
 
+    def __new__(cls, *args, **kwargs):
+        # The arguments a backend was created with, so that an executor can build it again on a
+        # worker (wsx.executor.BackendRecipe); every subclass gets this without writing anything.
+        self = super().__new__(cls)
+        self._init_args = (args, kwargs)
+        return self
+
     def __init__(self, model: Any, data: Any = None, *, metric: Any = None, output: Any = None,
                  batch_size: int = 256, device: str | None = None,
                  reference_bytes: int = DEFAULT_REFERENCE_BYTES):
@@ -89,6 +96,31 @@ class Backend(ABC):
     def accepts(cls, model: Any) -> bool:
         """True if ``model`` is an object of this backend's framework."""
         return False
+
+    def init_arguments(self) -> dict[str, Any]:
+        """The constructor's arguments as this backend was created with them, by name (``model``,
+        ``data`` and the keyword settings); what an executor needs to build the same backend elsewhere."""
+        import inspect
+
+        args, kwargs = getattr(self, "_init_args", ((), {}))
+        try:
+            bound = inspect.signature(type(self).__init__).bind_partial(self, *args, **kwargs)
+        except TypeError:  # a constructor that takes other arguments than it was given (a custom __new__)
+            return {"model": self.model, "data": self.data}
+        out: dict[str, Any] = {}
+        for name, value in list(bound.arguments.items())[1:]:
+            kind = bound.signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                out.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                out[name] = value
+        return out
+
+    def portable_data(self) -> Any:
+        """The scoring data in a form this backend's constructor takes again in another process (an
+        executor ships it to its workers once). Default: ``data`` as given; backends that consume a
+        loader override this to return what they kept (numpy ``wsx.Data``)."""
+        return self.data
 
     # -- layers and weights -------------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:

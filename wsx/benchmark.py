@@ -282,7 +282,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
           metric: Any = "top1", backend: Any = None, clusterer: Any = None, approximation: Any = "weight-sharing",
           subset: Any = 0.1, min_subset: int | None = None, knobs: Any = None, bits: int | None = None,
           time_limit: float | None = None, batch_size: int = 256, threads: int | None = None,
-          share_scores: bool | dict = True, early_rejection: Any = "exact",
+          share_scores: bool | dict = True, early_rejection: Any = "exact", executor: Any = None,
           name: str | None = None, command: str = "", log: Callable[[str], None] | None = print) -> BenchResult:
     """Run every strategy at every budget once per seed on ``model`` / ``data`` and compare them.
 
@@ -291,7 +291,8 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     count (5: seeds 0..4) or a list. ``test_data``: a disjoint split the final fronts are measured on
     (best CR, HV and IGD then use it). ``exhaustive_front``: the true front as (loss, CR) rows or a
     CSV, the IGD reference (default: the union of all runs' fronts). The other arguments are
-    ``wsx.explore``'s and are the same for every run; the clusterer is built once, with seed 0.
+    ``wsx.explore``'s and are the same for every run; the clusterer is built once, with seed 0, and the
+    ``executor`` once (a Ray executor's workers keep the model and data from one run to the next).
     ``share_scores``: True shares scores between this bench's runs; a dict (empty at first) also
     shares them with every other bench given the same dict (same model, data and subset only).
     ``out``: a directory for bench.csv (the summary), runs.csv, fronts.csv, curves.csv, meta.json and
@@ -302,6 +303,8 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
 
     from .arguments import check_early_rejection, check_out
     from .engine import MIN_SUBSET, SHARED_SCORES, explore, resolve_clusterer
+    from .executor import resolve_executor
+    from .specs import describe
     from .metrics import resolve_target
 
     strats = _strategies(strategies)
@@ -313,6 +316,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     frac = resolve_target(target)
     reference = read_front(exhaustive_front) if exhaustive_front is not None else None
     clus = resolve_clusterer(clusterer, 0)  # one clustering for every run: only the search differs
+    runner = resolve_executor(executor)
     check_budgets(model, data, strats, budgets, backend=backend, approximation=approximation, knobs=knobs,
                   bits=bits, metric=metric, target=frac)
     if out is not None:
@@ -324,6 +328,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
     token = SHARED_SCORES.set(shared)
     load_before = os.getloadavg()
     rows, fronts, curves, maxima = [], [], [], []
+    runner.__enter__()  # workers are kept from run to run, released in finally
     try:
         for label, make in strats:
             for budget in budgets:
@@ -333,7 +338,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
                                      approximation=approximation, subset=subset, knobs=knobs, bits=bits,
                                      min_subset=MIN_SUBSET if min_subset is None else min_subset,
                                      time_limit=time_limit, batch_size=batch_size, threads=threads,
-                                     early_rejection=early_rejection, progress=False)
+                                     early_rejection=early_rejection, executor=runner, progress=False)
                     pts, max_al = front_points(result)
                     maxima.append(max_al)
                     row = {"strategy": label, "budget": budget, "seed": seed, "best_cr": best_cr(result),
@@ -356,6 +361,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
                             + (f" ({row['shared_hits']} scores shared)" if row["shared_hits"] else ""))
     finally:
         SHARED_SCORES.reset(token)
+        runner.shutdown()
     # every run's front may be empty (each candidate rejected early): keep the columns anyway
     runs = pd.DataFrame(rows)
     fronts = pd.DataFrame(fronts, columns=["strategy", "budget", "seed", "loss", "compression_rate", "meets_target",
@@ -371,6 +377,7 @@ def bench(model: Any, data: Any, strategies: Any = DEFAULT_STRATEGIES, budgets: 
             "budgets": budgets, "seeds": seeds, "target": target if isinstance(target, str) else float(target),
             "target_fraction": frac, "max_loss": max_al, "test_data": test_data is not None,
             "subset": subset, "clusterer": clus.name, "approximation": str(approximation),
+            "executor": describe(runner),
             "share_scores": shared is not None, "reference": "union of all runs' fronts" if own else "exhaustive front",
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.platform(), "cpus": os.cpu_count(),
             "load_before": load_before, "load_after": os.getloadavg(), "confidence": CONFIDENCE}

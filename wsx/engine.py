@@ -23,11 +23,11 @@ from .arguments import (check_bits, check_count, check_early_rejection, check_kn
                         check_seconds, check_seed, check_subset)
 from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError, InvalidDataError, InvalidModelError,
                      InvalidSettingError, MetricError, PluginNotFoundError, WsxError)
-from .executor import ScoringSession, SerialExecutor
+from .executor import ScoringSession, resolve_executor
 from .files import OutDirLock
 from .identity import code_digest
 from .metrics import Goal, TargetSpec, resolve_metric, target_spec
-from .problem import ApproximationCache, Problem, Timers
+from .problem import Problem, Timers
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
 from .sanity import check_inputs, score_baseline, warn_if_chance
@@ -212,7 +212,10 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     Every argument is checked before anything is scored. The user's model is bit-identical
     afterwards, whether the call returns, raises or is interrupted. ``threads`` caps torch's CPU
     threads for the run (default: this process's share of the cores, ``wsx.threads.auto_threads``;
-    see ``wsx.threads`` for TensorFlow and JAX).
+    see ``wsx.threads`` for TensorFlow and JAX). ``executor`` decides where candidates are scored:
+    None or "serial" in this process; "ray" on a Ray cluster's workers, optionally with settings
+    (``"ray:address=auto,workers=8,gpus_per_worker=1"``; wsx_plugins.executors.ray_executor), or an
+    Executor instance. The same seed gives the same result on any executor.
 
     ``early_rejection``: with a metric that is a mean of per-sample values with known bounds (top-1,
     agreement, cosine, MSE, ``wsx.metric(..., per_sample=True, bounds=...)``), search-time scoring
@@ -246,6 +249,7 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     strat = resolve_strategy(strategy)
     appr = resolve_approximation(approximation, bits)
     clus = resolve_clusterer(clusterer, seed) if appr.uses_clusterer else None
+    runner = resolve_executor(executor)
     with ExitStack() as stack:
         if out is not None:
             stack.enter_context(OutDirLock(out))  # before anything is scored: one run per out dir
@@ -263,7 +267,7 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
             test_be = scoring_backend(model, test_data, type(be), what="test_data", metric=be.metric_,
                                       output=be.output, **kwargs)
             stack.callback(test_be.close)
-        return _explore(stack, be, test_be, strat, appr, clus, executor or SerialExecutor(), prog, t_start,
+        return _explore(stack, be, test_be, strat, appr, clus, runner, prog, t_start,
                         spec=spec, subset=subset, seed=seed, budget=budget, out=out, time_limit=time_limit,
                         knobs=knobs, min_subset=min_subset, restart=restart, threads=n_threads,
                         thread_notes=thread_notes, snapshot=snapshot, exclude_unused=exclude_unused,
@@ -323,10 +327,12 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         with timers("importances"):
             importances = be.importances([layer.name for layer in layers], sub, seed=seed)
         be.restore(snapshot)
-    cache = ApproximationCache(appr, clus, originals.__getitem__, timers, importances=importances)
     backends = {"search": be} if test_be is None else {"search": be, "test": test_be}
-    executor.start(ScoringSession(backends=backends, cache=cache, layers={layer.name: layer for layer in layers}))
-    stack.callback(executor.close)
+    session = ScoringSession.create(backends, appr, clus, layers, weights_of=originals.__getitem__, timers=timers,
+                                    importances=importances)
+    cache = session.cache
+    stack.callback(executor.close)  # before start: a start that fails half way releases what it got
+    executor.start(session)
 
     def scored(population, subset_idx, split="search", stop=None) -> list[Scored]:
         """Knob dicts scored through the executor, checked: one finite value per candidate."""
@@ -374,7 +380,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                       baseline_accuracy=base_sub, early_rejection=early_rejection,
                       target=goal_sub, budget=budget, time_limit=time_limit, seed=seed,
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,
-                      shared_scores=shared)
+                      shared_scores=shared, chunk_size=max(32, executor.candidates_per_call))
     if chance:
         problem.note(chance)
     for message in thread_notes:
@@ -435,6 +441,9 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     # candidates x samples run: what early rejection and the search's choices cost in forwards
     extras["sample_forwards"] = {**forwards, "total": sum(forwards.values())}
     final_seconds = time.perf_counter() - t_final
+    executed = dict(executor.stats() or {})
+    if executed:  # where candidates were scored: per-worker utilisation joins the timings
+        extras["executor"] = {k: v for k, v in executed.items() if k != "timings"}
     # A resumed run reports the time its journal's records cost too, not only this session's.
     total = time.perf_counter() - t_start + replayed["wall"]
     clustering = timers.get("clustering") + replayed["clustering"]
@@ -446,6 +455,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         timings["importances"] = timers.get("importances")
     if journal is not None and journal.replayed:
         timings["from_journal"] = replayed["wall"]
+    timings.update(executed.get("timings", {}))
     # "target" as given: a name, a fraction (a number, as before) or "max_drop=0.5" / "max_increase=0.01"
     target_setting = spec.value if spec.kind == "fraction" and spec.name is None else spec.label
     settings = {"target": target_setting, "target_fraction": spec.value if spec.kind == "fraction" else None,
@@ -469,7 +479,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         "approximation": {"name": appr.name, **settings["approximation_params"]}, "backend": be.name,
         "knobs": _jsonable({"knobs": knobs})["knobs"], "target": settings["target"], "subset": subset,
         "min_subset": min_subset, "budget": budget, "time_limit": time_limit, "bits": appr.bits, "seed": seed,
-        "early_rejection": early_rejection}
+        "early_rejection": early_rejection, "executor": specs.describe(executor)}
     result = Result(front=front, history=problem.history,
                     baseline=Baseline(accuracy=base_full, bits=problem.total_baseline_bits,
                                       subset_accuracy=base_sub, test_accuracy=test_base),

@@ -53,5 +53,11 @@ class OutputError(WsxError):
     a path under a file) or another run holds the --out directory."""
 
 
+class ExecutorError(WsxError):
+    """Candidates cannot be scored where the executor was asked to score them: a Ray cluster that
+    cannot be reached, workers running another wsx or unable to import the model's code, a clustering
+    that differs between the driver and a worker, or every worker lost."""
+
+
 class SearchStopped(Exception):
     """Internal: the budget or the time limit ended the search; what was scored stands."""

@@ -6,7 +6,7 @@ A plugin is a module (or object) published in the ``wsx`` entry-point group of i
     my-strategy = "my_package.wsx_plugin"
 
 and implements any of the hooks below with ``@wsx.hookimpl``. The built-in backends, strategies,
-clusterers and approximations are published the same way. Hook names start with ``wsx_``; a
+clusterers, approximations and executors are published the same way. Hook names start with ``wsx_``; a
 misspelt hook makes plugin loading fail (``check_pending``).
 """
 from __future__ import annotations
@@ -49,6 +49,20 @@ def wsx_clusterers() -> list:
 @hookspec
 def wsx_approximations() -> list:
     """Return Approximation subclasses this plugin provides (``wsx.Approximation``)."""
+
+
+@hookspec
+def wsx_executors() -> list:
+    """Return Executor subclasses this plugin provides (``wsx.executor.Executor``): where candidates
+    are scored (``serial``: this process; ``ray``: a Ray cluster's workers).
+
+    An executor is started once per exploration with a ``wsx.executor.ScoringSession`` (the backends,
+    the approximation cache, and ``spec``: a ``ScoringSpec`` that rebuilds them in another process),
+    then ``score(knob dicts, subset, stop=, split=)`` returns one ``wsx.scoring.Scored`` per candidate,
+    then ``close()``. Keyword-only constructor parameters (``explore(executor="name:key=value")``);
+    ``available()`` and ``extra`` as for backends; ``stats()`` is what the result records about the run
+    (per-worker utilisation). ``wsx.testing.check_executor`` checks it gives the serial answer.
+    """
 
 
 @hookspec(firstresult=True)

@@ -1,4 +1,4 @@
-"""Discovery of backends, strategies, clusterers and approximations through the ``wsx`` entry points.
+"""Discovery of backends, strategies, clusterers, approximations and executors through the ``wsx`` entry points.
 
 Built-ins and third-party plugins take the same path: every entry point of the ``wsx`` group is loaded
 and registered with one pluggy PluginManager. Set ``WSX_DISABLE_PLUGIN_AUTOLOAD=1`` to load only the
@@ -22,9 +22,9 @@ from . import hookspecs
 from .errors import PluginNotFoundError, PluginUnavailableError
 
 DISABLE_ENV = "WSX_DISABLE_PLUGIN_AUTOLOAD"
-KINDS = ("backend", "strategy", "clusterer", "approximation")
+KINDS = ("backend", "strategy", "clusterer", "approximation", "executor")
 _HOOKS = {"backend": "wsx_backends", "strategy": "wsx_strategies", "clusterer": "wsx_clusterers",
-          "approximation": "wsx_approximations"}
+          "approximation": "wsx_approximations", "executor": "wsx_executors"}
 
 
 @dataclass
@@ -170,6 +170,10 @@ def clusterers() -> dict[str, type]:
 
 def approximations() -> dict[str, type]:
     return manager().classes("approximation")
+
+
+def executors() -> dict[str, type]:
+    return manager().classes("executor")
 
 
 def info() -> list[PluginInfo]:

@@ -18,7 +18,8 @@ from typing import Any
 
 from .errors import InvalidSettingError
 
-KIND_WORDS = {"strategy": "strategies", "clusterer": "clusterers", "approximation": "approximations"}
+KIND_WORDS = {"strategy": "strategies", "clusterer": "clusterers", "approximation": "approximations",
+              "executor": "executors"}
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Spec:
             raise InvalidSettingError(f"{text!r}: give a plugin name, optionally with settings as "
                                       "name:key=value,key=value (e.g. nsga2:pop_size=50,generations=20)")
         params = {}
-        for option in _split(rest, ",:") if rest.strip() else []:
+        for option in _options(rest) if rest.strip() else []:
             key, eq, value = option.partition("=")
             if not eq or not key.strip():
                 raise InvalidSettingError(f"{text!r}: {option!r} is not key=value; write settings as "
@@ -107,6 +108,21 @@ def _split(text: str, separators: str) -> list[str]:
             start = i + 1
     parts.append(text[start:])
     return [p.strip() for p in parts if p.strip()]
+
+
+def _options(text: str) -> list[str]:
+    """The ``key=value`` options of a spec, separated by ``,`` or ``:``; a ``:`` part holding no ``=``
+    continues the value before it, so addresses keep their port (``address=10.0.0.5:6379``,
+    ``address=ray://head:10001``)."""
+    options: list[str] = []
+    for part in _split(text, ","):
+        pieces = _split(part, ":")
+        for i, piece in enumerate(pieces):
+            if i and "=" not in piece and "=" in pieces[0]:
+                options[-1] += ":" + piece
+            else:
+                options.append(piece)
+    return options
 
 
 def split_list(text: str) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 
 import wsx
 from wsx.data import as_data
+from wsx.executor import Executor
 
 
 class ToyModel:
@@ -140,3 +141,27 @@ def wsx_clusterers():
 @wsx.hookimpl
 def wsx_approximations():
     return [RoundToGrid]
+
+
+class OneByOne(Executor):
+    """Scores each candidate in a call of its own, in reverse order (a naive executor: the engine must
+    still get the results in population order)."""
+
+    name = "toy-one-by-one"
+
+    def __init__(self, *, reverse: bool = True):
+        self.reverse = reverse
+
+    def score(self, population, subset, *, stop=None, split="search"):
+        population = list(population)
+        order = range(len(population) - 1, -1, -1) if self.reverse else range(len(population))
+        out = [None] * len(population)
+        for i in order:
+            weights = self.session.materialise([population[i]])
+            out[i] = self.session.backends[split].score_detailed(weights, subset, stop=stop)[0]
+        return out
+
+
+@wsx.hookimpl
+def wsx_executors():
+    return [OneByOne]

@@ -39,6 +39,15 @@ def add_run_options(p) -> None:
                    "if every remaining sample scored best), a confidence such as 0.99 (also on a statistical "
                    "bound), or off")
     add_threads(p)
+    p.add_argument("--executor", default=None, help="where candidates are scored: serial (default, this process) "
+                   "or ray (a Ray cluster's workers; pip install 'wsx[ray]'), optionally with settings "
+                   "(ray:chunk_size=4)")
+    p.add_argument("--ray-address", default=None, help="the Ray cluster to score on: auto (the cluster this machine "
+                   "belongs to) or HOST:PORT of its head node; default: a local Ray instance (implies --executor ray)")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per CPU of the cluster, or "
+                   "per GPU with --gpus-per-worker; implies --executor ray)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs each Ray worker holds (1: one worker "
+                   "per GPU, model and data on it; implies --executor ray)")
 
 
 def add_common(p) -> None:
@@ -138,11 +147,33 @@ def approximation_of(args):
     return Spec(spec.name, {**spec.params, "granularity": granularity})
 
 
+def executor_of(args):
+    """--executor with --ray-address, --workers and --gpus-per-worker folded into its settings (they
+    imply ray)."""
+    from wsx.errors import InvalidSettingError
+    from wsx.specs import Spec
+
+    given = {key: value for key, value in (("address", getattr(args, "ray_address", None)),
+                                           ("workers", getattr(args, "workers", None)),
+                                           ("gpus_per_worker", getattr(args, "gpus_per_worker", None)))
+             if value is not None}
+    executor = getattr(args, "executor", None)
+    if not given:
+        return executor
+    spec = executor if isinstance(executor, Spec) else Spec.parse(executor or "ray")
+    if spec.name != "ray":
+        options = ", ".join("--" + k.replace("_", "-").replace("address", "ray-address") for k in given)
+        raise InvalidSettingError(f"{options} set(s) the ray executor, but --executor is {spec.name!r}; drop "
+                                  "--executor or give --executor ray")
+    return Spec(spec.name, {**spec.params, **given})
+
+
 def run_kwargs(args) -> dict:
     """explore's arguments from the options of ``add_run_options``."""
     from wsx.engine import MIN_SUBSET
 
     return dict(backend=args.backend, clusterer=args.clusterer, approximation=approximation_of(args),
+                executor=executor_of(args),
                 knobs=parse_knobs(args.knobs), target=parse_target(args.target), subset=parse_subset(args.subset),
                 min_subset=MIN_SUBSET if args.min_subset is None else args.min_subset,
                 time_limit=args.time_limit, bits=args.bits, threads=args.threads,

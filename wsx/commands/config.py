@@ -1,7 +1,7 @@
 """``--config FILE``: a command's settings from a TOML file (or a results.json's resolved config).
 
-Keys are the command's option names (``time_limit`` or ``time-limit``). Strategies, clusterers and
-approximations are a ``name:key=value`` string or a table with ``name`` and the settings::
+Keys are the command's option names (``time_limit`` or ``time-limit``). Strategies, clusterers,
+approximations and executors are a ``name:key=value`` string or a table with ``name`` and the settings::
 
     model = "mymodel:build"
     data = "mymodel:data"
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from wsx.errors import InvalidSettingError
 
-PLUGIN_KEYS = ("strategy", "clusterer", "approximation")
+PLUGIN_KEYS = ("strategy", "clusterer", "approximation", "executor")
 INTERNAL = {"help", "config", "_run", "_parser", "version"}
 
 

@@ -1,11 +1,11 @@
-"""``wsx plugins``: every backend, strategy, clusterer and approximation wsx found."""
+"""``wsx plugins``: every backend, strategy, clusterer, approximation and executor wsx found."""
 from __future__ import annotations
 
 import json
 
 
 def add_parser(sub):
-    p = sub.add_parser("plugins", help="list backends, strategies, clusterers and approximations",
+    p = sub.add_parser("plugins", help="list backends, strategies, clusterers, approximations and executors",
                        description="List every plugin found through the `wsx` entry-point group, with its "
                        "distribution, version and availability (and the extra to install when unavailable).")
     p.add_argument("--json", action="store_true", help="machine-readable output")

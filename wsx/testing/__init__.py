@@ -2,7 +2,7 @@
 
 A plugin author runs the one for the interface they implement on their class::
 
-    from wsx.testing import check_backend, check_clusterer, check_strategy, check_approximation
+    from wsx.testing import check_backend, check_clusterer, check_strategy, check_approximation, check_executor
 
 Each raises AssertionError naming the first broken expectation.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 
 _SUITES = {"check_backend": "backends", "check_clusterer": "clusterers", "check_strategy": "strategies",
-           "check_approximation": "approximations"}
+           "check_approximation": "approximations", "check_executor": "executors"}
 
 
 def __getattr__(name: str):

@@ -1,0 +1,1 @@
+"""Built-in executors: ``serial`` (this process) and ``ray`` (the workers of a Ray cluster)."""

@@ -1,0 +1,191 @@
+"""The ray executor on a two-node cluster started as a user would: ``ray start --head`` and a second
+``ray start --address`` on this machine. Exploration through the address (Python and ``wsx demo
+--ray-address``), a worker of the second node SIGKILLed mid-run, then the whole second node lost: the
+front stays the serial one. Every process the module starts is killed at its end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import wsx
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")  # a dependency of Ray
+from wsx_plugins.executors.ray_executor import RayExecutor  # noqa: E402
+
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+
+SMALL = dict(strategy="divide-and-conquer", knobs=[2, 4, 8, 16], progress=False, seed=0, subset=None)
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _agent_ports() -> list[str]:
+    """Ports each node's agents take (two nodes on one machine must not share the defaults)."""
+    return [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    try:
+        root = psutil.Process(proc.pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+class TwoNodes:
+    def __init__(self, logs: str):
+        self.temp = tempfile.mkdtemp(prefix="wsxray", dir="/tmp")  # Ray's socket paths must stay short
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # A cluster of this test only: no token (the driver connects by address), quick node-death detection.
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_health_check_period_ms="500",
+                   RAY_health_check_failure_threshold="3", RAY_health_check_timeout_ms="500")
+        common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=80000000",
+                  "--disable-usage-stats", "--block"]
+        self.procs = []
+        self.head = self._start([RAY, "start", "--head", f"--port={self.port}", "--include-dashboard=false",
+                                 f"--temp-dir={self.temp}", f"--ray-client-server-port={_free_port()}",
+                                 *_agent_ports(), *common], env, os.path.join(logs, "head.log"))
+        self._wait(lambda: self._reachable(), "the head node")
+        self.node = self._start([RAY, "start", f"--address={self.address}", *_agent_ports(), *common], env,
+                                os.path.join(logs, "node.log"))
+        ray.init(address=self.address, logging_level="ERROR")
+        try:
+            self._wait(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, "the second node")
+        finally:
+            ray.shutdown()
+
+    def _start(self, cmd, env, log):
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def _reachable(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def _wait(self, ready, what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                self.stop()
+                pytest.fail(f"{what} of the test cluster did not start")
+            time.sleep(0.2)
+
+    def node_pids(self) -> set[int]:
+        """Processes of the second node (its raylet's workers among them)."""
+        try:
+            return {p.pid for p in psutil.Process(self.node.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _kill_tree(proc)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if ray.is_initialized():
+        ray.shutdown()
+    nodes = TwoNodes(str(tmp_path_factory.mktemp("ray_logs")))
+    yield nodes
+    nodes.stop()
+
+
+def _front(result):
+    return [(c.knobs, c.accuracy, c.compression_rate) for c in result.front]
+
+
+def _history(result):
+    return [(c.knobs, c.accuracy) for c in result.history]
+
+
+@pytest.fixture(scope="module")
+def serial():
+    model, data = wsx.zoo.load("lenet5-digits", framework="torch")
+    return wsx.explore(model, data, **SMALL)
+
+
+def _when(executor, chunks: int, action) -> threading.Thread:
+    def run():
+        deadline = time.monotonic() + 120
+        while executor.stats_["chunks"] < chunks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        action()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial):
+    model, data = wsx.zoo.load("lenet5-digits", framework="torch")
+    ex = RayExecutor(address=cluster.address, workers=2, chunk_size=2)
+    killed = []
+
+    def kill():
+        on_node = [w for w in ex.pool_ if w.alive and w.info.get("pid") in cluster.node_pids()]
+        for w in on_node:
+            os.kill(w.info["pid"], signal.SIGKILL)
+            killed.append(w.info["pid"])
+
+    t = _when(ex, 4, kill)
+    got = wsx.explore(model, data, executor=ex, **SMALL)
+    t.join()
+    stats = got.extras["executor"]
+    assert killed and stats["lost_workers"] == 1 and stats["rescored_candidates"] > 0
+    assert len({w["node"] for w in stats["workers"] if w["node"]}) == 2  # set up on both nodes
+    assert _history(got) == _history(serial) and _front(got) == _front(serial)
+    assert not ray.is_initialized()  # the executor disconnected from the cluster it joined
+
+
+def test_wsx_demo_through_the_ray_address(cluster, serial, tmp_path):
+    cmd = [sys.executable, "-m", "wsx.cli", "demo", "--ray-address", cluster.address, "--workers", "2", "--json",
+           "--knobs", "2,4,8,16", "--subset", "all"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert [(c["knobs"], c["accuracy"], c["compression_rate"]) for c in result["front"]] == _front(serial)
+    assert result["settings"]["config"]["executor"].startswith("ray:")
+    assert len(result["extras"]["executor"]["workers"]) == 2
+
+
+def test_the_second_node_lost_mid_run(cluster, serial):
+    """Last in the module: the second node does not come back."""
+    model, data = wsx.zoo.load("lenet5-digits", framework="torch")
+    ex = RayExecutor(address=cluster.address, workers=2, chunk_size=2)
+    t = _when(ex, 4, lambda: _kill_tree(cluster.node))
+    got = wsx.explore(model, data, executor=ex, **SMALL)
+    t.join()
+    stats = got.extras["executor"]
+    assert stats["lost_workers"] >= 1 and stats["rescored_candidates"] > 0
+    assert _history(got) == _history(serial) and _front(got) == _front(serial)
