@@ -79,13 +79,9 @@ class Backend(ABC):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        from .plugins import module_available
+        from .plugins import modules_available
 
-        for module in cls.requires:
-            ok, reason = module_available(module, cls.extra)
-            if not ok:
-                return ok, reason
-        return True, ""
+        return modules_available(cls.requires, cls.extra)
 
     @staticmethod
     def prepare_import() -> None:

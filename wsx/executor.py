@@ -130,13 +130,9 @@ class Executor:
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        from .plugins import module_available
+        from .plugins import modules_available
 
-        for module in cls.requires:
-            ok, reason = module_available(module, cls.extra)
-            if not ok:
-                return ok, reason
-        return True, ""
+        return modules_available(cls.requires, cls.extra)
 
     def get_params(self) -> dict:
         """The constructor's parameters as stored (``type(self)(**get_params())`` builds the same)."""

@@ -223,6 +223,15 @@ def module_available(module: str, extra: str | None) -> tuple[bool, str]:
     return (True, "") if found else (False, unavailable_reason(extra, module))
 
 
+def modules_available(modules, extra: str | None) -> tuple[bool, str]:
+    """``module_available`` for each of ``modules``: the first missing one's reason."""
+    for module in modules:
+        ok, reason = module_available(module, extra)
+        if not ok:
+            return ok, reason
+    return True, ""
+
+
 def unavailable_reason(extra: str | None, module: str) -> str:
     """Standard message for a plugin whose framework is missing."""
     hint = install_hint(extra) if extra else f"pip install {module}"
