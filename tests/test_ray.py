@@ -79,6 +79,24 @@ def test_same_front_history_and_scores_as_serial(framework):
     assert not ex.pool_  # closed: the workers are gone
 
 
+def test_every_idle_worker_gets_a_chunk_before_any_gets_a_second():
+    from wsx.testing.executors import _example, _session
+
+    model, (x, y) = _example()
+    session, layers = _session(model, (x, y), (x, y))
+    ex = RayExecutor(workers=2, chunk_size=1)
+    ex.start(session)
+    try:
+        population = [{layers[0].name: 2}, {layers[-1].name: 2}]  # two chunks of two layers (two affinities)
+        got = ex.score(population, None)
+        assert sorted(w.candidates for w in ex.pool_) == [1, 1]
+        serial = wsx.executor.SerialExecutor()
+        serial.start(session)
+        assert got == serial.score(population, None)
+    finally:
+        ex.close()
+
+
 def test_a_worker_killed_mid_run_costs_only_its_in_flight_candidates():
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     serial = wsx.explore(model, data, **SMALL)

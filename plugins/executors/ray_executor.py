@@ -358,13 +358,11 @@ class RayExecutor(Executor):
         refs: dict = {}
         lost_since = None
         while any(r is None for r in results):
-            for w in self._live():
-                while len(w.inflight) < IN_FLIGHT:
-                    chunk = self._next_chunk(queues, w)
-                    if chunk is None:
-                        break
-                    ref = self._send(w, chunk, population, split, subset_key, subset, stop)
-                    refs[ref] = (w, chunk)
+            for depth in range(1, IN_FLIGHT + 1):  # every idle worker gets a chunk before any gets a second
+                for w in self._live():
+                    chunk = self._next_chunk(queues, w) if len(w.inflight) < depth else None
+                    if chunk is not None:
+                        refs[self._send(w, chunk, population, split, subset_key, subset, stop)] = (w, chunk)
             starting = [w for w in self.pool_ if w.alive and w.ready is not None]
             if not refs and not starting:
                 raise ExecutorError(self._all_lost_message())
