@@ -67,8 +67,17 @@ def torch_state_bytes(model) -> dict:
     return {k: v.detach().cpu().numpy().tobytes() for k, v in model.state_dict().items()}
 
 
-def pytest_configure(config):
-    """Tests marked ``xdist_group`` run on one xdist worker (the Ray tests share one cluster per module
-    and must not start two at once on two cores); the others are spread as with ``--dist load``."""
-    if getattr(config.option, "dist", None) == "load":
-        config.option.dist = "loadgroup"
+@pytest.fixture(scope="module")
+def ray_turn():
+    """One Ray cluster at a time on this machine: pytest-xdist may spread a Ray module's tests over
+    both workers (its xdist_group marks do not hold under pytest 9), and two clusters starting at once
+    on two cores time out; each module holds this lock while its cluster runs."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "wsx-ray-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

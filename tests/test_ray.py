@@ -19,13 +19,13 @@ ray = pytest.importorskip("ray")
 from wsx_plugins.executors import ray_executor  # noqa: E402
 from wsx_plugins.executors.ray_executor import RayExecutor  # noqa: E402
 
-pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SMALL = dict(strategy="divide-and-conquer", knobs=[2, 4, 8, 16], progress=False, seed=0, subset=None)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray(ray_turn):
     """One local Ray instance for the module: 2 CPUs, a small object store; stopped at the end."""
     if ray.is_initialized():
         ray.shutdown()

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")  # a dependency of Ray
 from wsx_plugins.executors.ray_executor import RayExecutor  # noqa: E402
 
-pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SMALL = dict(strategy="divide-and-conquer", knobs=[2, 4, 8, 16], progress=False, seed=0, subset=None)
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -113,7 +113,7 @@ class TwoNodes:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, ray_turn):
     if ray.is_initialized():
         ray.shutdown()
     nodes = TwoNodes(str(tmp_path_factory.mktemp("ray_logs")))
@@ -147,7 +147,15 @@ def _when(executor, chunks: int, action) -> threading.Thread:
     return t
 
 
-def test_a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial):
+def test_two_nodes_on_loopback(cluster, serial, tmp_path):
+    """One test, in this order (pytest-xdist may spread a module's tests over its workers): the CLI
+    through the address, a worker of the second node SIGKILLed mid-run, then the second node lost."""
+    _demo_through_the_ray_address(cluster, serial, tmp_path)
+    _a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial)
+    _the_second_node_lost_mid_run(cluster, serial)
+
+
+def _a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial):
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     ex = RayExecutor(address=cluster.address, workers=2, chunk_size=2)
     killed = []
@@ -168,7 +176,7 @@ def test_a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial):
     assert not ray.is_initialized()  # the executor disconnected from the cluster it joined
 
 
-def test_wsx_demo_through_the_ray_address(cluster, serial, tmp_path):
+def _demo_through_the_ray_address(cluster, serial, tmp_path):
     cmd = [sys.executable, "-m", "wsx.cli", "demo", "--ray-address", cluster.address, "--workers", "2", "--json",
            "--knobs", "2,4,8,16", "--subset", "all"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -179,8 +187,8 @@ def test_wsx_demo_through_the_ray_address(cluster, serial, tmp_path):
     assert len(result["extras"]["executor"]["workers"]) == 2
 
 
-def test_the_second_node_lost_mid_run(cluster, serial):
-    """Last in the module: the second node does not come back."""
+def _the_second_node_lost_mid_run(cluster, serial):
+    """Last: the second node does not come back."""
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     ex = RayExecutor(address=cluster.address, workers=2, chunk_size=2)
     t = _when(ex, 4, lambda: _kill_tree(cluster.node))
