@@ -9,7 +9,7 @@ from wsx.problem import UNCOMPRESSED, knob_key
 from wsx.testing.strategies import BASELINE, synthetic_problem
 
 from wsx_plugins.approximations.weight_sharing import bit_width_grid, index_bits, log_k_range
-from wsx_plugins.strategies._layerwise import LayerSearch, groups_of, search_scorings
+from wsx_plugins.strategies._layerwise import LayerSearch, groups_of, search_layers, search_scorings
 
 K = (2, 3, 4, 6, 8, 12, 16, 32)  # bit-width groups: {2} {3, 4} {6, 8} {12, 16} {32}
 
@@ -110,3 +110,25 @@ def test_k_grid_setting_is_checked_and_log_gives_the_thesis_values():
     assert log.knob_values(layer) == log_k_range(100, 2, 1024, cap=90_000)
     with pytest.raises(InvalidSettingError, match="k_grid"):
         wsx.plugins.approximations()["weight-sharing"](k_grid="every").knob_values(layer)
+
+
+def test_layers_are_searched_together_one_population_per_round():
+    """Every layer's search advances in the same population, and each layer ends where its search
+    alone ends (same phi, same knobs scored)."""
+    meets = {"l1.weight": lambda k: k >= 12, "l2.weight": lambda k: k >= 3, "l3.weight": lambda k: False,
+             "l4.weight": lambda k: k != 4 and k != 3}
+    together = scripted(meets)
+    sizes = []
+    score = together._score_fn
+    together._score_fn = lambda pop: (sizes.append(len(pop)), score(pop))[1]
+    searches = [LayerSearch(together, n) for n in meets]
+    found = search_layers(together, searches)
+    assert sizes[0] == 4 and len(sizes) < together.scorings  # rounds, not one call per scoring
+    by_origin = {c.origin for c in together.history}
+    assert by_origin == {f"layer-wise:{n}" for n in meets}
+    for search in searches:
+        alone = scripted(meets)
+        solo = LayerSearch(alone, search.name)
+        assert found[search.name] == solo.run()
+        assert set(search.scored) == set(solo.scored)
+        assert all(c.knobs == {search.name: k} for k, c in search.scored.items())

@@ -299,14 +299,22 @@ class Problem:
                          samples=int(scored.samples) if rejected else None,
                          bound=None if not rejected or scored.bound is None else float(scored.bound))
 
-    def evaluate(self, population: Sequence[Mapping[str, Any]], origin: str = "", *,
+    def evaluate(self, population: Sequence[Mapping[str, Any]], origin: str | Sequence[str] = "", *,
                  reject: bool = True) -> list[Candidate]:
         """Score a population (cached, budgeted). Returns one Candidate per entry, in order.
 
-        ``reject=False`` asks for full scores: no early rejection, and candidates rejected before are
-        scored again (strategies fitting a model on the values ask so)."""
+        ``origin`` names where the candidates come from: one name for all, or one per candidate (a
+        population mixing several searches' steps). ``reject=False`` asks for full scores: no early
+        rejection, and candidates rejected before are scored again (strategies fitting a model on the
+        values ask so)."""
         population = [self._check(p) for p in population]
         keys = [knob_key(p) for p in population]
+        origins = [origin] * len(population) if isinstance(origin, str) else list(origin)
+        if len(origins) != len(population):
+            raise ValueError(f"{len(origins)} origins for {len(population)} candidates")
+        origin_of: dict[tuple, str] = {}
+        for key, name in zip(keys, origins):
+            origin_of.setdefault(key, name)
         rule = self.stop_rule if reject else None
         todo: dict[tuple, dict] = {}
         for key, knobs in zip(keys, population):
@@ -324,7 +332,7 @@ class Problem:
             for key, knobs in hits:
                 del todo[key]
                 self.shared_hits += 1
-                self._record(key, knobs, self.shared_scores[key], origin)
+                self._record(key, knobs, self.shared_scores[key], origin_of[key])
             if hits and self.progress is not None:
                 self.progress.update(len(hits))
         items = list(todo.items())
@@ -336,7 +344,7 @@ class Problem:
             pop = [knobs for _, knobs in chunk]
             results = self._score_fn(pop) if rule is None else self._score_fn(pop, stop=rule)
             for (key, knobs), res in zip(chunk, results):
-                self._record(key, knobs, res, origin)
+                self._record(key, knobs, res, origin_of[key])
                 if self.shared_scores is not None:
                     self.shared_scores[key] = res if isinstance(res, Scored) and res.rejected else float(
                         res.value if isinstance(res, Scored) else res)
@@ -347,8 +355,8 @@ class Problem:
         if stopped:
             self.stop_reason = stopped
             raise SearchStopped(stopped)
-        return [self.candidate(knobs, self.scores[key], origin, scored=self.rejected.get(key))
-                for key, knobs in zip(keys, population)]
+        return [self.candidate(knobs, self.scores[key], name, scored=self.rejected.get(key))
+                for key, knobs, name in zip(keys, population, origins)]
 
     def _record(self, key: tuple, knobs: dict, res: Any, origin: str) -> None:
         """One scoring's result (a Scored or a plain value) into the tables, history and journal."""

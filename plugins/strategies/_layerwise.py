@@ -52,7 +52,11 @@ def saving(problem, name: str, small, large) -> float:
 
 
 class LayerSearch:
-    """Searches one layer (see the module docstring); ``scored`` holds what it scored by knob."""
+    """Searches one layer (see the module docstring); ``scored`` holds what it scored by knob.
+
+    ``steps()`` is the search as a generator: it yields the next knob to score and is sent whether
+    that knob meets the target, so that ``search_layers`` can advance every layer's search together,
+    one population per round (an executor with many workers scores the layers at once)."""
 
     def __init__(self, problem, name: str, min_saving: float = 0.01):
         self.problem = problem
@@ -61,39 +65,73 @@ class LayerSearch:
         self.groups = groups_of(problem, name)
         self.scored: dict = {}
 
-    def _meets(self, knob) -> bool:
+    def run(self) -> tuple[list, bool]:
+        """This layer's search alone: (phi, relaxed)."""
+        return search_layers(self.problem, [self])[self.name]
+
+    def _meets(self, knob):
         if knob not in self.scored:
-            cand, = self.problem.evaluate([{self.name: knob}], origin=f"layer-wise:{self.name}")
-            self.scored[knob] = cand
+            yield knob  # the driver records the scored candidate before it resumes the search
         return self.scored[knob].meets_target
 
-    def _first_meeting(self, values: list, lo: int, hi: int) -> int:
+    def _first_meeting(self, values: list, lo: int, hi: int):
         """Bisection: the first index in (lo, hi] whose value meets the target, knowing hi does and
         lo does not (lo may be -1: nothing below)."""
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self._meets(values[mid]):
+            if (yield from self._meets(values[mid])):
                 hi = mid
             else:
                 lo = mid
         return hi
 
-    def run(self) -> tuple[list, bool]:
-        """(phi, relaxed): relaxed when even the largest value misses the target."""
+    def steps(self):
+        """The search; its return value is (phi, relaxed): relaxed when even the largest value misses
+        the target."""
         tops = [g[-1] for g in self.groups]
-        if not self._meets(tops[-1]):  # its best alone fails: combined, it is kept only as a fallback
+        if not (yield from self._meets(tops[-1])):  # its best alone fails: combined, kept only as a fallback
             return [tops[-1], UNCOMPRESSED], True
-        found = self._first_meeting(tops, -1, len(tops) - 1)
+        found = yield from self._first_meeting(tops, -1, len(tops) - 1)
         below = found - 1  # its top missed the target (scored by the bisection, unless found == 0)
-        if below >= 1 and self._meets(tops[below - 1]):  # not monotone: scan every top below instead
-            found = min(i for i in range(found) if self._meets(tops[i]))
+        if below >= 1 and (yield from self._meets(tops[below - 1])):  # not monotone: scan every top below
+            for i in range(found):
+                if (yield from self._meets(tops[i])):
+                    found = i
+                    break
         members = self.groups[found]
         smallest = members[-1]
         if len(members) > 1 and saving(self.problem, self.name, members[0], members[-1]) >= self.min_saving:
-            smallest = members[self._first_meeting(members, -1, len(members) - 1)]
+            smallest = members[(yield from self._first_meeting(members, -1, len(members) - 1))]
         phi = {smallest}
         for group in self.groups[found + 1:]:  # one value per larger bit-width, as the thesis' phi keeps
             codebook_matters = len(group) > 1 and saving(self.problem, self.name, group[0], group[-1]) >= self.min_saving
             phi.add(group[0] if codebook_matters else group[-1])
         order = {k: i for i, k in enumerate(self.problem.knob_values[self.name])}
         return sorted(phi, key=order.__getitem__), False
+
+
+def search_layers(problem, searches: list[LayerSearch]) -> dict:
+    """Runs the layers' searches in lockstep: each round scores every unfinished layer's next knob in
+    one population. Returns {layer: (phi, relaxed)}; what was scored stays in each search's ``scored``
+    (also when the budget or time stops the run mid-way)."""
+    results: dict = {}
+    asked: dict = {}
+    running = {s.name: (s, s.steps()) for s in searches}
+
+    def advance(name, met=None, first=False):
+        search, gen = running[name]
+        try:
+            asked[name] = next(gen) if first else gen.send(met)
+        except StopIteration as done:
+            results[name] = done.value
+            asked.pop(name, None)
+
+    for name in running:
+        advance(name, first=True)
+    while asked:
+        names = list(asked)
+        cands = problem.evaluate([{n: asked[n]} for n in names], origin=[f"layer-wise:{n}" for n in names])
+        for name, cand in zip(names, cands):
+            running[name][0].scored[asked[name]] = cand
+            advance(name, cand.meets_target)
+    return results

@@ -12,7 +12,7 @@ from wsx.strategy import Strategy
 from . import doe as doe_mod
 from ._common import (budget_left, check_time, compression_rates, index_bits_of, is_scored, knobs_at,
                       layerwise_scorings, margin_of, pick_for_scoring, seed_of, size_tables)
-from ._layerwise import LayerSearch, search_scorings
+from ._layerwise import LayerSearch, search_layers, search_scorings
 from .nsga import check_settings, run_nsga2
 from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
 
@@ -129,20 +129,23 @@ class DivideAndConquer(Strategy):
         self.relaxed_ = []
         total = self.first_step_scorings(problem) if self.layerwise == "scan" else None
         with problem.stage("layer-wise", total):
+            found = {}
+            if self.layerwise == "search":  # every layer's search advances in one population per round
+                searches = [LayerSearch(problem, name, self.min_saving) for name in problem.layer_names]
+                try:
+                    found = search_layers(problem, searches)
+                finally:  # what a stopped search scored stays on record
+                    for s in searches:
+                        self.layerwise_[s.name] = [s.scored[k] for k in problem.knob_values[s.name] if k in s.scored]
             for name in problem.layer_names:
                 if self.layerwise == "scan":
                     population = [{name: kn} for kn in problem.knob_values[name]]
                     scored = problem.evaluate(population, origin=f"layer-wise:{name}")
                     phi, relaxed = select_phi(problem, name, scored)
                     phi = phi + [UNCOMPRESSED] if relaxed else phi
+                    self.layerwise_[name] = scored
                 else:
-                    search = LayerSearch(problem, name, self.min_saving)
-                    try:
-                        phi, relaxed = search.run()
-                    finally:  # what a stopped search scored stays on record
-                        scored = [search.scored[k] for k in problem.knob_values[name] if k in search.scored]
-                        self.layerwise_[name] = scored
-                self.layerwise_[name] = scored
+                    phi, relaxed = found[name]
                 self.phi_[name] = phi
                 if relaxed:
                     self.relaxed_.append(name)
