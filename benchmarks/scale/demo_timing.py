@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=2, help="runs per variant")
     p.add_argument("--load", action="store_true", help="run the test suite (pytest -n 2) beside each demo")
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds the suite runs before the demo starts")
     p.add_argument("--before-commit", default="main")
     p.add_argument("--layers-only", action="store_true", help="clustering alone on the demo's layers")
     p.add_argument("--before-code", default=None, help="run 'before' on the whole of wsx as of this commit")
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
                 load = subprocess.Popen([sys.executable, "-m", "pytest", "-n", "2", "-q", "tests"], cwd=ROOT,
                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-                time.sleep(20)
+                time.sleep(args.warmup)  # past collection (framework imports), into the tests
             before_load = os.getloadavg()[0]
             cmd = [sys.executable, __file__, "--child", variant, "--before-commit", args.before_commit]
             env = {k: v for k, v in os.environ.items() if k != "WSX_THREADS"}
