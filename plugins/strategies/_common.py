@@ -52,13 +52,14 @@ def layerwise_scorings(problem) -> int:
     return sum(len(v) for v in problem.knob_values.values())
 
 
-def layerwise_scan(problem, reject: bool = True) -> dict:
+def layerwise_scan(problem, reject: bool = True, out: dict | None = None) -> dict:
     """Score every knob value of each layer with the other layers untouched (thesis §5.2).
 
-    Returns {layer: [Candidate per knob value, in knob order]}. Costs sum_i |K_i| scorings.
+    Returns {layer: [Candidate per knob value, in knob order]}, filled into ``out`` when given (layer by
+    layer, so what a stopped run scored stays there). Costs sum_i |K_i| scorings.
     ``reject=False`` scores each in full (for strategies that fit a model on the values).
     """
-    out = {}
+    out = {} if out is None else out
     with problem.stage("layer-wise", layerwise_scorings(problem)):
         for name in problem.layer_names:
             population = [{name: kn} for kn in problem.knob_values[name]]

@@ -119,7 +119,7 @@ def search_layers(problem, searches: list[LayerSearch]) -> dict:
     running = {s.name: (s, s.steps()) for s in searches}
 
     def advance(name, met=None, first=False):
-        search, gen = running[name]
+        gen = running[name][1]
         try:
             asked[name] = next(gen) if first else gen.send(met)
         except StopIteration as done:

@@ -11,7 +11,7 @@ from wsx.strategy import Strategy
 
 from . import doe as doe_mod
 from ._common import (budget_left, check_time, compression_rates, index_bits_of, is_scored, knobs_at,
-                      layerwise_scorings, margin_of, pick_for_scoring, seed_of, size_tables)
+                      layerwise_scan, layerwise_scorings, margin_of, pick_for_scoring, seed_of, size_tables)
 from ._layerwise import LayerSearch, search_layers, search_scorings
 from .nsga import check_settings, run_nsga2
 from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
@@ -127,31 +127,28 @@ class DivideAndConquer(Strategy):
         self.layerwise_ = {}
         self.phi_ = {}
         self.relaxed_ = []
-        total = self.first_step_scorings(problem) if self.layerwise == "scan" else None
-        with problem.stage("layer-wise", total):
+        if self.layerwise == "scan":
+            layerwise_scan(problem, out=self.layerwise_)
             found = {}
-            if self.layerwise == "search":  # every layer's search advances in one population per round
-                searches = [LayerSearch(problem, name, self.min_saving) for name in problem.layer_names]
+            for name, scored in self.layerwise_.items():
+                phi, relaxed = select_phi(problem, name, scored)
+                found[name] = (phi + [UNCOMPRESSED] if relaxed else phi, relaxed)
+        else:  # every layer's search advances in one population per round
+            searches = [LayerSearch(problem, name, self.min_saving) for name in problem.layer_names]
+            with problem.stage("layer-wise", None):
                 try:
                     found = search_layers(problem, searches)
                 finally:  # what a stopped search scored stays on record
                     for s in searches:
                         self.layerwise_[s.name] = [s.scored[k] for k in problem.knob_values[s.name] if k in s.scored]
-            for name in problem.layer_names:
-                if self.layerwise == "scan":
-                    population = [{name: kn} for kn in problem.knob_values[name]]
-                    scored = problem.evaluate(population, origin=f"layer-wise:{name}")
-                    phi, relaxed = select_phi(problem, name, scored)
-                    phi = phi + [UNCOMPRESSED] if relaxed else phi
-                    self.layerwise_[name] = scored
-                else:
-                    phi, relaxed = found[name]
-                self.phi_[name] = phi
-                if relaxed:
-                    self.relaxed_.append(name)
-                    problem.note(f"layer {name}: no knob value meets the target on its own; the combination step "
-                                 "may leave it uncompressed" + (" or take the best accuracy per group (target "
-                                                                "relaxed for this layer)" if len(phi) > 1 else ""))
+        for name in problem.layer_names:
+            phi, relaxed = found[name]
+            self.phi_[name] = phi
+            if relaxed:
+                self.relaxed_.append(name)
+                problem.note(f"layer {name}: no knob value meets the target on its own; the combination step "
+                             "may leave it uncompressed" + (" or take the best accuracy per group (target "
+                                                            "relaxed for this layer)" if len(phi) > 1 else ""))
         problem.extras["phi"] = {k: list(v) for k, v in self.phi_.items()}
         problem.extras["layerwise"] = {
             name: [[c.knobs[name], c.accuracy_loss, bool(c.meets_target), bool(c.rejected)] for c in scored]
