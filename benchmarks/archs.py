@@ -36,6 +36,7 @@ CLASSES = 10
 
 
 def _hf_model(name: str, size: int):
+    import torch
     import transformers as tf
 
     if name == "resnet18":
@@ -47,7 +48,22 @@ def _hf_model(name: str, size: int):
     if name == "efficientnet_b0":
         cfg = tf.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0, image_size=size,
                                     hidden_dim=1280, dropout_rate=0.2, num_labels=CLASSES)  # B0
-        return tf.EfficientNetForImageClassification(cfg)
+        model = tf.EfficientNetForImageClassification(cfg)
+        # transformers draws conv and BatchNorm scales from normal(0.02), which shrinks activations to
+        # exact zeros by block 11 (all-zero logits): He init, unit BN scales and BN statistics
+        # calibrated on random images (one pass in train mode) keep them at unit scale
+        gen = torch.Generator().manual_seed(12345)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=gen)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                torch.nn.init.ones_(m.weight)
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the calibration pass
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(32, 3, size, size, generator=gen))
+        return model.eval()
     if name == "convnext_tiny":
         cfg = tf.ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], num_labels=CLASSES)
         return tf.ConvNextForImageClassification(cfg)
