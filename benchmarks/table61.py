@@ -32,7 +32,7 @@ APPROACHES = {
     "thesis": {
         "I": "greedy-filter:inertia_filter_ratio=0.15",
         "II": "greedy-pareto:inertia_filter_ratio=0.15",
-        "III": "divide-and-conquer:layerwise=scan,pop_size=100,generations=100,patience=null",
+        "III": "divide-and-conquer:combination=scoring,layerwise=scan,pop_size=100,generations=100,patience=null",
         "IV": "divide-and-conquer:combination=regression,layerwise=scan,doe=kmeans,surrogate_pop_size=500,"
               "surrogate_generations=200,rounds=1",
         "V": "nsga2:pop_size=100,generations=100,patience=null",
@@ -40,7 +40,7 @@ APPROACHES = {
     "defaults": {
         "I": "greedy-filter",
         "II": "greedy-pareto",
-        "III": "divide-and-conquer",
+        "III": "divide-and-conquer:combination=scoring",
         "IV": "divide-and-conquer:combination=regression",
         "V": "nsga2",
     },

@@ -18,11 +18,12 @@ FAST = {
 CASES = [(name, FAST.get(name, {})) for name in sorted(wsx.plugins.strategies())]
 CASES.append(("divide-and-conquer", {"combination": "regression", "surrogate_pop_size": 24,
                                      "surrogate_generations": 8, "rounds": 2}))
+CASES.append(("divide-and-conquer", {"combination": "scoring", "pop_size": 16, "generations": 8}))
 
 
 def _id(case) -> str:
     name, params = case
-    return name + ("[regression]" if params.get("combination") == "regression" else "")
+    return name + (f"[{params['combination']}]" if "combination" in params else "")
 
 
 @pytest.mark.parametrize("check", list(CHECKS), ids=list(CHECKS))
@@ -87,6 +88,83 @@ def test_knapsack_finds_the_true_best_on_an_additive_problem():
             best = max(best, problem.compression_rate(knobs))
     found = max(c.compression_rate for c in problem.history if c.meets_target)
     assert found == pytest.approx(best)
+
+
+# -- divide and conquer: the knapsack combination (default) ---------------------------------------------
+def _best_in(problem, choices: dict) -> float:
+    """The true highest CR meeting the target over every combination of ``choices``."""
+    from wsx.problem import UNCOMPRESSED
+
+    best = 0.0
+    names = list(choices)
+    for combo in itertools.product(*[choices[n] for n in names]):
+        knobs = {n: k for n, k in zip(names, combo) if k is not UNCOMPRESSED}
+        if problem.meets_target(true_accuracy({n: relative_error(problem, n, k) for n, k in knobs.items()})):
+            best = max(best, problem.compression_rate(knobs))
+    return best
+
+
+def test_dc_knapsack_finds_the_best_of_phi_with_a_fraction_of_nsga2s_scorings():
+    """On the additive synthetic metric the layer-wise losses make an exact model: the knapsack
+    combination reaches the best CR of the whole phi space, as NSGA-II does, with far fewer scorings."""
+    strategies = wsx.plugins.strategies()
+    problem = synthetic_problem()
+    dc = strategies["divide-and-conquer"]()
+    assert dc.combination == "knapsack"
+    dc.run(problem)
+    best = _best_in(problem, dc.phi_)
+    found = max(c.compression_rate for c in problem.history if c.meets_target)
+    assert found == pytest.approx(best)
+    assert any(c.origin.startswith("knapsack:") for c in problem.history)
+    nsga = synthetic_problem()
+    strategies["divide-and-conquer"](combination="scoring").run(nsga)
+    assert max(c.compression_rate for c in nsga.history if c.meets_target) <= found + 1e-9
+    assert problem.scorings * 3 < nsga.scorings
+
+
+def test_dc_knapsack_meets_the_target_with_interactions_and_spends_a_budget():
+    """Interacting layers (the sum of local losses underestimates): the refit and the descent still
+    end on a candidate meeting the target; with a budget the rest goes to a local search."""
+    problem = synthetic_problem(interaction=30.0, budget=90)
+    dc = wsx.plugins.strategies()["divide-and-conquer"]()
+    dc.run(problem)
+    legal = [c for c in problem.history if c.meets_target and len(c.knobs) == 4]
+    assert legal
+    assert problem.scorings <= 90 and problem.extras["knapsack"]["polish"] > 0  # until no neighbour is left
+    assert max(c.compression_rate for c in legal) >= 0.9 * _best_in(problem, dc.phi_)
+
+
+def test_dc_loss_tables_keep_measured_losses_and_interpolate_monotonically():
+    from wsx.problem import UNCOMPRESSED
+    from wsx_plugins.strategies.divide_and_conquer import loss_tables
+
+    problem = synthetic_problem()
+    name = "l3.weight"
+    ks = [2, 4, 8, 16, 32]
+    scored = problem.evaluate([{name: k} for k in (4, 16)], origin="layer-wise")
+    table = loss_tables(problem, {name: ks + [UNCOMPRESSED]}, {name: scored})[name]
+    assert table[1] == pytest.approx(scored[0].accuracy_loss) and table[3] == pytest.approx(scored[1].accuracy_loss)
+    assert table[-1] == 0.0
+    assert np.all(np.diff(table[:5]) <= 1e-12)  # more shared values, no more loss
+    assert table[0] >= table[1] and 0.0 <= table[4] <= table[3]
+
+
+def test_dc_descent_moves_one_layer_down_while_it_improves():
+    """From the least compressive candidate, the descent takes layers a step down phi while the
+    result still meets the target, and ends better than it started."""
+    from wsx_plugins.strategies.divide_and_conquer import AdditiveSurrogate, best_meeting, loss_tables
+
+    problem = synthetic_problem()
+    dc = wsx.plugins.strategies()["divide-and-conquer"](picks=4)
+    phi = {n: [4, 8, 16, 32] for n in problem.layer_names}
+    scans = {n: problem.evaluate([{n: k} for k in phi[n]], origin="layer-wise") for n in phi}
+    dc.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, scans))
+    start = problem.evaluate([{n: 32 for n in phi}], origin="start")[0]
+    assert start.meets_target
+    made = dc._descend(problem, phi, best_meeting(problem, phi))
+    end = best_meeting(problem, phi)
+    assert made > 0 and end.compression_rate > start.compression_rate
+    assert all(c.origin == "knapsack:descent" for c in problem.history[-made:])
 
 
 # -- divide and conquer with regression ------------------------------------------------------------------

@@ -156,7 +156,7 @@ class Knapsack(Strategy):
             with problem.stage(f"knapsack round {r + 1}", len(pop)):
                 problem.evaluate(pop, origin=f"knapsack:{r + 1}")
             if self.refit:
-                fit = self._refit(problem, choices, seed)
+                fit = refit(problem, self.surrogate_, self.fit_cap, seed)
                 info.update(fit)
             if problem.budget_left == 0:  # None (no budget) never equals 0
                 break
@@ -167,39 +167,40 @@ class Knapsack(Strategy):
                 made = pareto_local_search(problem, choices, "knapsack:polish", max_al)
             problem.extras["knapsack"]["polish_scorings"] = made
 
-    def _refit(self, problem, choices: dict, seed: int) -> dict:
-        """Refit α, c on scored candidates within the region of interest; hold-out metrics are
-        measured on combinations (candidates approximating every layer) only."""
-        from sklearn.model_selection import train_test_split
 
-        sur = self.surrogate_
-        cap = self.fit_cap * problem.max_loss
-        rows, y, full = [], [], []
-        usable = [c for c in problem.history if not c.rejected  # partial values are no fit data
-                  and all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items())]
-        # the region of interest; while it holds few combinations, the lowest-AL ones join it
-        combos_by_al = sorted(c.accuracy_loss for c in usable if len(c.knobs) == len(sur.names))
-        need = 2 * (len(sur.names) + 1)
-        if len(combos_by_al) >= need and combos_by_al[need - 1] > cap:
-            cap = combos_by_al[need - 1]
-        for c in usable:
-            if c.accuracy_loss > cap:
-                continue
-            rows.append([t[sur.position[n][c.knobs[n]]] if n in c.knobs else 0.0
-                         for n, t in zip(sur.names, sur.tables)])
-            y.append(c.accuracy_loss)
-            full.append(len(c.knobs) == len(sur.names))
-        X, y, full = np.asarray(rows, dtype=float), np.asarray(y, dtype=float), np.asarray(full)
-        combos = np.flatnonzero(full)
-        out = {"n_fit": int(len(y)), "n_combinations": int(combos.size)}
-        if combos.size >= 5:
-            tr, te = train_test_split(combos, test_size=0.2, random_state=seed)
-            train = np.setdiff1d(np.arange(len(y)), te)
-            sur.fit_features(X[train], y[train])
-            out.update(holdout_metrics(y[te], sur.predict_features(X[te])))
-        if len(y) >= len(sur.names) + 2:
-            sur.fit_features(X, y)
-        return out
+def refit(problem, sur: AdditiveSurrogate, fit_cap: float, seed: int) -> dict:
+    """Refit the surrogate's α, c on scored candidates within ``fit_cap`` times the allowed loss (the
+    region of interest, where the additive model holds); hold-out metrics are measured on
+    combinations (candidates approximating every layer) only."""
+    from sklearn.model_selection import train_test_split
+
+    cap = fit_cap * problem.max_loss
+    rows, y, full = [], [], []
+    usable = [c for c in problem.history if not c.rejected  # partial values are no fit data
+              and all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items())]
+    # the region of interest; while it holds few combinations, the lowest-AL ones join it
+    combos_by_al = sorted(c.accuracy_loss for c in usable if len(c.knobs) == len(sur.names))
+    need = 2 * (len(sur.names) + 1)
+    if len(combos_by_al) >= need and combos_by_al[need - 1] > cap:
+        cap = combos_by_al[need - 1]
+    for c in usable:
+        if c.accuracy_loss > cap:
+            continue
+        rows.append([t[sur.position[n][c.knobs[n]]] if n in c.knobs else 0.0
+                     for n, t in zip(sur.names, sur.tables)])
+        y.append(c.accuracy_loss)
+        full.append(len(c.knobs) == len(sur.names))
+    X, y, full = np.asarray(rows, dtype=float), np.asarray(y, dtype=float), np.asarray(full)
+    combos = np.flatnonzero(full)
+    out = {"n_fit": int(len(y)), "n_combinations": int(combos.size)}
+    if combos.size >= 10:  # a hold-out of at least two (R² needs two)
+        tr, te = train_test_split(combos, test_size=0.2, random_state=seed)
+        train = np.setdiff1d(np.arange(len(y)), te)
+        sur.fit_features(X[train], y[train])
+        out.update(holdout_metrics(y[te], sur.predict_features(X[te])))
+    if len(y) >= len(sur.names) + 2:
+        sur.fit_features(X, y)
+    return out
 
 
 @hookimpl
