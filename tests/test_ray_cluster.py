@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import pytest
@@ -21,12 +19,11 @@ import pytest
 import wsx
 
 ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")  # a dependency of Ray
-from wsx_plugins.executors.ray_executor import RayExecutor  # noqa: E402
+pytest.importorskip("psutil")  # a dependency of Ray; the driver kills processes with it
+from _ray_cluster_driver import SMALL, kill_tree  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(strategy="divide-and-conquer", knobs=[2, 4, 8, 16], progress=False, seed=0, subset=None)
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
@@ -40,20 +37,6 @@ def _agent_ports() -> list[str]:
     """Ports each node's agents take (two nodes on one machine must not share the defaults)."""
     return [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
             f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        root = psutil.Process(proc.pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
 
 
 def _clean_env() -> dict:
@@ -109,13 +92,6 @@ class TwoNodes:
                 pytest.fail(f"{what} of the test cluster did not start")
             time.sleep(0.2)
 
-    def node_pids(self) -> set[int]:
-        """Processes of the second node (its raylet's workers among them)."""
-        try:
-            return {p.pid for p in psutil.Process(self.node.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
-            return set()
-
     def worker_logs(self, chars: int = 3000) -> str:
         """The end of the cluster's worker error logs: why workers died, for a failing assertion."""
         import glob
@@ -127,7 +103,7 @@ class TwoNodes:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            _kill_tree(proc)
+            kill_tree(proc.pid)
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
@@ -154,49 +130,36 @@ def serial():
     return wsx.explore(model, data, **SMALL)
 
 
-def _when(executor, chunks: int, action) -> threading.Thread:
-    def run():
-        deadline = time.monotonic() + 120
-        while executor.stats_["chunks"] < chunks and time.monotonic() < deadline:
-            time.sleep(0.005)
-        action()
+def _drive(cluster, fault: str, tmp_path) -> dict:
+    """A fault step's driver, run as its own process in a user's environment (tests/_ray_cluster_driver.py):
+    driven from a pytest-xdist worker that had run other tests, every worker of the cluster died at setup."""
+    out = tmp_path / f"{fault}.json"
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "_ray_cluster_driver.py"), "--address",
+           cluster.address, "--fault", fault, "--node-pid", str(cluster.node.pid), "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_clean_env())
+    assert run.returncode == 0, run.stderr[-1500:] + cluster.worker_logs()
+    return json.loads(out.read_text())
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+
+def _as_json(rows) -> list:
+    return json.loads(json.dumps(rows))
 
 
 def test_two_nodes_on_loopback(cluster, serial, tmp_path):
     """One test, in this order (pytest-xdist may spread a module's tests over its workers): the CLI
     through the address, a worker of the second node SIGKILLed mid-run, then the second node lost."""
     _demo_through_the_ray_address(cluster, serial, tmp_path)
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # Known gap: driven from a pytest-xdist worker that ran other tests before, every worker of this
-        # cluster dies while setting up (cause not found; the CLI above, a fresh process, passes).
-        pytest.skip("the fault steps run without xdist: python -m pytest tests/test_ray_cluster.py")
-    _a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial)
-    _the_second_node_lost_mid_run(cluster, serial)
+    _a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial, tmp_path)
+    _the_second_node_lost_mid_run(cluster, serial, tmp_path)
 
 
-def _a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial):
-    model, data = wsx.zoo.load("lenet5-digits", framework="torch")
-    ex = RayExecutor(address=cluster.address, workers=2, chunk_size=2)
-    killed = []
-
-    def kill():
-        on_node = [w for w in ex.pool_ if w.alive and w.info.get("pid") in cluster.node_pids()]
-        for w in on_node:
-            os.kill(w.info["pid"], signal.SIGKILL)
-            killed.append(w.info["pid"])
-
-    t = _when(ex, 4, kill)
-    got = wsx.explore(model, data, executor=ex, **SMALL)
-    t.join()
-    stats = got.extras["executor"]
-    assert killed and stats["lost_workers"] == 1 and stats["rescored_candidates"] > 0
+def _a_worker_of_the_second_node_sigkilled_mid_run(cluster, serial, tmp_path):
+    got = _drive(cluster, "sigkill", tmp_path)
+    stats = got["executor"]
+    assert got["killed"] and stats["lost_workers"] == 1 and stats["rescored_candidates"] > 0
     assert len({w["node"] for w in stats["workers"] if w["node"]}) == 2  # set up on both nodes
-    assert _history(got) == _history(serial) and _front(got) == _front(serial)
-    assert not ray.is_initialized()  # the executor disconnected from the cluster it joined
+    assert got["history"] == _as_json(_history(serial)) and got["front"] == _as_json(_front(serial))
+    assert not got["ray_initialized"]  # the executor disconnected from the cluster it joined
 
 
 def _demo_through_the_ray_address(cluster, serial, tmp_path):
@@ -210,13 +173,9 @@ def _demo_through_the_ray_address(cluster, serial, tmp_path):
     assert len(result["extras"]["executor"]["workers"]) == 2
 
 
-def _the_second_node_lost_mid_run(cluster, serial):
+def _the_second_node_lost_mid_run(cluster, serial, tmp_path):
     """Last: the second node does not come back."""
-    model, data = wsx.zoo.load("lenet5-digits", framework="torch")
-    ex = RayExecutor(address=cluster.address, workers=2, chunk_size=2)
-    t = _when(ex, 4, lambda: _kill_tree(cluster.node))
-    got = wsx.explore(model, data, executor=ex, **SMALL)
-    t.join()
-    stats = got.extras["executor"]
-    assert stats["lost_workers"] >= 1 and stats["rescored_candidates"] > 0
-    assert _history(got) == _history(serial) and _front(got) == _front(serial)
+    got = _drive(cluster, "node", tmp_path)
+    stats = got["executor"]
+    assert got["killed"] and stats["lost_workers"] >= 1 and stats["rescored_candidates"] > 0
+    assert got["history"] == _as_json(_history(serial)) and got["front"] == _as_json(_front(serial))
