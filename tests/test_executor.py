@@ -141,3 +141,18 @@ def test_backends_record_how_to_build_them_again(lenet):
     again = recipe.build(model, recipe.data)
     assert again.batch_size == 64 and again.prefix_cache is False
     np.testing.assert_array_equal(again.score([{}]), be.score([{}]))
+
+
+def test_the_conformance_suite_checks_parts_handed_back_early():
+    class Twice(SerialExecutor):
+        name = "twice"
+
+        def score(self, population, subset, *, stop=None, split="search", on_result=None):
+            out = super().score(population, subset, stop=stop, split=split)
+            if on_result is not None and out:
+                on_result([0], out[:1])
+                on_result([0], out[:1])
+            return out
+
+    with pytest.raises(AssertionError, match="on_result was handed candidate 0 twice"):
+        wsx.testing.check_executor(Twice)

@@ -16,6 +16,7 @@ import pytest
 import wsx
 
 ray = pytest.importorskip("ray")
+from wsx.journal import read as read_journal  # noqa: E402
 from wsx_plugins.executors import ray_executor  # noqa: E402
 from wsx_plugins.executors.ray_executor import RayExecutor  # noqa: E402
 
@@ -113,15 +114,18 @@ def test_a_worker_killed_mid_run_costs_only_its_in_flight_candidates():
 def test_every_worker_lost_stops_with_a_clear_error_and_the_journal_resumes(tmp_path):
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     out = tmp_path / "run"
-    # The journal takes what the engine got back from a call: kill after 22 candidates, some calls in.
+    # Killed after 22 candidates, mid-call (a call carries 32): the journal took each chunk as it came back.
     ex = RayExecutor(workers=2, chunk_size=1, replace_lost=False)
     killer = _kill_after(ex, 22, lambda pool: pool, lambda w: ray.kill(w.actor, no_restart=True))
     with pytest.raises(wsx.ExecutorError, match="every Ray worker was lost.*run the same command again to resume"):
         wsx.explore(model, data, executor=ex, out=out, **SMALL)
     killer.join()
     assert not (out / "results.json").exists()  # nothing written as final
+    saved = read_journal(out / "journal.jsonl")[1]
+    assert len(saved) == ex.stats_["candidates"] - 1 >= 21  # every candidate scored but the baseline
     resumed = wsx.explore(model, data, out=out, **SMALL)  # the serial executor takes over from the journal
-    assert 0 < resumed.extras["journal"]["replayed"] < resumed.scorings
+    assert resumed.extras["journal"] == {"path": "journal.jsonl", "replayed": len(saved),
+                                         "scored": resumed.scorings - len(saved)}  # only the rest scored
     fresh = wsx.explore(model, data, **SMALL)
     assert _history(resumed) == _history(fresh) and _front(resumed) == _front(fresh)
 

@@ -16,6 +16,7 @@ import pytest
 import wsx
 from _tiny import TinyBackend, make_mlp
 from wsx.errors import JournalMismatchError
+from wsx.executor import SerialExecutor
 from wsx.journal import read as read_journal
 
 # The exploration the SIGKILL test runs, in a subprocess and in this process alike. WSX_TEST_SLOW
@@ -205,10 +206,11 @@ def test_journal_header_names_model_data_and_settings(tiny, tmp_path):
     assert set(header["fingerprint"]) == {"model", "computation", "data", "metric", "settings"}
     assert header["baseline"] == result.baseline.subset_accuracy
     assert result.settings["fingerprint"] == header["fingerprint"]
-    full = {"knobs", "value", "origin", "t", "h"}
+    full = {"knobs", "value", "origin", "at", "t", "h"}
     assert all(set(r) in (full, full | {"rejected", "samples", "bound"}) for r in records)
     assert any(r.get("rejected") for r in records) and any("rejected" not in r for r in records)
     assert [r["value"] for r in records] == [c.accuracy for c in result.history]
+    assert [r["at"] for r in records] == list(range(len(records)))  # serial: in history order
 
 
 def test_cli_restart_flag(tmp_path, monkeypatch):
@@ -254,3 +256,70 @@ def test_time_limit_is_not_part_of_the_fingerprint(tiny, tmp_path):
     assert first.scorings < 30 and np.isfinite(first.baseline.accuracy)
     second = explore(tiny, tmp_path)
     assert second.extras["journal"]["replayed"] == first.scorings
+
+
+class Killed(Exception):
+    """The driver dying mid-call, as far as the journal can tell."""
+
+
+class InParts(SerialExecutor):
+    """Scores each call one candidate at a time and hands them back last first (as Ray workers may
+    finish); on its ``die_in``-th call of four candidates or more it stops dead after two of them."""
+
+    name = "in-parts"
+
+    def __init__(self, *, die_in: int | None = None):
+        self.die_in = die_in
+        self.big_calls = 0
+
+    def score(self, population, subset, *, stop=None, split="search", on_result=None):
+        population = list(population)
+        self.big_calls += len(population) >= 4
+        results = [None] * len(population)
+        for n, i in enumerate(reversed(range(len(population)))):
+            if n == 2 and self.big_calls == self.die_in:
+                raise Killed
+            results[i], = super().score([population[i]], subset, stop=stop, split=split)
+            if on_result is not None:
+                on_result([i], [results[i]])
+        return results
+
+
+def test_parts_of_a_call_are_journaled_as_they_finish_and_a_resume_scores_only_the_rest(tiny, tmp_path):
+    fresh = explore(tiny, tmp_path / "fresh")
+    whole = explore(tiny, tmp_path / "whole", executor=InParts())
+    assert [c.to_dict() for c in whole.history] == [c.to_dict() for c in fresh.history]  # same order as serial
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        explore(tiny, out, executor=InParts(die_in=1))
+    saved = journal_records(out)
+    at = [r["at"] for r in saved]
+    assert at != sorted(at) and sorted(at) != list(range(len(at)))  # the call's last parts, out of order
+    assert 0 < len(saved) < fresh.scorings
+
+    resumed = explore(tiny, out)
+    assert resumed.extras["journal"] == {"path": "journal.jsonl", "replayed": len(saved),
+                                         "scored": fresh.scorings - len(saved)}
+    assert [c.to_dict() for c in resumed.history] == [c.to_dict() for c in fresh.history]
+    assert sorted(scorings_of(out), key=lambda r: r["at"]) == scorings_of(tmp_path / "fresh")
+
+
+def test_records_without_a_place_replay_in_file_order(tiny, tmp_path):
+    """Journals written before records had ``at`` (or with ``at`` null) resume as before."""
+    from wsx.journal import checksum
+
+    full = explore(tiny, tmp_path)
+    path = tmp_path / "journal.jsonl"
+    header, *lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for n, rec in enumerate(records):
+        if n % 2:
+            rec["at"] = None
+        else:
+            del rec["at"]
+        rec["h"] = checksum(rec)
+    path.write_text("\n".join([header] + [json.dumps(r) for r in records]) + "\n")
+    resumed = explore(tiny, tmp_path)
+    assert resumed.extras["journal"] == {"path": "journal.jsonl", "replayed": full.scorings, "scored": 0}
+    assert [c.to_dict() for c in resumed.history] == [c.to_dict() for c in full.history]

@@ -27,7 +27,7 @@ from .executor import ScoringSession, resolve_executor
 from .files import OutDirLock
 from .identity import code_digest
 from .metrics import Goal, TargetSpec, resolve_metric, target_spec
-from .problem import Problem, Timers
+from .problem import Problem, Timers, takes_keyword
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
 from .sanity import check_inputs, score_baseline, warn_if_chance
@@ -334,20 +334,29 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     stack.callback(executor.close)  # before start: a start that fails half way releases what it got
     executor.start(session)
 
-    def scored(population, subset_idx, split="search", stop=None) -> list[Scored]:
-        """Knob dicts scored through the executor, checked: one finite value per candidate."""
-        t0, clustered = time.perf_counter(), timers.get("clustering")
-        try:
-            out = list(executor.score(population, subset_idx, stop=stop, split=split))
-        finally:  # materialising candidates here clusters: that time is clustering's, not scoring's
-            timers.add("scoring", time.perf_counter() - t0 - (timers.get("clustering") - clustered))
+    def checked(out: list, n: int, split: str) -> list:
         values = np.asarray([s.value for s in out], dtype=np.float64)
-        forwards["test" if split == "test" else phase[0]] += sum(int(s.samples) for s in out)
-        if values.shape != (len(population),) or not np.all(np.isfinite(values)):
+        if values.shape != (n,) or not np.all(np.isfinite(values)):
             raise MetricError(f"backend {backends[split].name!r} (executor {executor.name!r}) returned {values!r} "
-                              f"for {len(population)} candidates on the {split} data; scoring must give one "
+                              f"for {n} candidates on the {split} data; scoring must give one "
                               "finite metric value per candidate")
         return out
+
+    parts_back = takes_keyword(executor.score, "on_result")
+
+    def scored(population, subset_idx, split="search", stop=None, on_result=None) -> list[Scored]:
+        """Knob dicts scored through the executor, checked: one finite value per candidate (parts the
+        executor hands back before it returns go to ``on_result`` checked too)."""
+        t0, clustered = time.perf_counter(), timers.get("clustering")
+        kwargs = {}
+        if on_result is not None and parts_back:
+            kwargs["on_result"] = lambda indices, part: on_result(indices, checked(list(part), len(indices), split))
+        try:
+            out = list(executor.score(population, subset_idx, stop=stop, split=split, **kwargs))
+        finally:  # materialising candidates here clusters: that time is clustering's, not scoring's
+            timers.add("scoring", time.perf_counter() - t0 - (timers.get("clustering") - clustered))
+        forwards["test" if split == "test" else phase[0]] += sum(int(s.samples) for s in out)
+        return checked(out, len(population), split)
 
     def score(population, subset_idx, split="search") -> np.ndarray:
         return np.asarray([s.value for s in scored(population, subset_idx, split)], dtype=np.float64)
@@ -376,7 +385,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     if shared is not None:
         shared = shared.setdefault(None if sub is None else hashlib.sha256(sub.tobytes()).hexdigest(), {})
     problem = Problem(layers=layers, knob_values=knob_values, approximation=appr,
-                      cache=cache, score_fn=lambda pop, stop=None: scored(pop, search_idx, stop=stop),
+                      cache=cache, score_fn=lambda pop, stop=None, on_result=None: scored(
+                          pop, search_idx, stop=stop, on_result=on_result),
                       baseline_accuracy=base_sub, early_rejection=early_rejection,
                       target=goal_sub, budget=budget, time_limit=time_limit, seed=seed,
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,

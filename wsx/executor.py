@@ -149,8 +149,12 @@ class Executor:
         self.session = session
 
     def score(self, population: Sequence[Mapping[str, Any]], subset: np.ndarray | None, *,
-              stop: StopRule | None = None, split: str = "search") -> list[Scored]:
-        """One ``Scored`` per candidate, in order, on the ``subset`` of ``split``'s data (all if None)."""
+              stop: StopRule | None = None, split: str = "search", on_result=None) -> list[Scored]:
+        """One ``Scored`` per candidate, in order, on the ``subset`` of ``split``'s data (all if None).
+
+        ``on_result(indices, scored)``, when given, takes parts of the population as they finish,
+        before ``score`` returns (any order, each index at most once; the return value still holds
+        every candidate): the engine journals them at once, so a driver killed mid-call keeps them."""
         raise NotImplementedError
 
     def stats(self) -> dict:
@@ -177,7 +181,8 @@ class SerialExecutor(Executor):
 
     name = "serial"
 
-    def score(self, population, subset, *, stop=None, split="search") -> list[Scored]:
+    def score(self, population, subset, *, stop=None, split="search", on_result=None) -> list[Scored]:
+        # one pass over the data scores the whole population: its results come back together
         population = list(population)
         if not population:
             return []

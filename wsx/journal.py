@@ -4,18 +4,21 @@ made, so a run that crashes or is killed loses nothing and the same command resu
 Format: JSON Lines. The first line is a header naming the model (its tensors and its computation),
 the data, the metric (its code) and the settings by sha256 fingerprints (the settings also in clear,
 to say what changed) and the baseline's search-subset score; each further line is one scoring
-``{"knobs": {layer: knob}, "value": subset metric, "origin": step, "t": [scoring, clustering, wall
-seconds since the previous record], "h": checksum}``; a candidate stopped early (early rejection) also
-has ``"rejected": true, "samples": samples seen, "bound": best value it could still reach``. A record is one unbuffered
-``write`` of a whole line, made as soon as the candidate is scored: once it returns, the record
-survives the process being killed (SIGKILL included). ``fsync`` follows at most every
-``SYNC_SECONDS`` and on close, so that a power cut loses at most that much (a per-record fsync
-cost ~10 % of a small model's search). A torn last line is dropped on read.
+``{"knobs": {layer: knob}, "value": subset metric, "origin": step, "at": its place in the history,
+"t": [scoring, clustering, wall seconds since the previous record], "h": checksum}``; a candidate
+stopped early (early rejection) also has ``"rejected": true, "samples": samples seen, "bound": best
+value it could still reach``. A record is one unbuffered ``write`` of a whole line, made as soon as
+the candidate is scored: once it returns, the record survives the process being killed (SIGKILL
+included). ``fsync`` follows at most every ``SYNC_SECONDS`` and on close, so that a power cut loses
+at most that much (a per-record fsync cost ~10 % of a small model's search). A torn last line is dropped on read.
 
 Resuming replays the records into the Problem (its score table, history and scoring count) and
 re-runs the strategy from the start: being deterministic for a seed, it asks for the same
 candidates, finds the replayed ones already scored and only scores the rest, so the final front is
-the one an uninterrupted run gives. Nothing in a journal is trusted unchecked: each record's
+the one an uninterrupted run gives. An executor hands back parts of a call as they finish (Ray
+workers, in any order), and each is journaled then: records are replayed in ``at`` order, and those
+past a gap (a part not finished when the run died) wait until the strategy asks for them again, so
+the resumed history is the uninterrupted one too. Nothing in a journal is trusted unchecked: each record's
 checksum, knob (valid for its layer) and value (finite, in the metric's range) are checked, the
 baseline and a few replayed candidates (a seeded choice) are re-scored and must agree, and the
 time the records cost is added to the resumed run's timings. Reading a journal only parses JSON:
@@ -104,7 +107,8 @@ def read(path: str | os.PathLike) -> tuple[dict, list[dict], int]:
     records = []
     for n, rec in enumerate(parsed[1:], 2):
         ok = (isinstance(rec, dict) and isinstance(rec.get("knobs"), dict) and isinstance(rec.get("origin", ""), str)
-              and _finite(rec.get("value")) and _timing(rec) is not None and _rejection(rec) is not False)
+              and _finite(rec.get("value")) and _timing(rec) is not None and _rejection(rec) is not False
+              and _place(rec) is not False)
         if not ok:
             raise _corrupt(path, f"record {n} is malformed", len(parsed) - 1)
         if rec.get("h") != checksum(rec):
@@ -122,6 +126,21 @@ def _finite(v: Any) -> bool:
         return _is_number(v) and math.isfinite(float(v))
     except OverflowError:  # an int beyond float range
         return False
+
+
+def _place(rec: dict) -> int | None | bool:
+    """A record's place in the history (None: its place in the file, as in journals written before
+    ``at`` was), or False if malformed."""
+    at = rec.get("at")
+    if at is None:
+        return None
+    return at if isinstance(at, int) and not isinstance(at, bool) and at >= 0 else False
+
+
+def _at(rec: dict, index: int) -> int:
+    """A checked record's place in the history: its ``at``, else its index in the file."""
+    at = _place(rec)
+    return index if at is None else at
 
 
 def _timing(rec: dict) -> list | None:
@@ -246,15 +265,16 @@ class Journal:
             return 0.0, 0.0, time.perf_counter()
         return timers.get("scoring"), timers.get("clustering"), time.perf_counter()
 
-    def record(self, key: tuple, knobs: dict, value: float, origin: str, scored=None) -> None:
-        """Append one scoring, durably, as one line (Problem calls this after each scoring), with the
+    def record(self, key: tuple, knobs: dict, value: float, scored=None, *, origin: str, at: int) -> None:
+        """Append one scoring, durably, as one line (Problem calls this as soon as a scoring is back),
+        with its place in the history (``at``: parts of a chunk may come back in any order) and the
         seconds spent since the previous one (scoring, clustering, wall)."""
         if self._fd is None:
             return
         now = self._clock()
         spent = [round(max(a - b, 0.0), 6) for a, b in zip(now, self._last)]
         self._last = now
-        body = {"knobs": knobs, "value": value, "origin": origin, "t": spent}
+        body = {"knobs": knobs, "value": value, "origin": origin, "at": at, "t": spent}
         if scored is not None and scored.rejected:
             body.update(rejected=True, samples=int(scored.samples), bound=scored.bound)
         rec = json.loads(json.dumps(body, default=_plain))
@@ -296,7 +316,9 @@ def _replay(path: Path, problem, records: list[dict], timings: dict, check: Repl
     """Check every record against ``problem`` and replay it; then re-score a seeded few."""
     lo, hi = check.value_range if check is not None else (-math.inf, math.inf)
     replayed, count = [], 0
-    for n, rec in enumerate(records, 2):
+    # in history order: parts of a chunk were journaled as they came back, in any order
+    numbered = sorted(enumerate(records, 2), key=lambda item: _at(item[1], item[0] - 2))
+    for n, rec in numbered:
         def bad(what: str) -> CorruptFileError:
             return _corrupt(path, f"record {n} {what}", len(records))
 
@@ -319,7 +341,7 @@ def _replay(path: Path, problem, records: list[dict], timings: dict, check: Repl
         scored = _rejection(rec)
         if known is not None and known != value and key not in problem.rejected:
             raise bad(f"scores a candidate again with another value ({known!r}, then {value!r})")
-        if problem.replay(knobs, value, rec.get("origin", ""), scored):
+        if problem.replay(knobs, value, rec.get("origin", ""), scored, at=_place(rec)):
             count += 1
             replayed.append((knobs, value, scored))
         for part, seconds in zip(("scoring", "clustering", "wall"), _timing(rec)):

@@ -103,9 +103,12 @@ class Problem:
     original weights) and returns Candidates scored on the search subset. Identical candidates are
     scored once. ``score_fn(knob dicts)`` scores a chunk of them (the engine's executor path) and
     returns one ``wsx.scoring.Scored`` or plain value per candidate; one that takes a ``stop``
-    keyword is handed the early-rejection rule. ``budget`` caps the number of scorings; ``time_limit`` the seconds of search. When
-    either runs out, evaluate scores what it still may and raises SearchStopped, which ends the
-    strategy quietly.
+    keyword is handed the early-rejection rule; one that takes ``on_result`` is handed a callback
+    ``on_result(indices, results)`` for parts of the chunk that finish before it returns (any order,
+    each index once): each is journaled at once, so a run killed mid-chunk keeps them; the history
+    still takes each chunk in order. ``budget`` caps the number of scorings; ``time_limit`` the
+    seconds of search. When either runs out, evaluate scores what it still may and raises
+    SearchStopped, which ends the strategy quietly.
 
     Strategies judge candidates by their **metric loss** (``loss(value)``, ``Candidate.accuracy_loss``):
     positive is worse whatever the metric's direction, in the metric's loss unit (percentage points
@@ -158,7 +161,11 @@ class Problem:
         self.rejected: dict[tuple, Scored] = {}  # knob keys whose score in ``scores`` is partial
         self.rejections = 0  # scorings that ended rejected
         self.early_rejection = early_rejection
-        self._takes_stop = _takes_keyword(score_fn, "stop")
+        self._takes_stop = takes_keyword(score_fn, "stop")
+        self._takes_on_result = takes_keyword(score_fn, "on_result")
+        # Scorings an interrupted run made after some it did not finish (journal records past a gap):
+        # taken, at their place, when evaluate asks for them. {knob key: [(knobs, value, origin, scored)]}
+        self._pending: dict[tuple, list] = {}
         # Scores other runs made on the same model, data, subset and approximation (wsx.bench): a hit
         # is taken instead of scored but still counts as a scoring, so budgets mean the same.
         self.shared_scores = shared_scores
@@ -341,13 +348,7 @@ class Problem:
                 stopped = "time limit reached"
                 break
             chunk = items[start:start + self.chunk_size]
-            pop = [knobs for _, knobs in chunk]
-            results = self._score_fn(pop) if rule is None else self._score_fn(pop, stop=rule)
-            for (key, knobs), res in zip(chunk, results):
-                self._record(key, knobs, res, origin_of[key])
-                if self.shared_scores is not None:
-                    self.shared_scores[key] = res if isinstance(res, Scored) and res.rejected else float(
-                        res.value if isinstance(res, Scored) else res)
+            self._score_chunk(chunk, origin_of, rule)
             if self.progress is not None:
                 self.progress.update(len(chunk))
         if stopped is None and self._time_up():
@@ -358,14 +359,68 @@ class Problem:
         return [self.candidate(knobs, self.scores[key], name, scored=self.rejected.get(key))
                 for key, knobs, name in zip(keys, population, origins)]
 
+    def _score_chunk(self, chunk: list, origin_of: dict, rule: StopRule | None) -> None:
+        """Score ``chunk`` [(key, knobs)] and record it into the history in chunk order; each result is
+        journaled as soon as the score function hands it back (``on_result``, parts in any order), a
+        pending scoring of an interrupted run is taken instead of scored."""
+        base = len(self.history)
+        done: dict[int, Any] = {}
+        for i, (key, _) in enumerate(chunk):
+            res = self._take_pending(key, rule)
+            if res is not None:
+                done[i] = res
+        ask = [i for i in range(len(chunk)) if i not in done]
+        recorded = 0
+
+        def on_result(indices, results) -> None:
+            nonlocal recorded
+            for j, res in zip(indices, results):
+                i = ask[j]
+                if i in done:
+                    continue
+                key, knobs = chunk[i]
+                self._on_scored(key, knobs, *_unpack(res), origin=origin_of[key], at=base + i)
+                done[i] = res
+            while recorded in done:  # the history grows in chunk order whatever order parts come in
+                key, knobs = chunk[recorded]
+                self._add(key, knobs, *_unpack(done[recorded]), origin=origin_of[key])
+                self._share(key, done[recorded])
+                recorded += 1
+
+        on_result([], [])  # the pending ones at the chunk's start
+        if ask:
+            kwargs = {} if rule is None else {"stop": rule}
+            if self._takes_on_result:
+                kwargs["on_result"] = on_result
+            results = self._score_fn([chunk[i][1] for i in ask], **kwargs)
+            on_result(range(len(ask)), results)  # what was not handed back in parts
+
+    def _take_pending(self, key: tuple, rule: StopRule | None) -> Any:
+        """A pending scoring of ``key`` (an interrupted run's, journaled) that answers this request, or None."""
+        entries = self._pending.get(key)
+        if not entries:
+            return None
+        _, value, _, scored = entries[0]
+        if not _usable(value if scored is None else scored, rule):
+            return None
+        entries.pop(0)
+        if not entries:
+            del self._pending[key]
+        return scored if scored is not None else value
+
+    def _share(self, key: tuple, res: Any) -> None:
+        if self.shared_scores is not None:
+            value, scored = _unpack(res)
+            self.shared_scores[key] = scored if scored is not None and scored.rejected else value
+
     def _record(self, key: tuple, knobs: dict, res: Any, origin: str) -> None:
         """One scoring's result (a Scored or a plain value) into the tables, history and journal."""
-        scored = res if isinstance(res, Scored) else None
-        value = float(res.value if scored is not None else res)
-        self._add(key, knobs, value, origin, scored)
-        self._on_scored(key, knobs, value, origin, scored)
+        at = len(self.history)
+        value, scored = _unpack(res)
+        self._add(key, knobs, value, scored, origin=origin)
+        self._on_scored(key, knobs, value, scored, origin=origin, at=at)
 
-    def _add(self, key: tuple, knobs: dict, value: float, origin: str, scored: Scored | None = None) -> None:
+    def _add(self, key: tuple, knobs: dict, value: float, scored: Scored | None = None, *, origin: str) -> None:
         self.scores[key] = value
         self.scorings += 1
         if scored is not None and scored.rejected:
@@ -375,19 +430,27 @@ class Problem:
             self.rejected.pop(key, None)
         self.history.append(self.candidate(knobs, value, origin, scored=scored))
 
-    def _on_scored(self, key: tuple, knobs: dict, value: float, origin: str, scored: Scored | None = None) -> None:
-        """Hook for journals: called right after each scoring."""
+    def _on_scored(self, key: tuple, knobs: dict, value: float, scored: Scored | None = None, *, origin: str,
+                   at: int) -> None:
+        """Hook for journals: called as soon as each scoring is back; ``at`` is its place in the history."""
 
     def replay(self, knobs: Mapping[str, Any], value: float, origin: str = "",
-               scored: Scored | None = None) -> bool:
+               scored: Scored | None = None, at: int | None = None) -> bool:
         """Take a scoring made by an earlier, interrupted run (wsx.journal) as if evaluate had just
         made it: it joins the history and counts against the budget, but is not scored again.
-        Returns False for a candidate already known (a full score replaces a rejected one)."""
+        Returns False for a candidate already known (a full score replaces a rejected one).
+
+        ``at`` is its place in that run's history (None: next). Replayed in that order, a scoring past
+        a gap (the run was killed while parts of a chunk before it were still being scored) waits
+        until evaluate asks for it, and joins the history there."""
         knobs = self._check(knobs)
         key = knob_key(knobs)
+        if self._pending or (at is not None and at > len(self.history)):
+            self._pending.setdefault(key, []).append((knobs, float(value), origin, scored))
+            return True
         if key in self.scores and not (key in self.rejected and not (scored is not None and scored.rejected)):
             return False
-        self._add(key, knobs, float(value), origin, scored)
+        self._add(key, knobs, float(value), scored, origin=origin)
         return True
 
     def _materialise(self, knobs: Mapping[str, Any]) -> dict:
@@ -395,6 +458,12 @@ class Problem:
         for name, kn in knobs.items():
             out[name] = self.cache.get(self._by_name[name], kn).weights
         return out
+
+
+def _unpack(res: Any) -> tuple[float, Scored | None]:
+    """(value, Scored or None) of a score function's result (a Scored or a plain value)."""
+    scored = res if isinstance(res, Scored) else None
+    return float(res.value if scored is not None else res), scored
 
 
 def _usable(shared: Any, rule: StopRule | None) -> bool:
@@ -405,7 +474,7 @@ def _usable(shared: Any, rule: StopRule | None) -> bool:
     return not (isinstance(shared, Scored) and shared.rejected) or rule is not None
 
 
-def _takes_keyword(fn: Any, name: str) -> bool:
+def takes_keyword(fn: Any, name: str) -> bool:
     import inspect
 
     try:

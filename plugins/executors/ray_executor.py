@@ -8,7 +8,8 @@ What travels: the model, the data of each split and the backend settings go to t
 (pickled here, so an object that cannot be pickled is named before any worker starts); every worker
 builds the same backend and its own approximation cache (wsx.executor.ScoringSpec). A call then carries
 a chunk of knob dicts, a subset id (the indices once per worker) and the stop rule; results come back as
-``Scored``. The journal, the strategy and the result stay on the driver.
+``Scored``, each chunk handed to the engine as it finishes (the journal records it then, whatever
+the order). The journal, the strategy and the result stay on the driver.
 
 Scheduling: a population is cut into small chunks handed out as workers free up (two in flight per
 worker, so a worker never waits for the driver); candidates whose first changed layer is the same go to
@@ -344,7 +345,7 @@ class RayExecutor(Executor):
             self.pool_.append(new)
 
     # -- scoring ------------------------------------------------------------------------------------
-    def score(self, population, subset, *, stop=None, split="search") -> list:
+    def score(self, population, subset, *, stop=None, split="search", on_result=None) -> list:
         population = [dict(c) for c in population]
         if not population:
             return []
@@ -389,6 +390,8 @@ class RayExecutor(Executor):
                 except Exception as exc:  # noqa: BLE001 - raised by the worker (metric, mismatch)
                     raise _from_worker(ray, exc) from None
                 self._took(w, chunk, scored, info, results)
+                if on_result is not None:  # journaled now: a driver killed mid-call keeps it
+                    on_result(chunk.indices, scored)
         self.stats_["wall_s"] += time.perf_counter() - t0
         return results
 

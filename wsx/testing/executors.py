@@ -11,7 +11,8 @@ LeNet-5 (torch) unless ``model`` / ``data`` are given:
 - the seam: an empty population gives ``[]``; a population of knob dicts (with a layer named twice at
   different knobs, the original model ``{}`` and repeats) gives, in order, the very ``Scored`` objects
   the serial executor gives (values bit for bit, samples, ``rejected`` and ``bound``) on a subset of the
-  search split, on the test split, and with a ``StopRule`` passed through untouched;
+  search split, on the test split, and with a ``StopRule`` passed through untouched; parts handed to
+  ``on_result`` before ``score`` returns (where it takes one) are those same objects, each candidate once;
 - an exploration: the same history (knobs and scores, in order), front and test scores as with the
   serial executor for the same seed, and ``stats()`` JSON-able.
 """
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..executor import Executor, ScoringSession, SerialExecutor
+from ..problem import takes_keyword
 from ..scoring import StopRule
 from ._common import check_init_params
 
@@ -78,6 +80,17 @@ def check_executor(make: Callable[[], Executor], *, model: Any = None, data: Any
         assert ex.score([], sub) == [], f"{cls.name}: an empty population must give []"
         got = ex.score(population, sub)
         assert got == want, f"{cls.name}: scores on a subset differ from the serial executor's: {got} != {want}"
+        if takes_keyword(ex.score, "on_result"):
+            parts: dict = {}
+
+            def on_result(indices, scored):
+                for i, s in zip(indices, scored):
+                    assert i not in parts, f"{cls.name}: on_result was handed candidate {i} twice"
+                    parts[i] = s
+
+            got = ex.score(population, sub, on_result=on_result)
+            assert got == want and all(parts[i] == got[i] for i in parts), (
+                f"{cls.name}: parts handed to on_result differ from what score returned: {parts} != {got}")
         got = ex.score(population, None, split="test")
         want_test = serial.score(population, None, split="test")
         assert got == want_test, f"{cls.name}: scores on the test split differ from serial: {got} != {want_test}"
