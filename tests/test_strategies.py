@@ -106,7 +106,8 @@ def _best_in(problem, choices: dict) -> float:
 
 def test_dc_knapsack_finds_the_best_of_phi_with_a_fraction_of_nsga2s_scorings():
     """On the additive synthetic metric the layer-wise losses make an exact model: the knapsack
-    combination reaches the best CR of the whole phi space, as NSGA-II does, with far fewer scorings."""
+    combination reaches the best CR of the whole phi space (at least), as NSGA-II does, with far fewer
+    scorings."""
     strategies = wsx.plugins.strategies()
     problem = synthetic_problem()
     dc = strategies["divide-and-conquer"]()
@@ -114,7 +115,7 @@ def test_dc_knapsack_finds_the_best_of_phi_with_a_fraction_of_nsga2s_scorings():
     dc.run(problem)
     best = _best_in(problem, dc.phi_)
     found = max(c.compression_rate for c in problem.history if c.meets_target)
-    assert found == pytest.approx(best)
+    assert found >= best - 1e-9  # the descent may leave phi for a better one
     assert any(c.origin.startswith("knapsack:") for c in problem.history)
     nsga = synthetic_problem()
     strategies["divide-and-conquer"](combination="scoring").run(nsga)
@@ -134,6 +135,20 @@ def test_dc_knapsack_meets_the_target_with_interactions_and_spends_a_budget():
     assert max(c.compression_rate for c in legal) >= 0.9 * _best_in(problem, dc.phi_)
 
 
+def test_dc_bisection_finds_the_boundary_along_the_front_in_log_scorings():
+    """Strong interactions make the additive model far too optimistic; the bisection along its front
+    still ends on a point meeting the target next to one missing it, in O(log) scorings."""
+    problem = synthetic_problem(interaction=200.0)
+    dc = wsx.plugins.strategies()["divide-and-conquer"]()
+    dc.run(problem)
+    made = problem.extras["knapsack"]["bisection"]
+    bis = [c for c in problem.history if c.origin == "knapsack:bisection"]
+    assert len(bis) == made and 0 < made <= math.ceil(math.log2(problem.extras["knapsack"]["rounds"][0]["front"] + 1)) + 1
+    legal = [c for c in bis if c.meets_target]
+    assert legal and any(not c.meets_target for c in bis)
+    assert max(c.compression_rate for c in legal) < min(c.compression_rate for c in bis if not c.meets_target)
+
+
 def test_dc_loss_tables_keep_measured_losses_and_interpolate_monotonically():
     from wsx.problem import UNCOMPRESSED
     from wsx_plugins.strategies.divide_and_conquer import loss_tables
@@ -150,21 +165,27 @@ def test_dc_loss_tables_keep_measured_losses_and_interpolate_monotonically():
 
 
 def test_dc_descent_moves_one_layer_down_while_it_improves():
-    """From the least compressive candidate, the descent takes layers a step down phi while the
-    result still meets the target, and ends better than it started."""
-    from wsx_plugins.strategies.divide_and_conquer import AdditiveSurrogate, best_meeting, loss_tables
+    """From the least compressive candidate, the descent takes layers a step down (the next bit-width's
+    top, or the smallest value of the group) while the result still meets the target, and ends better
+    than it started."""
+    from wsx_plugins.strategies.divide_and_conquer import (AdditiveSurrogate, best_meeting, loss_tables, move_up,
+                                                          moves_down)
 
-    problem = synthetic_problem()
+    problem = synthetic_problem()  # groups {2} {3, 4} {6, 8} {12, 16} {32}
+    assert moves_down(problem, "l1.weight", 16) == [12, 8] and moves_down(problem, "l1.weight", 2) == []
+    assert moves_down(problem, "l1.weight", 6) == [4] and moves_down(problem, "l1.weight", None) == [32]
+    assert [move_up(problem, "l1.weight", k) for k in (2, 3, 4, 16, 32, None)] == [3, 4, 6, 32, None, None]
     dc = wsx.plugins.strategies()["divide-and-conquer"](picks=4)
     phi = {n: [4, 8, 16, 32] for n in problem.layer_names}
-    scans = {n: problem.evaluate([{n: k} for k in phi[n]], origin="layer-wise") for n in phi}
-    dc.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, scans))
+    dc.layerwise_ = {n: problem.evaluate([{n: k} for k in phi[n]], origin="layer-wise") for n in phi}
+    dc.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, dc.layerwise_))
     start = problem.evaluate([{n: 32 for n in phi}], origin="start")[0]
-    assert start.meets_target
-    made = dc._descend(problem, phi, best_meeting(problem, phi))
-    end = best_meeting(problem, phi)
-    assert made > 0 and end.compression_rate > start.compression_rate
+    assert start.meets_target and best_meeting(problem) == start
+    made = dc._descend(problem, start)
+    end = best_meeting(problem)
+    assert made > 0 and end.compression_rate > start.compression_rate and end.origin == "knapsack:descent"
     assert all(c.origin == "knapsack:descent" for c in problem.history[-made:])
+    assert all(problem.compression_rate(c.knobs) > start.compression_rate for c in problem.history[-made:])
 
 
 # -- divide and conquer with regression ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from . import doe as doe_mod
 from ._common import (budget_left, check_time, compression_rates, index_bits_of, is_scored, knobs_at,
                       layerwise_scan, layerwise_scorings, margin_of, pareto_local_search, pick_for_scoring,
                       seed_of, size_tables)
-from ._layerwise import LayerSearch, search_layers, search_scorings
+from ._layerwise import LayerSearch, groups_of, search_layers, search_scorings
 from .knapsack import pareto_dp, refit
 from .nsga import check_settings, run_nsga2
 from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
@@ -36,18 +36,18 @@ def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
     return sorted(knob for _, knob in best.values()), relaxed
 
 
-def loss_tables(problem, phi: dict, layerwise: dict) -> dict:
-    """{layer: its loss alone at each phi value}: measured where the layer-wise step scored the value
-    in full, elsewhere interpolated in the inertia by a non-decreasing fit (scikit-learn's isotonic
-    regression through the measured points and (0, 0), the layer as it is)."""
+def loss_tables(problem, choices: dict, layerwise: dict) -> dict:
+    """{layer: its loss alone at each of its ``choices``}: measured where the layer-wise step scored
+    the value in full, elsewhere interpolated in the inertia by a non-decreasing fit (scikit-learn's
+    isotonic regression through the measured points and (0, 0), the layer as it is)."""
     from sklearn.isotonic import IsotonicRegression
 
     out = {}
-    for name, ks in phi.items():
+    for name, ks in choices.items():
         inertia = np.asarray(problem.proxies(name, ks), dtype=float)
         measured = {c.knobs[name]: max(c.accuracy_loss, 0.0) for c in layerwise.get(name, [])
                     if not c.rejected and c.knobs.get(name, UNCOMPRESSED) is not UNCOMPRESSED}
-        xs = [0.0] + [float(problem.proxies(name, [k])[0]) for k in measured]
+        xs = [0.0] + list(problem.proxies(name, list(measured)))
         ys = [0.0] + list(measured.values())
         model = IsotonicRegression(increasing=True, y_min=0.0, out_of_bounds="clip").fit(xs, ys)
         table = model.predict(inertia)
@@ -60,18 +60,34 @@ def loss_tables(problem, phi: dict, layerwise: dict) -> dict:
     return out
 
 
-def best_meeting(problem, phi: dict):
-    """The highest-CR candidate scored in phi space (every layer at a phi value, or left as it is)
-    that meets the target and was not rejected; None when there is none."""
-    best = None
-    for c in problem.history:
-        if not c.meets_target or c.rejected or set(c.knobs) - set(phi):
-            continue
-        if any(c.knobs.get(n, UNCOMPRESSED) not in ks for n, ks in phi.items()):
-            continue
-        if best is None or c.compression_rate > best.compression_rate:
-            best = c
-    return best
+def best_meeting(problem):
+    """The highest-CR candidate scored so far that meets the target and was not rejected (None: none)."""
+    legal = [c for c in problem.history if c.meets_target and not c.rejected]
+    return max(legal, key=lambda c: c.compression_rate, default=None)
+
+
+def moves_down(problem, name: str, knob) -> list:
+    """One step down from ``knob`` in the layer's knob values: the top of the next smaller group (one
+    index bit fewer) and the smallest value of its own group (the codebook's saving); a layer left as
+    it is moves to its largest value."""
+    groups = groups_of(problem, name)
+    if knob is UNCOMPRESSED:
+        return [groups[-1][-1]]
+    at = next(i for i, g in enumerate(groups) if knob in g)
+    out = [groups[at][0]] if groups[at][0] != knob else []
+    return out + ([groups[at - 1][-1]] if at > 0 else [])
+
+
+def move_up(problem, name: str, knob):
+    """One step up: the top of its own group, or from a top the smallest value of the next group
+    (one index bit more); None at the largest value or for a layer left as it is."""
+    if knob is UNCOMPRESSED:
+        return None
+    groups = groups_of(problem, name)
+    at = next(i for i, g in enumerate(groups) if knob in g)
+    if groups[at][-1] != knob:
+        return groups[at][-1]
+    return groups[at + 1][0] if at + 1 < len(groups) else None
 
 
 class DivideAndConquer(Strategy):
@@ -92,11 +108,13 @@ class DivideAndConquer(Strategy):
     - ``combination="knapsack"`` (default; beyond the thesis): each layer's loss alone over phi_i
       (measured by the layer-wise step, interpolated monotonically in the inertia where it was not
       scored) makes an additive model AL ≈ c + Σ α_i g_i(k_i); the exact front of that model under
-      the size (a multiple-choice knapsack, dynamic programming) is scored for real ``picks`` at a
-      time near the target, the model refitted on what was scored (``knapsack.refit``, within
+      the size (a multiple-choice knapsack, dynamic programming) is first bisected for the last
+      point meeting the target (real loss grows along it even where the model is off), then scored
+      for real ``picks`` at a time near the target, the model refitted on what was scored (``knapsack.refit``, within
       ``fit_cap`` times the allowed loss), until a round finds no better candidate meeting the
       target (at least ``rounds`` rounds); then a descent from the best one (one layer a step down
-      phi_i, the ``picks`` the model ranks best) while it improves. With a budget, what is left is
+      its knob values, to the next bit-width's top or its group's smallest value, or a trade of one
+      layer down for another up: the ``picks`` the model ranks best) while it improves. With a budget, what is left is
       spent on a Pareto local search around the scored front. Measured in
       ``benchmarks/scale/study``: about a tenth of NSGA-II's scorings at an equal or higher CR.
     - ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III);
@@ -238,8 +256,10 @@ class DivideAndConquer(Strategy):
         max_al = problem.max_loss
         report = {"rounds": []}
         problem.extras["knapsack"] = report
-        fit: dict = {}
-        best = best_meeting(problem, phi)
+        s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
+        report["bisection"] = self._bisect_front(problem, phi, choice[np.argsort(s)[::-1]])
+        fit = refit(problem, self.surrogate_, self.fit_cap, seed)
+        best = best_meeting(problem)
         for r in range(max(self.rounds, 8)):
             check_time(problem)
             s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
@@ -256,51 +276,85 @@ class DivideAndConquer(Strategy):
                 problem.evaluate([knobs_at(phi, choice[fresh[i]]) for i in picks], origin=f"knapsack:{r + 1}")
             fit = refit(problem, self.surrogate_, self.fit_cap, seed)
             report["rounds"][-1].update({k: v for k, v in fit.items() if k in ("r2", "rmse", "n_fit")})
-            found = best_meeting(problem, phi)
+            found = best_meeting(problem)
             improved = found is not None and (best is None or found.compression_rate > best.compression_rate)
             best = found if improved else best
             if problem.budget_left == 0 or (not improved and r + 1 >= self.rounds):
                 break
-        report["descent"] = self._descend(problem, phi, best)
+        report["descent"] = self._descend(problem, best)
         if problem.budget is not None and problem.budget_left:
             with problem.stage("knapsack polish", problem.budget_left):
                 report["polish"] = pareto_local_search(problem, phi, "knapsack:polish", max_al)
         if problem.budget_left == 0 and not problem.stop_reason:  # picks fit the budget: it never raised
             problem.stop_reason = "scoring budget reached"
 
-    def _descend(self, problem, phi: dict, best) -> int:
-        """From the best candidate meeting the target, score its ``picks`` most promising neighbours one
-        layer a step down phi_i (the model's predicted loss per bit saved), move to a better one found,
-        repeat. Returns the scorings made."""
+    def _bisect_front(self, problem, phi: dict, rows) -> int:
+        """Bisection along the model's front (``rows``, least compressive first) for the last point
+        meeting the target: real loss grows along it even where the model's values are off (layers
+        that interact), so O(log) scorings find the boundary and give the refit points on both
+        sides of it. Returns the scorings made."""
         start = problem.scorings
+        lo, hi = -1, len(rows)  # rows[lo] meets (-1: nothing scored yet), rows[hi] misses
+        while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
+            check_time(problem)
+            mid = (lo + hi) // 2
+            with problem.stage("knapsack bisection", None):
+                cand = problem.evaluate([knobs_at(phi, rows[mid])], origin="knapsack:bisection")[0]
+            lo, hi = (mid, hi) if cand.meets_target else (lo, mid)
+        return problem.scorings - start
+
+    def _descend(self, problem, best) -> int:
+        """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
+        ranked by the model's loss per bit saved: one layer a step down (``moves_down``), or, once
+        those no longer help, a trade (one layer down, another up, smaller in all); move to the best
+        one meeting the target and repeat while that improves. Returns the scorings made."""
+        start = problem.scorings
+        coef = dict(zip(self.surrogate_.names, self.surrogate_.coef_))
+        cache: dict = {}
+
+        def g(n, k):  # the layer's modelled loss alone at k
+            if (n, k) not in cache:
+                cache[(n, k)] = coef.get(n, 1.0) * float(loss_tables(problem, {n: [k]}, self.layerwise_)[n][0])
+            return cache[(n, k)]
+
+        trades = False
         while best is not None and budget_left(problem, default=10**9) > 0:
             check_time(problem)
-            here = {n: best.knobs.get(n, UNCOMPRESSED) for n in phi}
-            row = [phi[n].index(here[n]) for n in phi]
-            base_al = float(self.surrogate_.predict(np.array([row]))[0])
+            here = {n: best.knobs.get(n, UNCOMPRESSED) for n in problem.layer_names}
             size = problem.size_bits(here)
+            steps = []  # (layer, new knob, loss change)
+            for n in problem.layer_names:
+                steps += [(n, k, g(n, k) - g(n, here[n])) for k in moves_down(problem, n, here[n])]
+            if trades:
+                ups = [(n, k, g(n, k) - g(n, here[n])) for n in problem.layer_names
+                       if (k := move_up(problem, n, here[n])) is not None]
+                steps = [((a, ka, da), (b, kb, db)) for a, ka, da in steps for b, kb, db in ups if a != b]
+            else:
+                steps = [(s,) for s in steps]
             moves = []
-            for j, n in enumerate(phi):
-                if row[j] == 0:
-                    continue
-                cand = {**here, n: phi[n][row[j] - 1]}
-                if is_scored(problem, cand):
-                    continue
-                nxt = list(row)
-                nxt[j] -= 1
-                cost = float(self.surrogate_.predict(np.array([nxt]))[0]) - base_al
+            for step in steps:
+                cand = dict(here)
+                for n, k, _ in step:
+                    cand[n] = k
                 saved = size - problem.size_bits(cand)
-                moves.append((max(cost, 0.0) / max(saved, 1e-12), j, cand))
-            moves.sort(key=lambda m: (m[0], m[1]))
-            pop = [c for _, _, c in moves[:min(self.picks, budget_left(problem, default=10**9))]]
+                if saved > 0 and not is_scored(problem, cand):
+                    moves.append((max(sum(d for _, _, d in step), 0.0) / saved, -saved, len(moves), cand))
+            moves.sort(key=lambda m: m[:3])
+            pop = [m[-1] for m in moves[:min(self.picks, budget_left(problem, default=10**9))]]
             if not pop:
-                break
+                if trades:
+                    break
+                trades = True
+                continue
             with problem.stage("knapsack descent", len(pop)):
                 problem.evaluate(pop, origin="knapsack:descent")
-            found = best_meeting(problem, phi)
-            if found is None or found.compression_rate <= best.compression_rate:
+            found = best_meeting(problem)
+            if found is not None and found.compression_rate > best.compression_rate:
+                best, trades = found, False
+            elif trades:
                 break
-            best = found
+            else:
+                trades = True
         return problem.scorings - start
 
     # -- approach IV: DoE + regression surrogate + NSGA-II on the surrogate ----------------------------

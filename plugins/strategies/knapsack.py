@@ -180,8 +180,8 @@ def refit(problem, sur: AdditiveSurrogate, fit_cap: float, seed: int) -> dict:
               and all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items())]
     # the region of interest; while it holds few combinations, the lowest-AL ones join it
     combos_by_al = sorted(c.accuracy_loss for c in usable if len(c.knobs) == len(sur.names))
-    need = 2 * (len(sur.names) + 1)
-    if len(combos_by_al) >= need and combos_by_al[need - 1] > cap:
+    need = min(2 * (len(sur.names) + 1), len(combos_by_al))
+    if need and combos_by_al[need - 1] > cap:
         cap = combos_by_al[need - 1]
     for c in usable:
         if c.accuracy_loss > cap:
