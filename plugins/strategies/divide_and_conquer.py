@@ -36,10 +36,14 @@ def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
     return sorted(knob for _, knob in best.values()), relaxed
 
 
-def loss_tables(problem, choices: dict, layerwise: dict) -> dict:
+def loss_tables(problem, choices: dict, layerwise: dict, prior: dict | None = None) -> dict:
     """{layer: its loss alone at each of its ``choices``}: measured where the layer-wise step scored
     the value in full, elsewhere interpolated in the inertia by a non-decreasing fit (scikit-learn's
-    isotonic regression through the measured points and (0, 0), the layer as it is)."""
+    isotonic regression through the measured points and (0, 0), the layer as it is).
+
+    ``prior`` {layer: (loss, inertia)} adds ``loss`` x inertia / ``inertia`` to every value: measured
+    losses at or below 0 (noise on a subset) would make many values equally free and the model's
+    least lossy combination aggressive; the prior keeps more shared values always better."""
     from sklearn.isotonic import IsotonicRegression
 
     out = {}
@@ -56,8 +60,17 @@ def loss_tables(problem, choices: dict, layerwise: dict) -> dict:
                 table[i] = measured[k]
             elif k is UNCOMPRESSED:
                 table[i] = 0.0
+        if prior and prior.get(name) and prior[name][1] > 0:
+            table = table + prior[name][0] * inertia / prior[name][1]
         out[name] = table
     return out
+
+
+def loss_prior(problem, phi: dict) -> dict:
+    """Per layer (loss, inertia): a share 1/L of the allowed loss at the layer's most compressive phi
+    value (see ``loss_tables``)."""
+    share = problem.max_loss / max(len(phi), 1)
+    return {n: (share, max(problem.proxies(n, ks), default=0.0)) for n, ks in phi.items()}
 
 
 def best_meeting(problem):
@@ -251,7 +264,8 @@ class DivideAndConquer(Strategy):
     def _combine_knapsack(self, problem) -> None:
         seed = seed_of(self, problem)
         phi = {n: list(self.phi_[n]) for n in problem.layer_names}
-        self.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, self.layerwise_))
+        self.prior_ = loss_prior(problem, phi)
+        self.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, self.layerwise_, self.prior_))
         costs = size_tables(problem, phi)
         max_al = problem.max_loss
         report = {"rounds": []}
@@ -314,7 +328,8 @@ class DivideAndConquer(Strategy):
 
         def g(n, k):  # the layer's modelled loss alone at k
             if (n, k) not in cache:
-                cache[(n, k)] = coef.get(n, 1.0) * float(loss_tables(problem, {n: [k]}, self.layerwise_)[n][0])
+                cache[(n, k)] = coef.get(n, 1.0) * float(loss_tables(problem, {n: [k]}, self.layerwise_,
+                                                                     getattr(self, "prior_", None))[n][0])
             return cache[(n, k)]
 
         trades = False
