@@ -84,7 +84,7 @@ def child(name: str, variant: str, args) -> dict:
     model, data, kw = problem(name, args)
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     t, cpu = time.perf_counter(), time.process_time()
-    r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=0, threads=args.threads,
+    r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=args.seed, threads=args.threads,
                     time_limit=args.time_limit, **kw)
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     best = r.best()
@@ -107,7 +107,7 @@ def run_one(arch: str, variant: str, args) -> dict:
     from _code import child_env
 
     cmd = [sys.executable, __file__, "--child", arch, variant, "--samples", str(args.samples), "--size",
-           str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+           str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
     if args.time_limit:
         cmd += ["--time-limit", str(args.time_limit)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE,
@@ -119,7 +119,8 @@ def run_one(arch: str, variant: str, args) -> dict:
 
 
 def _label(r: dict) -> str:
-    return r["arch"] if r["samples"] is None else f"{r['arch']} ({r['samples']} @ {r['size']})"
+    label = r["arch"] if r["samples"] is None else f"{r['arch']} ({r['samples']} @ {r['size']})"
+    return label + (f", seed {r['seed']}" if r.get("seed") else "")
 
 
 def _cpu(r: dict) -> str:
@@ -163,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--old-commit", default="52abe66")
     p.add_argument("--new-commit", default=None, help="run 'new' from this commit (default: this checkout)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="the exploration's seed (its scoring subset among others)")
     p.add_argument("--out", default=str(HERE / "study"))
     p.add_argument("--merge", default=None, help="add the rows of another study.json (another --out) and rewrite the table")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -186,8 +188,9 @@ def main(argv=None) -> int:
             row["command"] = command
             row["load"] = os.getloadavg()[0]
             row["commit"] = args.old_commit if variant == "old" else (args.new_commit or "checkout")
-            rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"]) !=
-                    (row["arch"], variant, row["samples"], row["size"])] + [row]
+            row["seed"] = args.seed
+            rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"], r.get("seed", 0)) !=
+                    (row["arch"], variant, row["samples"], row["size"], args.seed)] + [row]
             path.write_text(json.dumps(rows, indent=1))
             print(json.dumps({k: v for k, v in row.items() if k != "front"}), flush=True)
     lines = ["# Old vs new defaults of divide-and-conquer (mlperf-heavy)", "", "Commands:", ""]
