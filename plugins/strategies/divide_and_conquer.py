@@ -309,12 +309,12 @@ class DivideAndConquer(Strategy):
         sides of it. Returns the scorings made."""
         start = problem.scorings
         lo, hi = -1, len(rows)  # rows[lo] meets (-1: nothing scored yet), rows[hi] misses
-        while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
-            check_time(problem)
-            mid = (lo + hi) // 2
-            with problem.stage("knapsack bisection", None):
+        with problem.stage("knapsack bisection", None):  # one bar for the whole bisection
+            while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
+                check_time(problem)
+                mid = (lo + hi) // 2
                 cand = problem.evaluate([knobs_at(phi, rows[mid])], origin="knapsack:bisection")[0]
-            lo, hi = (mid, hi) if cand.meets_target else (lo, mid)
+                lo, hi = (mid, hi) if cand.meets_target else (lo, mid)
         return problem.scorings - start
 
     def _descend(self, problem, best) -> int:
