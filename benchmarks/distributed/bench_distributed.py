@@ -57,6 +57,21 @@ def mobilenet_problem(images: int, size: int):
     return model, (x.numpy(), y)
 
 
+def mlp_problem(samples: int, width: int = 512, depth: int = 4):
+    """Compute-bound: an MLP whose activations per batch fit a core's L2 cache, so two processes on two
+    cores do not fight over memory bandwidth as a convolutional network's large activations do."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())],
+                          nn.Linear(width, 10)).eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((samples, width)).astype(np.float32))
+    with torch.no_grad():
+        y = model(x).argmax(1).numpy()
+    return model, (x.numpy(), y)
+
+
 def device_bound(model, data, delay: float):
     """A torch backend that waits ``delay`` s per candidate, as a worker waits for its GPU."""
     import wsx
@@ -84,7 +99,7 @@ def session_for(model, data, backend=None):
 
 
 def layerwise(layers, n: int, knobs=(4, 16)) -> list[dict]:
-    picks = np.linspace(0, len(layers) - 1, max(n // len(knobs), 1)).round().astype(int)
+    picks = np.linspace(0, len(layers) - 1, max(-(-n // len(knobs)), 1)).round().astype(int)
     return [{layers[i].name: k} for i in picks for k in knobs][:n]
 
 
@@ -106,6 +121,52 @@ class ChunkedSerial:
 
     def close(self):
         self.inner.close()
+
+
+_BARE = {}
+
+
+def _bare_init(build, *args):
+    import torch
+
+    torch.set_num_threads(1)
+    from wsx.executor import SerialExecutor
+
+    session, _ = session_for(*build(*args))  # rebuilt in the process: a model's class may be local
+    _BARE["ex"] = SerialExecutor()
+    _BARE["ex"].start(session)
+
+
+def _bare_score(population, chunk):
+    ex = _BARE["ex"]
+    return [s for i in range(0, len(population), chunk) for s in ex.score(population[i:i + chunk], None)]
+
+
+class Ceiling:
+    """What the hardware gives, no executor at all: ``n`` plain processes (no Ray), each with its own
+    model, score the whole population at the same time on one thread each. n x serial time / their
+    wall time is the throughput n cores reach on this workload: the most any n workers can."""
+
+    def __init__(self, n: int, chunk: int, build, *args):
+        self.n, self.chunk, self.build, self.args = n, chunk, build, args
+
+    def start(self, session):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pools = [ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_bare_init, initargs=(self.build, *self.args))
+                      for _ in range(self.n)]
+        for f in [pool.submit(_bare_score, [], self.chunk) for pool in self.pools]:
+            f.result()
+
+    def score(self, population, subset):
+        futures = [pool.submit(_bare_score, population, self.chunk) for pool in self.pools]
+        return [f.result() for f in futures][0]
+
+    def close(self):
+        for pool in self.pools:
+            pool.shutdown()
 
 
 def timed_rounds(variants: dict, population: list, rounds: int) -> dict:
@@ -143,16 +204,20 @@ def measure(args) -> dict:
     torch.set_num_threads(1)
     ray.init(num_cpus=7, include_dashboard=False, log_to_driver=False, logging_level="ERROR")  # logical CPUs
     lenet = wsx.zoo.load("lenet5-digits", framework="torch")
+    ceilings = {"mobilenet": (mobilenet_problem, args.images, args.size), "mlp": (mlp_problem, args.mlp_samples)}
     cases = (("mobilenet", mobilenet_problem(args.images, args.size), None, args.candidates, (1, 2)),
+             ("mlp", mlp_problem(args.mlp_samples), None, args.candidates, (1, 2)),
              ("device-bound", lenet, device_bound(*lenet, args.delay), args.candidates, (1, 2, 4)),
              ("lenet", lenet, None, args.small, (1, 2)))
     out = {}
     try:
         for label, (model, data), backend, n, counts in cases:
             session, layers = session_for(model, data, backend)
-            population = layerwise(layers, n)
+            population = layerwise(layers, n, knobs=(4, 16) if len(layers) * 2 >= n else (2, 4, 8, 16, 32, 64, 128))
             variants = {"serial": ChunkedSerial(args.chunk),
                         **{f"ray-{w}": RayExecutor(workers=w, chunk_size=args.chunk) for w in counts}}
+            if label in ceilings:
+                variants["bare-2"] = Ceiling(2, args.chunk, *ceilings[label])
             setup = {}
             for name, ex in variants.items():
                 t0 = time.perf_counter()
@@ -160,7 +225,7 @@ def measure(args) -> dict:
                 setup[name] = time.perf_counter() - t0
             try:
                 best = timed_rounds(variants, population, args.rounds)
-                stats = {name: ex.stats() for name, ex in variants.items() if name != "serial"}
+                stats = {name: ex.stats() for name, ex in variants.items() if name.startswith("ray-")}
             finally:
                 for ex in variants.values():
                     ex.close()
@@ -169,7 +234,9 @@ def measure(args) -> dict:
             out[label] = {
                 "candidates": len(population), "layers": len(layers), "seconds": best,
                 "per_scoring_serial_s": best["serial"] / len(population),
-                "speedup_vs_1": {name: best["ray-1"] / sec for name, sec in best.items() if name != "serial"},
+                "speedup_vs_1": {name: best["ray-1"] / sec for name, sec in best.items() if name.startswith("ray-")},
+                "ceiling_throughput_vs_serial": {name: int(name[5:]) * best["serial"] / sec
+                                                 for name, sec in best.items() if name.startswith("bare-")},
                 "overhead_ms_per_candidate": 1000 * (best["ray-1"] - best["serial"]) / len(population),
                 "executor_overhead_ms_median": s1["overhead_ms_per_candidate"],
                 "bytes_to_workers_per_candidate": s1["bytes_to_workers_per_candidate"],
@@ -189,15 +256,17 @@ def report(res: dict, meta: dict) -> str:
              f"{meta['load_before'][0]:.1f} before / {meta['load_after'][0]:.1f} after)", "",
              f"`{meta['command']}`", "",
              "| case | candidates | serial s | ray s (workers) | per scoring (serial) s | speed-up vs 1 worker "
+             "| ceiling: 2 plain processes each scoring all (throughput vs serial) "
              "| overhead ms/candidate (1 worker - serial) | executor's median ms "
              "| bytes out / back per candidate | weights bytes changed / whole model |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in res.items():
         s = r["seconds"]
-        ray_s = ", ".join(f"{s[k]:.2f} ({k[4:]})" for k in s if k != "serial")
+        ray_s = ", ".join(f"{s[k]:.2f} ({k[4:]})" for k in s if k.startswith("ray-"))
+        bare = "; ".join(f"{s[k]:.2f} s, {v:.2f}x" for k, v in r.get("ceiling_throughput_vs_serial", {}).items()) or "-"
         speed = ", ".join(f"{v:.2f}x ({k[4:]})" for k, v in r["speedup_vs_1"].items() if k != "ray-1")
         lines.append(f"| {label} | {r['candidates']} | {s['serial']:.2f} | {ray_s} | {r['per_scoring_serial_s']:.3f} "
-                     f"| {speed} | {r['overhead_ms_per_candidate']:.1f} | {r['executor_overhead_ms_median']} "
+                     f"| {speed} | {bare} | {r['overhead_ms_per_candidate']:.1f} | {r['executor_overhead_ms_median']} "
                      f"| {r['bytes_to_workers_per_candidate']:.0f} / {r['bytes_from_workers_per_candidate']:.0f} "
                      f"| {r['weights_bytes_changed_per_candidate']:.0f} / {r['weights_bytes_whole_model']} |")
     lines += ["", "Shipped once per worker (bytes), setup seconds (start: ship, build workers), utilisation per worker:",
@@ -213,6 +282,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--size", type=int, default=176)
     p.add_argument("--candidates", type=int, default=16)
+    p.add_argument("--mlp-samples", type=int, default=24576, help="inputs of the compute-bound MLP case")
     p.add_argument("--small", type=int, default=64, help="LeNet candidates of the overhead measurement")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--delay", type=float, default=0.5, help="seconds per candidate of the device-bound case")
