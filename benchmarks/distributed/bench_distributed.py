@@ -1,17 +1,22 @@
 """The ray executor on this machine: 1 vs 2 workers, per-candidate overhead, bytes shipped.
 
-    python benchmarks/distributed/bench_distributed.py [--images 64] [--size 176] [--candidates 16] [--rounds 3]
+    python benchmarks/distributed/bench_distributed.py [--images 64] [--size 176] [--candidates 32] [--rounds 3]
 
-Three cases, each variant timed in interleaved rounds (serial, ray 1 worker, ray 2 workers, ...)
+Four cases, each variant timed in interleaved rounds (serial, ray 1 worker, ray 2 workers, ...)
 so that a busy machine slows them alike; the best round is reported:
 
-* ``mobilenet`` (CPU-bound): a MobileNetV2-shaped torch network (benchmarks/scoring/mobilenet.py,
-  random weights, ``--images`` random inputs of ``--size`` px, labels its own predictions) where one
-  scoring costs >= 0.5 s on one thread; ``--candidates`` layer-wise candidates (two knobs each of
-  evenly spaced layers). Two workers can only be faster if two cores are free: on this shared machine
-  the kernel's autogroup scheduling gives all of this benchmark's processes (driver and Ray workers,
-  one session) one share of the CPU against the other sessions, so under load the ratio measures the
-  machine, not the executor.
+* ``mobilenet`` (CPU-bound, memory-heavy): a MobileNetV2-shaped torch network
+  (benchmarks/scoring/mobilenet.py, random weights, ``--images`` random inputs of ``--size`` px,
+  labels its own predictions) where one scoring costs >= 0.5 s on one thread; ``--candidates``
+  layer-wise candidates (two knobs each of evenly spaced layers). Its activations (tens of MB per
+  batch) stream through memory, so two processes on two cores compete for the memory system.
+* ``mlp`` (CPU-bound, compute-heavy): an MLP (4 x 512-wide hidden layers, ``--mlp-samples`` inputs)
+  whose activations per batch fit a core's L2 cache; one scoring costs >= 0.5 s.
+* For both, the **ceiling** (``bare-2``): two plain processes (no Ray, no executor), each with its own
+  model, score the whole population at the same time; 2 x serial time / their wall time is the
+  throughput two cores reach on that workload, the most any two workers can. On a shared machine
+  the kernel's autogroup scheduling gives all of one session's processes one share of the CPU
+  against the other sessions, so under load both ratios measure the machine, not the executor.
 * ``device-bound``: the embedded LeNet-5 with a backend that waits ``--delay`` 0.5 s per candidate
   before scoring it, as a worker waits for its GPU: what the executor itself loses when scoring does
   not compete for the driver's cores (1, 2 and 4 workers).
@@ -212,8 +217,10 @@ def measure(args) -> dict:
     out = {}
     try:
         for label, (model, data), backend, n, counts in cases:
+            if label not in args.cases.split(","):
+                continue
             session, layers = session_for(model, data, backend)
-            population = layerwise(layers, n, knobs=(4, 16) if len(layers) * 2 >= n else (2, 4, 8, 16, 32, 64, 128))
+            population = layerwise(layers, n, knobs=(2, 4, 8, 16, 32, 64, 128) if label == "mlp" else (4, 16))
             variants = {"serial": ChunkedSerial(args.chunk),
                         **{f"ray-{w}": RayExecutor(workers=w, chunk_size=args.chunk) for w in counts}}
             if label in ceilings:
@@ -246,6 +253,7 @@ def measure(args) -> dict:
                 "utilisation": {name: {w["worker"]: w["utilisation"] for w in st["workers"]}
                                 for name, st in stats.items()},
             }
+            (args.out / "partial.json").write_text(json.dumps(out, indent=1) + "\n")  # a later case may fail
     finally:
         ray.shutdown()
     return out
@@ -283,6 +291,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=176)
     p.add_argument("--candidates", type=int, default=16)
     p.add_argument("--mlp-samples", type=int, default=24576, help="inputs of the compute-bound MLP case")
+    p.add_argument("--cases", default="mobilenet,mlp,device-bound,lenet", help="comma-separated cases to run")
     p.add_argument("--small", type=int, default=64, help="LeNet candidates of the overhead measurement")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--delay", type=float, default=0.5, help="seconds per candidate of the device-bound case")
@@ -293,9 +302,9 @@ def main() -> None:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.platform(), "cpus": os.cpu_count(),
             "command": "python benchmarks/distributed/bench_distributed.py " + " ".join(sys.argv[1:]),
             "load_before": os.getloadavg()}
+    args.out.mkdir(parents=True, exist_ok=True)
     res = measure(args)
     meta["load_after"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": res}, indent=1) + "\n")
     (args.out / "results.md").write_text(report(res, meta))
     print(report(res, meta))
