@@ -327,3 +327,26 @@ def test_sample_forwards_count_the_test_scoring(tiny_data):
     x, y = data
     result = _explore(tiny_data, test_data=(x[:100], y[:100]))
     assert result.extras["sample_forwards"]["test"] == 100 * len(result.front) > 0
+
+
+def test_nominated_candidates_join_the_final_rescoring(tiny_data):
+    """Problem.nominate: candidates a strategy names are re-scored on all samples at the end besides
+    the subset's front (where they are near or inside the target), and may take a place on the final
+    front; without nominations only the front is re-scored."""
+    from wsx_plugins.strategies.divide_and_conquer import DivideAndConquer
+
+    class NominatingAll(DivideAndConquer):
+        def _run(self, problem):
+            super()._run(problem)
+            problem.nominate(problem.history)
+
+    kw = dict(subset=0.5, min_subset=0, early_rejection=False)
+    plain = _explore(tiny_data, **kw)
+    nominated = _explore(tiny_data, strategy=NominatingAll(pop_size=8, generations=3), **kw)
+    assert [c.knobs for c in plain.history] == [c.knobs for c in nominated.history]
+    plain_final, final = plain.extras["sample_forwards"]["final"], nominated.extras["sample_forwards"]["final"]
+    assert plain_final % 400 == 0 and final % 400 == 0  # whole candidates on all 400 samples
+    assert plain_final < final <= 400 * len(nominated.history)
+    assert all(c.measured_on == "full" for c in nominated.front)
+    best = lambda r: max((c.compression_rate for c in r.front if c.meets_target), default=0.0)  # noqa: E731
+    assert best(nominated) >= best(plain)  # more candidates checked on all samples, never a worse pick

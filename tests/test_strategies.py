@@ -188,6 +188,37 @@ def test_dc_descent_moves_one_layer_down_while_it_improves():
     assert all(problem.compression_rate(c.knobs) > start.compression_rate for c in problem.history[-made:])
 
 
+def test_dc_ladder_scores_fallbacks_spread_below_the_best():
+    """Below the best candidate, the model's front is scored at CRs spread down to ladder_floor x its
+    CR: candidates the final re-scoring on all samples can fall back to where the subset flattered the
+    boundary. On the additive problem the model is exact, so each of them meets the target; what is
+    scored already is not scored again; ladder=0 scores none."""
+    from wsx_plugins.strategies.divide_and_conquer import AdditiveSurrogate, loss_tables
+    from wsx_plugins.strategies.knapsack import size_tables
+
+    problem = synthetic_problem()
+    dc = wsx.plugins.strategies()["divide-and-conquer"](ladder=6, ladder_floor=0.6)
+    phi = {n: [2, 3, 4, 6, 8, 12, 16, 32] for n in problem.layer_names}
+    dc.layerwise_ = {n: problem.evaluate([{n: k} for k in phi[n]], origin="layer-wise") for n in phi}
+    dc.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, dc.layerwise_))
+    top = problem.evaluate([{n: 16 for n in phi}], origin="start")[0]
+    assert top.meets_target
+    made = dc._ladder(problem, phi, size_tables(problem, phi), top)
+    ladder = problem.history[-made:]
+    assert made >= 3 and all(c.origin == "knapsack:ladder" for c in ladder)
+    assert all(0.6 * top.compression_rate <= c.compression_rate < top.compression_rate and c.meets_target
+               for c in ladder)
+    assert len({round(c.compression_rate, 6) for c in ladder}) == made
+    assert dc._ladder(problem, phi, size_tables(problem, phi), top) == 0  # all scored now
+    dc.ladder = 0
+    assert dc._ladder(problem, phi, size_tables(problem, phi), problem.history[-1]) == 0
+    whole = synthetic_problem()
+    wsx.plugins.strategies()["divide-and-conquer"]().run(whole)
+    assert whole.extras["knapsack"]["ladder"] == sum(c.origin == "knapsack:ladder" for c in whole.history)
+    with pytest.raises(wsx.InvalidSettingError, match="ladder_floor"):
+        wsx.plugins.strategies()["divide-and-conquer"](ladder_floor=1.0).run(synthetic_problem())
+
+
 # -- divide and conquer with regression ------------------------------------------------------------------
 def test_regression_fits_an_additive_problem():
     problem = synthetic_problem(budget=120)

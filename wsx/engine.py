@@ -27,7 +27,7 @@ from .executor import ScoringSession, resolve_executor
 from .files import OutDirLock
 from .identity import code_digest
 from .metrics import Goal, TargetSpec, resolve_metric, target_spec
-from .problem import Problem, Timers, takes_keyword
+from .problem import Problem, Timers, knob_key, takes_keyword
 from .progress import Progress
 from .result import Baseline, Candidate, Result, pareto_front
 from .sanity import check_inputs, score_baseline, warn_if_chance
@@ -549,6 +549,14 @@ def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) ->
         p = min(max(problem.target_accuracy, 1e-3), 1 - 1e-3)
         margin = 3.0 * math.sqrt(p * (1 - p) / n_sub) * metric.scale
     chosen = [c for c in candidates if c.accuracy_loss <= problem.max_loss + margin] or candidates[:1]
+    # and the strategy's nominated fallbacks (Problem.nominate) near or inside the target, off the front
+    seen = {knob_key(c.knobs) for c in chosen}
+    known = {knob_key(c.knobs): c for c in history}
+    for key in problem.finalists:
+        c = known.get(key)
+        if c is not None and key not in seen and not c.rejected and c.accuracy_loss <= problem.max_loss + margin:
+            chosen.append(c)
+            seen.add(key)
     values = score([c.knobs for c in chosen], None)
     full = []
     for c, v in zip(chosen, values):

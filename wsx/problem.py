@@ -174,9 +174,19 @@ class Problem:
         self.notes: list[str] = []
         self.extras: dict = {}
         self.stop_reason = ""
+        self.finalists: dict[tuple, dict] = {}  # knob key -> knobs: also re-scored on all samples at the end
         self._t0 = time.perf_counter()
         self._baseline_bits = {layer.name: approximation.baseline_bits(layer) for layer in self.layers}
         self.total_baseline_bits = sum(self._baseline_bits.values())
+
+    def nominate(self, candidates: Iterable) -> None:
+        """Ask the final re-scoring on all samples to consider these candidates (Candidate or knob
+        dicts) besides the subset's front: fallbacks for where the subset flatters a whole region, so
+        that its front's best fail on all samples. Each one near or inside the target costs one
+        scoring on all samples at the end (none when the search scores all samples)."""
+        for c in candidates:
+            knobs = c.knobs if isinstance(c, Candidate) else self._check(c)
+            self.finalists[knob_key(knobs)] = dict(knobs)
 
     # -- cheap, analytical ---------------------------------------------------------------------
     def layer(self, name: str) -> LayerInfo:

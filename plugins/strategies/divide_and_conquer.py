@@ -127,7 +127,10 @@ class DivideAndConquer(Strategy):
       ``fit_cap`` times the allowed loss), until a round finds no better candidate meeting the
       target (at least ``rounds`` rounds); then a descent from the best one (one layer a step down
       its knob values, to the next bit-width's top or its group's smallest value, or a trade of one
-      layer down for another up: the ``picks`` the model ranks best) while it improves. With a budget, what is left is
+      layer down for another up: the ``picks`` the model ranks best) while it improves. Then
+      ``ladder`` fallbacks: the model's front at CRs spaced geometrically from the best down to
+      ``ladder_floor`` x its CR, so that the final re-scoring on all samples has candidates to fall
+      back to where the search's subset was optimistic about the whole boundary region. With a budget, what is left is
       spent on a Pareto local search around the scored front. Measured in
       ``benchmarks/scale/study``: about a tenth of NSGA-II's scorings at an equal or higher CR.
     - ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III);
@@ -155,8 +158,10 @@ class DivideAndConquer(Strategy):
                  sample_fraction: float = 0.6, surrogate_pop_size: int = 200,
                  surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
-                 fit_cap: float = 4.0):
+                 fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5):
         self.combination = combination
+        self.ladder = ladder
+        self.ladder_floor = ladder_floor
         self.picks = picks
         self.fit_cap = fit_cap
         self.layerwise = layerwise
@@ -189,6 +194,9 @@ class DivideAndConquer(Strategy):
             raise InvalidSettingError(f"min_saving={self.min_saving!r}: give a fraction of a layer's size in [0, 1)")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
+        if self.ladder < 0 or not 0.0 < self.ladder_floor < 1.0:
+            raise InvalidSettingError(f"ladder={self.ladder!r}, ladder_floor={self.ladder_floor!r}: need ladder >= 0 "
+                                      "(fallback candidates below the best; 0: none) and ladder_floor in (0, 1)")
         if self.combination == "regression":
             if self.doe != "auto" and self.doe not in doe_mod.SAMPLERS:
                 raise InvalidSettingError(f"doe={self.doe!r} is unknown; use 'auto' or one of "
@@ -296,11 +304,40 @@ class DivideAndConquer(Strategy):
             if problem.budget_left == 0 or (not improved and r + 1 >= self.rounds):
                 break
         report["descent"] = self._descend(problem, best)
+        report["ladder"] = self._ladder(problem, phi, costs, best_meeting(problem))
         if problem.budget is not None and problem.budget_left:
             with problem.stage("knapsack polish", problem.budget_left):
                 report["polish"] = pareto_local_search(problem, phi, "knapsack:polish", max_al)
         if problem.budget_left == 0 and not problem.stop_reason:  # picks fit the budget: it never raised
             problem.stop_reason = "scoring budget reached"
+
+    def _ladder(self, problem, phi: dict, costs, best) -> int:
+        """Fallbacks below the best candidate: the model's front at ``ladder`` CRs spaced geometrically
+        down to ``ladder_floor`` x its CR. The search's subset can be optimistic about a whole region
+        (its samples happen to be easy for those layers), so that the front's best fail on all samples;
+        the ladder's candidates are nominated for the final re-scoring on all samples
+        (``Problem.nominate``), where one the subset's front would hide can take their place.
+        Returns the scorings made."""
+        if best is None or not self.ladder:
+            return 0
+        s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
+        cr = problem.total_baseline_bits / s
+        top = best.compression_rate
+        wanted = top * self.ladder_floor ** (np.arange(1, self.ladder + 1) / self.ladder)
+        rows = []
+        for c in wanted:  # the model's front point closest below each wanted CR
+            below = np.flatnonzero((cr <= c) & (cr >= top * self.ladder_floor))
+            if below.size:
+                knobs = knobs_at(phi, choice[below[np.argmax(cr[below])]])
+                if knobs not in rows:
+                    rows.append(knobs)
+        fresh = [k for k in rows if not is_scored(problem, k)][:budget_left(problem, default=10**9)]
+        start = problem.scorings
+        if fresh:
+            with problem.stage("knapsack ladder", len(fresh)):
+                problem.evaluate(fresh, origin="knapsack:ladder")
+        problem.nominate([k for k in rows if is_scored(problem, k)])  # those scored before too
+        return problem.scorings - start
 
     def _bisect_front(self, problem, phi: dict, rows) -> int:
         """Bisection along the model's front (``rows``, least compressive first) for the last point
