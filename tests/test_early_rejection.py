@@ -350,3 +350,15 @@ def test_nominated_candidates_join_the_final_rescoring(tiny_data):
     assert all(c.measured_on == "full" for c in nominated.front)
     best = lambda r: max((c.compression_rate for c in r.front if c.meets_target), default=0.0)  # noqa: E731
     assert best(nominated) >= best(plain)  # more candidates checked on all samples, never a worse pick
+
+
+def test_a_subset_noisier_than_the_allowed_loss_is_noted(tiny_data):
+    """The search subset's standard error against the allowed loss: a note says when it is larger and
+    which subset would do; none when the search scores every sample or the subset is large enough."""
+    small = _explore(tiny_data, subset=40, min_subset=0)
+    note = [m for m in small.notes if "standard error" in m]
+    assert len(note) == 1 and "40 of 400 samples" in note[0] and "subset=" in note[0]
+    assert not any("standard error" in m for m in _explore(tiny_data, subset=None).notes)
+    wanted = int(note[0].split("subset=")[1].split(" ")[0])
+    if wanted < 400:
+        assert not any("standard error" in m for m in _explore(tiny_data, subset=wanted, min_subset=0).notes)
