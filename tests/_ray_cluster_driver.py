@@ -71,7 +71,7 @@ def main() -> None:
     import ray
 
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
-    ex = RayExecutor(address=args.address, workers=2, chunk_size=2)
+    ex = RayExecutor(address=args.address, workers=2, chunk_size=2, start_timeout=600.0)
     killed: list[int] = []
 
     def sigkill():

@@ -22,6 +22,7 @@ from wsx_plugins.executors.ray_executor import RayExecutor  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+PATIENT = 600.0  # workers importing TensorFlow on a loaded 2-core CI machine took over the default 120 s
 SMALL = dict(strategy="divide-and-conquer", knobs=[2, 4, 8, 16], progress=False, seed=0, subset=None)
 
 
@@ -60,14 +61,14 @@ def _kill_after(executor, chunks: int, which, kill) -> threading.Thread:
 
 
 def test_ray_executor_passes_the_executor_conformance_suite():
-    wsx.testing.check_executor(lambda: RayExecutor(workers=2))
+    wsx.testing.check_executor(lambda: RayExecutor(start_timeout=PATIENT, workers=2))
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
 def test_same_front_history_and_scores_as_serial(framework):
     model, data = wsx.zoo.load("lenet5-digits", framework=framework)
     serial = wsx.explore(model, data, **SMALL)
-    ex = RayExecutor(workers=2)
+    ex = RayExecutor(start_timeout=PATIENT, workers=2)
     got = wsx.explore(model, data, executor=ex, **SMALL)
     assert _history(got) == _history(serial)  # bit for bit: the backends are deterministic on CPU
     assert _front(got) == _front(serial) and got.scorings == serial.scorings
@@ -85,7 +86,7 @@ def test_every_idle_worker_gets_a_chunk_before_any_gets_a_second():
 
     model, (x, y) = _example()
     session, layers = _session(model, (x, y), (x, y))
-    ex = RayExecutor(workers=2, chunk_size=1)
+    ex = RayExecutor(start_timeout=PATIENT, workers=2, chunk_size=1)
     ex.start(session)
     try:
         population = [{layers[0].name: 2}, {layers[-1].name: 2}]  # two chunks of two layers (two affinities)
@@ -101,7 +102,7 @@ def test_every_idle_worker_gets_a_chunk_before_any_gets_a_second():
 def test_a_worker_killed_mid_run_costs_only_its_in_flight_candidates():
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     serial = wsx.explore(model, data, **SMALL)
-    ex = RayExecutor(workers=2, chunk_size=2)
+    ex = RayExecutor(start_timeout=PATIENT, workers=2, chunk_size=2)
     killer = _kill_after(ex, 4, lambda pool: pool[-1:], lambda w: ray.kill(w.actor, no_restart=True))
     got = wsx.explore(model, data, executor=ex, **SMALL)
     killer.join()
@@ -115,7 +116,7 @@ def test_every_worker_lost_stops_with_a_clear_error_and_the_journal_resumes(tmp_
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     out = tmp_path / "run"
     # Killed after 22 candidates, mid-call (a call carries 32): the journal took each chunk as it came back.
-    ex = RayExecutor(workers=2, chunk_size=1, replace_lost=False)
+    ex = RayExecutor(start_timeout=PATIENT, workers=2, chunk_size=1, replace_lost=False)
     killer = _kill_after(ex, 22, lambda pool: pool, lambda w: ray.kill(w.actor, no_restart=True))
     with pytest.raises(wsx.ExecutorError, match="every Ray worker was lost.*run the same command again to resume"):
         wsx.explore(model, data, executor=ex, out=out, **SMALL)
@@ -135,7 +136,7 @@ def test_workers_running_another_wsx_are_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(ray_executor, "wsx_identity", lambda: {"version": "0.0.9", "sources": "0123456789abcdef"})
     with pytest.raises(wsx.ExecutorError, match=r"runs wsx 0\.1\.0 .* driver runs wsx 0\.0\.9 .*install the same wsx "
                                                  r"on every node"):
-        wsx.explore(model, data, executor=RayExecutor(workers=1), out=tmp_path / "run", **SMALL)
+        wsx.explore(model, data, executor=RayExecutor(start_timeout=PATIENT, workers=1), out=tmp_path / "run", **SMALL)
     assert not (tmp_path / "run" / "results.json").exists()
 
 
@@ -157,7 +158,7 @@ def test_a_worker_that_cannot_import_the_model_code_names_the_module_and_the_fix
         _, (x, y) = wsx.zoo.load("lenet5-digits", framework="torch")
         with pytest.raises(wsx.ExecutorError, match=rf"cannot import 'wsx_user_net'.*importable on every node.*"
                                                     rf"working_dir': '{folder}'"):
-            wsx.explore(wsx_user_net.Net(), (x, y), executor=RayExecutor(workers=1), out=tmp_path / "run", **SMALL)
+            wsx.explore(wsx_user_net.Net(), (x, y), executor=RayExecutor(start_timeout=PATIENT, workers=1), out=tmp_path / "run", **SMALL)
         assert not (tmp_path / "run" / "results.json").exists()
     finally:
         sys.modules.pop("wsx_user_net", None)
@@ -173,13 +174,13 @@ def test_a_model_that_cannot_be_serialised_is_named():
 
     with pytest.raises(wsx.InvalidModelError, match=r"the model \(builtins.tuple\) cannot be serialised for the Ray "
                                                     r"workers \(TypeError: .*lock"):
-        wsx.explore((guarded, params), data, executor=RayExecutor(workers=1), **SMALL)
+        wsx.explore((guarded, params), data, executor=RayExecutor(start_timeout=PATIENT, workers=1), **SMALL)
 
 
 def test_workers_are_kept_between_explorations_inside_with_and_by_bench():
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     kw = dict(SMALL, strategy="random", budget=12)
-    with RayExecutor(workers=2) as ex:
+    with RayExecutor(start_timeout=PATIENT, workers=2) as ex:
         first = wsx.explore(model, data, executor=ex, seed=1, **{k: v for k, v in kw.items() if k != "seed"})
         pids = sorted(w["pid"] for w in first.extras["executor"]["workers"])
         second = wsx.explore(model, data, executor=ex, seed=2, **{k: v for k, v in kw.items() if k != "seed"})
@@ -188,14 +189,14 @@ def test_workers_are_kept_between_explorations_inside_with_and_by_bench():
     serial = wsx.explore(model, data, seed=2, **{k: v for k, v in kw.items() if k != "seed"})
     assert _history(second) == _history(serial)
     bench = wsx.bench(model, data, strategies="random", budgets=[10], seeds=2, subset=None, knobs=[2, 4, 8],
-                      executor="ray:workers=2", log=None)
+                      executor="ray:workers=2,start_timeout=600", log=None)
     assert len(bench.runs) == 2 and bench.meta["executor"].startswith("ray")
 
 
 def test_more_workers_than_the_cluster_holds_is_an_error():
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     with pytest.raises(wsx.ExecutorError, match="workers=5 need 5 CPUs but the Ray cluster has 2 CPUs"):
-        wsx.explore(model, data, executor=RayExecutor(workers=5), **SMALL)
+        wsx.explore(model, data, executor=RayExecutor(start_timeout=PATIENT, workers=5), **SMALL)
     if not ray.cluster_resources().get("GPU"):
         with pytest.raises(wsx.ExecutorError, match="gpus_per_worker=1 but the Ray cluster has 0 GPUs"):
             wsx.explore(model, data, executor=RayExecutor(gpus_per_worker=1), **SMALL)
@@ -230,7 +231,7 @@ def test_a_worker_that_clusters_differently_fails_loudly():
     model, data = wsx.zoo.load("lenet5-digits", framework="torch")
     with pytest.raises(wsx.ExecutorError, match=r"approximates layer '[\w.]+' at knob \d+ to other weights than the "
                                                 r"driver .*install the same versions on every node"):
-        wsx.explore(model, data, executor=RayExecutor(workers=1), clusterer=PerProcess(seed=0), **SMALL)
+        wsx.explore(model, data, executor=RayExecutor(start_timeout=PATIENT, workers=1), clusterer=PerProcess(seed=0), **SMALL)
 
 
 def test_candidates_that_kill_every_worker_stop_the_run():
@@ -257,4 +258,4 @@ def test_candidates_that_kill_every_worker_stop_the_run():
     with pytest.raises(wsx.ExecutorError, match=r"candidates \[\d+\] were in flight on 3 Ray workers that were lost "
                                                 r"in turn.*chunk_size=1|every Ray worker was lost \(worker0: .*"
                                                 r"run the same command again to resume"):
-        wsx.explore(model, data, backend=backend, executor=RayExecutor(workers=2, chunk_size=1), **SMALL)
+        wsx.explore(model, data, backend=backend, executor=RayExecutor(start_timeout=PATIENT, workers=2, chunk_size=1), **SMALL)
