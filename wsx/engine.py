@@ -541,7 +541,7 @@ def replay_agrees(metric, n_sub: int, old: float, new: float) -> bool:
 def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
     """A note when the search subset's standard error (a mean of per-sample values in [0, 1], at the
     target's value) exceeds the allowed loss: the subset then flatters or condemns whole regions,
-    and the front's best may miss the target on all samples (benchmarks/scale/fashion-subset.md)."""
+    and the front's best may miss the target on all samples."""
     metric = problem.metric
     if not (metric.per_sample and metric.bounds == (0.0, 1.0)) or not math.isfinite(problem.max_loss):
         return None
