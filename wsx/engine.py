@@ -538,18 +538,23 @@ def replay_agrees(metric, n_sub: int, old: float, new: float) -> bool:
     return abs(old - new) <= 1e-4 * max(1.0, abs(old), abs(new))
 
 
-def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
-    """A note when the search subset's standard error (a mean of per-sample values in [0, 1], at the
-    target's value) exceeds the allowed loss: the subset then flatters or condemns whole regions,
-    and the front's best may miss the target on all samples."""
+def _subset_se(problem: Problem, n_sub: int) -> float | None:
+    """The standard error of the search subset's score at the target's value, in the metric's loss unit,
+    for a mean of per-sample values in [0, 1] (top-1, agreement); None for other metrics."""
     metric = problem.metric
-    if not (metric.per_sample and metric.bounds == (0.0, 1.0)) or not math.isfinite(problem.max_loss):
+    if not (metric.per_sample and metric.bounds == (0.0, 1.0)):
         return None
     p = min(max(problem.target_accuracy, 1e-3), 1 - 1e-3)
-    se = math.sqrt(p * (1 - p) / n_sub) * metric.scale
-    if se <= problem.max_loss:
+    return math.sqrt(p * (1 - p) / n_sub) * metric.scale
+
+
+def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
+    """A note when the search subset's standard error exceeds the allowed loss: the subset then
+    flatters or condemns whole regions, and the front's best may miss the target on all samples."""
+    se = _subset_se(problem, n_sub)
+    if se is None or not math.isfinite(problem.max_loss) or se <= problem.max_loss:
         return None
-    wanted = min(n, math.ceil(p * (1 - p) * (1.5 * metric.scale / problem.max_loss) ** 2))  # SE at 2/3 of it
+    wanted = min(n, math.ceil(n_sub * (1.5 * se / problem.max_loss) ** 2))  # SE at 2/3 of the allowed loss
     return (f"the search scores {n_sub} of {n} samples, whose standard error ({se:.3g}) exceeds the allowed "
             f"loss ({problem.max_loss:.3g}): candidates near the target may miss it on all samples and the "
             f"final CR come out lower; subset={wanted} (or a larger fraction) trades scoring time for it")
@@ -565,11 +570,8 @@ def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) ->
     # Re-score the subset front near and above the target: for a mean of per-sample values in [0, 1]
     # (top-1, agreement), 3 standard errors (at the target's value) past it may be legal on all data;
     # for other metrics the whole front.
-    metric = problem.metric
-    margin = math.inf
-    if metric.per_sample and metric.bounds == (0.0, 1.0):
-        p = min(max(problem.target_accuracy, 1e-3), 1 - 1e-3)
-        margin = 3.0 * math.sqrt(p * (1 - p) / n_sub) * metric.scale
+    se = _subset_se(problem, n_sub)
+    margin = math.inf if se is None else 3.0 * se
     chosen = [c for c in candidates if c.accuracy_loss <= problem.max_loss + margin] or candidates[:1]
     # and the strategy's nominated fallbacks (Problem.nominate) near or inside the target, off the front
     seen = {knob_key(c.knobs) for c in chosen}

@@ -174,7 +174,7 @@ class Problem:
         self.notes: list[str] = []
         self.extras: dict = {}
         self.stop_reason = ""
-        self.finalists: dict[tuple, dict] = {}  # knob key -> knobs: also re-scored on all samples at the end
+        self.finalists: set[tuple] = set()  # knob keys also re-scored on all samples at the end
         self._t0 = time.perf_counter()
         self._baseline_bits = {layer.name: approximation.baseline_bits(layer) for layer in self.layers}
         self.total_baseline_bits = sum(self._baseline_bits.values())
@@ -186,7 +186,7 @@ class Problem:
         scoring on all samples at the end (none when the search scores all samples)."""
         for c in candidates:
             knobs = c.knobs if isinstance(c, Candidate) else self._check(c)
-            self.finalists[knob_key(knobs)] = dict(knobs)
+            self.finalists.add(knob_key(knobs))
 
     # -- cheap, analytical ---------------------------------------------------------------------
     def layer(self, name: str) -> LayerInfo:

@@ -50,16 +50,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 
-def mobilenet_problem(images: int, size: int):
+def self_labelled(model, shape: tuple):
+    """(model, (seeded random inputs of ``shape``, the model's own predictions as labels))."""
     import torch
 
-    from benchmarks.scoring.mobilenet import mobilenet_v2
-
-    model = mobilenet_v2(num_classes=10, seed=0)
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((images, 3, size, size)).astype(np.float32))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     with torch.no_grad():
         y = model(x).argmax(1).numpy()
     return model, (x.numpy(), y)
+
+
+def mobilenet_problem(images: int, size: int):
+    from benchmarks.scoring.mobilenet import mobilenet_v2
+
+    return self_labelled(mobilenet_v2(num_classes=10, seed=0), (images, 3, size, size))
 
 
 def mlp_problem(samples: int, width: int = 512, depth: int = 4):
@@ -71,10 +75,7 @@ def mlp_problem(samples: int, width: int = 512, depth: int = 4):
     torch.manual_seed(0)
     model = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())],
                           nn.Linear(width, 10)).eval()
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((samples, width)).astype(np.float32))
-    with torch.no_grad():
-        y = model(x).argmax(1).numpy()
-    return model, (x.numpy(), y)
+    return self_labelled(model, (samples, width))
 
 
 def device_bound(model, data, delay: float):
@@ -131,20 +132,17 @@ class ChunkedSerial:
 _BARE = {}
 
 
-def _bare_init(build, *args):
+def _bare_init(chunk, build, *args):
     import torch
 
     torch.set_num_threads(1)
-    from wsx.executor import SerialExecutor
-
     session, _ = session_for(*build(*args))  # rebuilt in the process: a model's class may be local
-    _BARE["ex"] = SerialExecutor()
+    _BARE["ex"] = ChunkedSerial(chunk)
     _BARE["ex"].start(session)
 
 
-def _bare_score(population, chunk):
-    ex = _BARE["ex"]
-    return [s for i in range(0, len(population), chunk) for s in ex.score(population[i:i + chunk], None)]
+def _bare_score(population):
+    return _BARE["ex"].score(population, None)
 
 
 class Ceiling:
@@ -160,13 +158,13 @@ class Ceiling:
         from concurrent.futures import ProcessPoolExecutor
 
         self.pools = [ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=_bare_init, initargs=(self.build, *self.args))
+                                          initializer=_bare_init, initargs=(self.chunk, self.build, *self.args))
                       for _ in range(self.n)]
-        for f in [pool.submit(_bare_score, [], self.chunk) for pool in self.pools]:
+        for f in [pool.submit(_bare_score, []) for pool in self.pools]:
             f.result()
 
     def score(self, population, subset):
-        futures = [pool.submit(_bare_score, population, self.chunk) for pool in self.pools]
+        futures = [pool.submit(_bare_score, population) for pool in self.pools]
         return [f.result() for f in futures][0]
 
     def close(self):
