@@ -23,13 +23,17 @@ actually run, counted alike for both variants at ``Backend.score_detailed``), wa
 CR meeting the target (re-scored on all samples); then the ratios old / new. Results go to
 ``--out`` as study.json and study.md (appended per architecture, so a long run keeps what it did).
 ``--order new,old`` changes which runs first; ``--time-limit`` caps each run's search (a capped run
-says so: its CR is not final).
+says so: its CR is not final). ``--journal DIR`` gives each exploration a journal (``out=``) there:
+a run stopped with ``kill`` (SIGTERM) on its child keeps its scorings, and the same command
+resumes it; its CPU and wall seconds and sample-forwards add up over the sessions (``sessions.json``
+beside the journal; the candidates in flight at the stop are counted twice).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,16 +81,34 @@ def count_forwards(wsx) -> dict:
     return counted
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def child(name: str, variant: str, args) -> dict:
     """One exploration in this process (started by ``run_one`` with the variant's code first on the path)."""
     import wsx
 
     model, data, kw = problem(name, args)
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
+    sessions, before = None, []
+    if args.journal:
+        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}"
+        sessions = kw["out"] / "sessions.json"
+        before = json.loads(sessions.read_text()) if sessions.exists() else []
+        signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C would: the model restored, the journal kept
     t, cpu = time.perf_counter(), time.process_time()
-    r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=args.seed, threads=args.threads,
-                    time_limit=args.time_limit, **kw)
-    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    try:
+        r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=args.seed, threads=args.threads,
+                        time_limit=args.time_limit, **kw)
+    finally:  # a stopped run's share of the work, added to the next session's
+        this = {"wall": time.perf_counter() - t, "cpu": time.process_time() - cpu, "forwards": counted["total"]}
+        if sessions is not None:
+            sessions.parent.mkdir(parents=True, exist_ok=True)
+            sessions.write_text(json.dumps(before + [this]))
+    wall = sum(s["wall"] for s in before) + this["wall"]
+    cpu = sum(s["cpu"] for s in before) + this["cpu"]
+    counted["total"] += sum(s["forwards"] for s in before)
     best = r.best()
     layerwise = sum(1 for c in r.history if c.origin.startswith("layer-wise"))
     forwards = dict(counted, own=r.extras.get("sample_forwards"))
@@ -110,6 +132,8 @@ def run_one(arch: str, variant: str, args) -> dict:
            str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
     if args.time_limit:
         cmd += ["--time-limit", str(args.time_limit)]
+    if args.journal:
+        cmd += ["--journal", args.journal]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE,
                          env=child_env(args.old_commit if variant == "old" else args.new_commit))
     line = next((x for x in out.stdout.splitlines()[::-1] if x.startswith("{")), None)
@@ -166,6 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the exploration's seed (its scoring subset among others)")
     p.add_argument("--out", default=str(HERE / "study"))
+    p.add_argument("--journal", default=None, help="keep each run's journal under this folder: a stopped run resumes")
     p.add_argument("--merge", default=None, help="add the rows of another study.json (another --out) and rewrite the table")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
