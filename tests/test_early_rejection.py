@@ -362,3 +362,26 @@ def test_a_subset_noisier_than_the_allowed_loss_is_noted(tiny_data):
     wanted = int(note[0].split("subset=")[1].split(" ")[0])
     if wanted < 400:
         assert not any("standard error" in m for m in _explore(tiny_data, subset=wanted, min_subset=0).notes)
+
+
+def test_auto_subset_buys_a_quieter_subset_where_cheap_and_a_resumed_run_keeps_its_size(tiny_data, tmp_path,
+                                                                                         monkeypatch):
+    """subset="auto" starts from 10 % (40 of 400 samples here, min_subset=0): too noisy for the target,
+    and scoring more costs next to nothing, so it is raised (and says so); priced out, the 10 % stays
+    and the noise note names the size; a resumed run keeps the size its journal was started with."""
+    from wsx import engine
+    from wsx.commands import parse_subset
+
+    assert parse_subset("auto") == "auto" and parse_subset("0.1") == 0.1
+    cheap = _explore(tiny_data, subset="auto", min_subset=0, out=tmp_path)
+    raised = cheap.settings["subset_samples"]
+    assert raised > 40 and cheap.settings["subset"] == "auto"
+    assert any(m.startswith(f"subset=auto: {raised} of 400") for m in cheap.notes)
+    monkeypatch.setattr(engine, "AUTO_EXTRA_SECONDS", 0.0)
+    dear = _explore(tiny_data, subset="auto", min_subset=0)
+    assert dear.settings["subset_samples"] == 40 and not any(m.startswith("subset=auto") for m in dear.notes)
+    assert any("standard error" in m and "40 of 400" in m for m in dear.notes)
+    resumed = _explore(tiny_data, subset="auto", min_subset=0, out=tmp_path)
+    assert resumed.settings["subset_samples"] == raised
+    assert any(m.startswith("resumed from") for m in resumed.notes)
+    assert [c.knobs for c in resumed.history] == [c.knobs for c in cheap.history]

@@ -49,16 +49,16 @@ def check_seconds(name: str, value: Any) -> float | None:
 
 
 def check_subset(subset: Any) -> Any:
-    """None, a fraction in (0, 1] or a sample count >= 1."""
-    if subset is None:
-        return None
+    """None, "auto", a fraction in (0, 1] or a sample count >= 1."""
+    if subset is None or subset == "auto":
+        return subset
     if is_whole(subset):
         if subset < 1:
             raise InvalidSettingError(f"subset={subset!r} selects no sample; give a positive count or fraction")
         return int(subset)
     if is_number(subset) and 0.0 < subset <= 1.0:
         return float(subset)
-    raise InvalidSettingError(f"subset={subset!r}: give a fraction in (0, 1], a sample count, or None")
+    raise InvalidSettingError(f"subset={subset!r}: give a fraction in (0, 1], a sample count, 'auto' or None")
 
 
 def check_early_rejection(value: Any) -> str | float | bool:

@@ -25,6 +25,7 @@ from .errors import (BackendNotFoundError, BudgetTooSmallError, CorruptFileError
                      InvalidSettingError, MetricError, PluginNotFoundError, WsxError)
 from .executor import ScoringSession, resolve_executor
 from .files import OutDirLock
+from .journal import journal_setting
 from .identity import code_digest
 from .metrics import Goal, TargetSpec, resolve_metric, target_spec
 from .problem import Problem, Timers, knob_key, takes_keyword
@@ -36,6 +37,10 @@ from .strategy import Strategy
 from .threads import check_threads, limit_threads
 
 MIN_SUBSET = 1000  # fewer samples make top-1's standard error larger than typical AL differences
+AUTO = "auto"
+DEFAULT_SUBSET = 0.1  # what subset="auto" starts from
+AUTO_PROBE = 512  # samples timed to price a larger subset
+AUTO_EXTRA_SECONDS = 0.5  # per scoring: the most subset="auto" adds to buy a quieter subset
 
 # wsx.bench sets this around its runs of one problem (same model, data, metric, approximation and
 # clusterer): {search subset: {knob key: score}}, so that a candidate another run scored on the same
@@ -178,7 +183,7 @@ def _order(value: Any) -> tuple:
 def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divide-and-conquer",
             backend: Any = None, clusterer: Any = None, approximation: Any = "weight-sharing",
             target: Any = None, max_drop: float | None = None, max_increase: float | None = None,
-            output: Any = None, subset: Any = 0.1, seed: int = 0, budget: int | None = None,
+            output: Any = None, subset: Any = "auto", seed: int = 0, budget: int | None = None,
             out: Any = None, progress: bool = True, test_data: Any = None, bits: int | None = None,
             time_limit: float | None = None, knobs: Any = None, batch_size: int = 256,
             device: str | None = None, executor: Any = None, min_subset: int = MIN_SUBSET,
@@ -200,10 +205,13 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     higher-is-better metrics), "mlperf-light" (98 %) or a fraction; ``max_drop`` (higher-is-better
     metrics) or ``max_increase`` (lower-is-better ones), an absolute tolerance in the metric's loss
     unit (percentage points for top-1 and agreement). Search-time scores use a seeded ``subset``
-    (fraction or count, at least ``min_subset`` samples); the front is re-scored on all data, and on
-    ``test_data`` when given. A subset whose standard error exceeds the allowed loss gets a note with
-    the subset size that would not: a small one flatters whole regions and costs CR on all data
-    (LeNet-5 / Fashion-MNIST: 1 000 of 10 000 images, mean CR 10.3; 3 000, 13.3). ``budget`` caps scorings, ``time_limit`` the search seconds; ``knobs``
+    (fraction or count, at least ``min_subset`` samples; "auto", the default, is 10 % raised to the
+    size whose standard error at the target is 2/3 of the allowed loss where that adds at most
+    ``AUTO_EXTRA_SECONDS`` per scoring, timed on 512 samples; a resumed run keeps its size); the
+    front is re-scored on all data, and on ``test_data`` when given. A subset whose standard error
+    exceeds the allowed loss gets a note with the subset size that would not: a small one flatters
+    whole regions and costs CR on all data (LeNet-5 / Fashion-MNIST: 1 000 of 10 000 images, mean CR
+    10.3; 3 000, 13.3). ``budget`` caps scorings, ``time_limit`` the search seconds; ``knobs``
     overrides candidate knob values ({layer: [values]} or one list for all layers); ``bits`` is B.
     Layers whose weights cannot influence the selected output (``Backend.unused_layers``) are left
     out of the search and the CR, and listed in ``result.unused_layers`` (``exclude_unused=False``
@@ -311,7 +319,8 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         originals[layer.name] = w
     knob_values = _knob_values(appr, layers, knobs)
     n = be.num_samples
-    sub = subset_indices(n, subset, seed, min_subset)
+    sub, auto_note = (_auto_subset(be, spec, n, seed, min_subset, out, restart) if subset == AUTO else
+                      (subset_indices(n, subset, seed, min_subset), None))
     n_sub = n if sub is None else sub.size
     search_idx = sub  # the search subset in the order it is scored
     if isinstance(early_rejection, float):  # a statistical bound needs the samples in random order
@@ -404,8 +413,11 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         problem.note(be.output_note_)
     for message in be.notes():
         problem.note(message)
-    if sub is not None and subset is not None and n_sub > (math.ceil(float(subset) * n)
-                                                            if isinstance(subset, float) else int(subset)):
+    asked = DEFAULT_SUBSET if subset == AUTO else subset
+    if auto_note:
+        problem.note(auto_note)
+    elif sub is not None and asked is not None and n_sub > (math.ceil(float(asked) * n)
+                                                             if isinstance(asked, float) else int(asked)):
         problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
     noisy = _subset_noise_note(problem, n_sub, n) if sub is not None else None
     if noisy:
@@ -538,14 +550,62 @@ def replay_agrees(metric, n_sub: int, old: float, new: float) -> bool:
     return abs(old - new) <= 1e-4 * max(1.0, abs(old), abs(new))
 
 
-def _subset_se(problem: Problem, n_sub: int) -> float | None:
-    """The standard error of the search subset's score at the target's value, in the metric's loss unit,
-    for a mean of per-sample values in [0, 1] (top-1, agreement); None for other metrics."""
-    metric = problem.metric
+def _standard_error(metric, value: float, n_sub: int) -> float | None:
+    """The standard error of a mean of ``n_sub`` per-sample values in [0, 1] (top-1, agreement) at
+    ``value``, in the metric's loss unit; None for other metrics."""
     if not (metric.per_sample and metric.bounds == (0.0, 1.0)):
         return None
-    p = min(max(problem.target_accuracy, 1e-3), 1 - 1e-3)
+    p = min(max(value, 1e-3), 1 - 1e-3)
     return math.sqrt(p * (1 - p) / n_sub) * metric.scale
+
+
+def _subset_se(problem: Problem, n_sub: int) -> float | None:
+    """The search subset's standard error at the target's value (``_standard_error``)."""
+    return _standard_error(problem.metric, problem.target_accuracy, n_sub)
+
+
+def _quiet_size(se_one: float, max_loss: float, n: int) -> int:
+    """Samples at which a standard error of ``se_one`` on one sample falls to 2/3 of the allowed loss."""
+    return min(n, math.ceil((1.5 * se_one / max_loss) ** 2))
+
+
+def _auto_subset(be: Backend, spec: TargetSpec, n: int, seed: int, min_subset: int, out, restart: bool):
+    """``subset="auto"``: the 10 % default (at least ``min_subset`` samples), raised to the size whose
+    standard error at the target is 2/3 of the allowed loss when that costs at most
+    ``AUTO_EXTRA_SECONDS`` more per scoring (timed on the unmodified model). A small subset flatters
+    whole regions of the search space and the front's best then miss the target on all samples
+    (LeNet-5 / Fashion-MNIST: mean test CR 10.3 on 1 000 images, 13.3 on 3 000); where scoring is dear
+    (a ResNet on a CPU) the 10 % stays and a note names the size. A resumed run keeps its journal's
+    size. Returns (indices or None, note or None)."""
+    base = subset_indices(n, DEFAULT_SUBSET, seed, min_subset)
+    if base is None:
+        return None, None
+    recorded = None if restart or out is None else journal_setting(out, "subset_samples")
+    if recorded is not None:  # the size this run started with, however the timing comes out now
+        return subset_indices(n, int(recorded), seed, min_subset), None
+    probe = base[:AUTO_PROBE]
+    t0 = time.perf_counter()
+    try:
+        value = be.score_detailed([{}], probe)[0].value
+    except Exception:  # the baseline's scoring names what is wrong with the model or data
+        return base, None
+    per_sample = (time.perf_counter() - t0) / probe.size
+    metric = be.scoring_metric_ or be.metric_
+    goal = spec.goal(metric, value)
+    se_one = _standard_error(metric, goal.threshold, 1)
+    max_loss = goal.max_loss
+    if se_one is None or not (math.isfinite(value) and math.isfinite(max_loss) and max_loss > 0):
+        return base, None
+    wanted = _quiet_size(se_one, max_loss, n)
+    if wanted <= base.size:
+        return base, None
+    extra = (wanted - base.size) * per_sample
+    if extra > AUTO_EXTRA_SECONDS:
+        return base, None  # the noise note names the size
+    sub = subset_indices(n, wanted, seed, min_subset)
+    return sub, (f"subset=auto: {n if sub is None else sub.size} of {n} samples (the 10 % default raised: "
+                 f"its standard error at the target would exceed 2/3 of the allowed loss, and the larger "
+                 f"subset costs about {extra:.2g} s more per scoring)")
 
 
 def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
@@ -554,7 +614,7 @@ def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
     se = _subset_se(problem, n_sub)
     if se is None or not math.isfinite(problem.max_loss) or se <= problem.max_loss:
         return None
-    wanted = min(n, math.ceil(n_sub * (1.5 * se / problem.max_loss) ** 2))  # SE at 2/3 of the allowed loss
+    wanted = _quiet_size(se * math.sqrt(n_sub), problem.max_loss, n)
     return (f"the search scores {n_sub} of {n} samples, whose standard error ({se:.3g}) exceeds the allowed "
             f"loss ({problem.max_loss:.3g}): candidates near the target may miss it on all samples and the "
             f"final CR come out lower; subset={wanted} (or a larger fraction) trades scoring time for it")

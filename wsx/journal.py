@@ -66,6 +66,20 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(canonical(settings), sort_keys=True).encode()).hexdigest()
 
 
+def journal_setting(out: str | os.PathLike, key: str) -> Any:
+    """One setting of the journal in directory ``out`` as it was written (None without a readable
+    journal): what a resumed run must keep although it would now choose otherwise."""
+    path = Path(out) / FILENAME
+    if not path.is_file():
+        return None
+    try:
+        header = read(path)[0]
+    except WsxError:
+        return None  # attaching reports what is wrong with it
+    settings = header.get("settings")
+    return settings.get(key) if isinstance(settings, dict) else None
+
+
 def read(path: str | os.PathLike) -> tuple[dict, list[dict], int]:
     """(header, records, bytes of intact lines) of a journal; a torn last line is left out."""
     path = Path(path)

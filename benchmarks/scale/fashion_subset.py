@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 
-def run(subset: float, seed: int, name: str = "lenet5") -> dict:
+def run(subset: float | str, seed: int, name: str = "lenet5") -> dict:
     import wsx
     from benchmarks import fashion_mnist, resnet20_fashion
 
@@ -45,7 +45,7 @@ def main() -> None:
     rows = ["| subset | samples | seed | scorings | sample-forwards | CPU s | best test CR |",
             "|---:|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(rows), flush=True)
-    for subset in [float(s) for s in args.subsets.split(",")]:
+    for subset in [s if s == "auto" else float(s) for s in args.subsets.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             r = run(subset, seed, args.model)
             rows.append(f"| {r['subset']} | {r['samples']} | {r['seed']} | {r['scorings']} | {r['forwards']:,} "

@@ -28,7 +28,8 @@ def add_run_options(p) -> None:
     p.add_argument("--target", default=None,
                    help="mlperf-heavy (99%% of baseline; the default for higher-is-better metrics), mlperf-light "
                    "(98%%) or a fraction such as 0.995")
-    p.add_argument("--subset", default="0.1", help="search-time scoring subset: fraction, count, or 'all'")
+    p.add_argument("--subset", default="auto", help="search-time scoring subset: 'auto' (10 %%, raised where "
+                   "that is noisy against the target and cheap to enlarge), a fraction, a count, or 'all'")
     p.add_argument("--min-subset", type=int, default=None,
                    help="fewest samples a subset is raised to (default 1000: below it top-1's noise exceeds "
                    "typical loss differences)")
@@ -115,13 +116,15 @@ def parse_subset(text):
     text = text.strip()
     if text in ("all", "none", "None"):
         return None
+    if text == "auto":
+        return text
     try:
         if text.endswith("%"):
             return float(text[:-1]) / 100.0
         return int(text) if text.isdigit() else float(text)
     except ValueError:
         raise InvalidSettingError(f"--subset {text!r}: give a fraction such as 0.1, a percentage such as 10%, "
-                                  "a sample count such as 1000, or 'all'") from None
+                                  "a sample count such as 1000, 'auto' or 'all'") from None
 
 
 def parse_knobs(text):

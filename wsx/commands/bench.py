@@ -79,7 +79,7 @@ def run(args) -> int:
                                       "lenet5-digits, the built-in example)")
         model, data = wsx.zoo.load("lenet5-digits", framework="torch", split="test")
         test = None
-        if args.subset == "0.1":  # the default: all 540 images (fewer than the 1000-sample minimum anyway)
+        if args.subset == "auto":  # the default: all 540 images (fewer than the 1000-sample minimum anyway)
             kwargs["subset"] = None
     else:
         if not (args.model and args.data):
