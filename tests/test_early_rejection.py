@@ -385,3 +385,14 @@ def test_auto_subset_buys_a_quieter_subset_where_cheap_and_a_resumed_run_keeps_i
     assert resumed.settings["subset_samples"] == raised
     assert any(m.startswith("resumed from") for m in resumed.notes)
     assert [c.knobs for c in resumed.history] == [c.knobs for c in cheap.history]
+
+
+def test_a_metric_too_coarse_for_the_allowed_loss_is_noted():
+    """On all of 40 samples one flipped sample moves top-1 by 2.5 pp, more than mlperf-heavy's 1 pp: the
+    run says the target lets no sample change and how many samples would give it resolution; on 400
+    samples (0.25 pp a sample) it says nothing."""
+    coarse = _explore(make_mlp(n=40), subset=None)
+    note = [m for m in coarse.notes if "lets no sample change" in m]
+    assert len(note) == 1 and "one of the 40 samples" in note[0] and "2.5 pp" in note[0]
+    assert "score on 500 samples" in note[0]
+    assert not any("lets no sample change" in m for m in _explore(make_mlp(n=400), subset=None).notes)

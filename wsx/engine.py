@@ -419,7 +419,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     elif sub is not None and asked is not None and n_sub > (math.ceil(float(asked) * n)
                                                              if isinstance(asked, float) else int(asked)):
         problem.note(f"subset raised to {n_sub} of {n} samples (min_subset={min_subset})")
-    noisy = _subset_noise_note(problem, n_sub, n) if sub is not None else None
+    noisy = _subset_noise_note(problem, n_sub, n) if sub is not None else _resolution_note(problem, n)
     if noisy:
         problem.note(noisy)
     needed = getattr(strat, "first_step_scorings", None)
@@ -618,6 +618,19 @@ def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
     return (f"the search scores {n_sub} of {n} samples, whose standard error ({se:.3g}) exceeds the allowed "
             f"loss ({problem.max_loss:.3g}): candidates near the target may miss it on all samples and the "
             f"final CR come out lower; subset={wanted} (or a larger fraction) trades scoring time for it")
+
+
+def _resolution_note(problem: Problem, n: int) -> str | None:
+    """A note when one sample of all ``n`` moves a 0 / 1 per-sample metric by more than the allowed
+    loss: the target then lets no sample change, every layer alone scores a loss of 0 or more than
+    allowed, and a combination step that models the layers' losses has nothing to go on."""
+    metric = problem.metric
+    if not counts_samples(metric) or not (0 < problem.max_loss < metric.scale / n):
+        return None
+    return (f"one of the {n} samples moves {metric.name} by {metric.scale / n:.3g} {metric.unit}, more than the "
+            f"allowed loss ({problem.max_loss:.3g}): the target lets no sample change, and the search's model of "
+            f"the layers' losses sees only 0 or failure; score on {math.ceil(5 * metric.scale / problem.max_loss)} "
+            "samples or more, or allow a larger loss")
 
 
 def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) -> list:
