@@ -240,3 +240,22 @@ def test_resume_rescores_a_few_replayed_candidates(tmp_path, tiny):
     # the baseline, then the 3 re-scored replayed candidates: those scored in full in one call, those
     # rejected early in another (re-scored under the same stop rule)
     assert calls[0] == 1 and sum(calls[1:]) == 3 and len(calls) <= 3
+
+
+def test_computation_digest_follows_what_the_forward_reaches():
+    """A helper the forward calls is part of the computation; a method it never reaches is not, so a
+    per-process value there (transformers' telemetry session id) cannot stop a run from resuming."""
+    torch = pytest.importorskip("torch")
+    from wsx.identity import classes_digest
+
+    def net(scale, session):
+        ns = {"torch": torch, "SESSION": session, "__name__": "user_model"}
+        exec("class Net(torch.nn.Module):\n"
+             "    def forward(self, x):\n        return self.helper(x)\n"
+             f"    def helper(self, x):\n        return x * {scale}\n"
+             "    def telemetry(self):\n        return SESSION\n", ns)
+        return ns["Net"]()
+
+    digest = classes_digest([net(2, "a1")], ("torch.",))
+    assert digest == classes_digest([net(2, "b2")], ("torch.",))
+    assert digest != classes_digest([net(3, "a1")], ("torch.",))

@@ -33,26 +33,47 @@ def code_digest(obj: Any) -> str:
 
 def classes_digest(objects, skip_prefixes: tuple[str, ...]) -> str:
     """Digest of the code of every class of ``objects`` (and their bases) not defined in a module
-    starting with one of ``skip_prefixes`` (the framework's own classes, identified by their config)."""
-    h = hashlib.sha256()
-    done: set = set()
+    starting with one of ``skip_prefixes`` (the framework's own classes, identified by their config):
+    the methods ``forward`` / ``call`` / ``__call__`` reach by name, transitively."""
+    classes: list = []
     for obj in objects:
         for cls in type(obj).__mro__:
             module = cls.__module__ or ""
-            if cls in done or cls is object or module.startswith(skip_prefixes) or module == "builtins":
+            if cls in classes or cls is object or module.startswith(skip_prefixes) or module == "builtins":
                 continue
-            done.add(cls)
-            h.update(f"class {module}.{cls.__qualname__}\n".encode())
-            for name in sorted(vars(cls)):
-                attr = vars(cls)[name]
-                if isinstance(attr, (staticmethod, classmethod)):
-                    attr = attr.__func__
-                if isinstance(attr, property):
-                    attr = attr.fget
-                if isinstance(attr, types.FunctionType):
-                    h.update(f"{name}:".encode())
-                    _feed(h, attr, 1, set())
+            classes.append(cls)
+    methods = {(cls, name): fn for cls in classes for name in vars(cls)
+               if (fn := _function(vars(cls)[name])) is not None}
+    # Only what the forward reaches (the methods it names, and theirs): other methods' globals can
+    # hold per-process values (a library's session id) that would tell the same model apart.
+    reached, todo = set(), [name for name in COMPUTE_ROOTS]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        for (cls, n), fn in methods.items():
+            if n == name:
+                todo += [m for m in _global_names(fn.__code__) if m not in reached]
+    h = hashlib.sha256()
+    for cls in classes:
+        h.update(f"class {cls.__module__}.{cls.__qualname__}\n".encode())
+        for name in sorted(n for c, n in methods if c is cls and n in reached):
+            h.update(f"{name}:".encode())
+            _feed(h, methods[(cls, name)], 1, set())
     return h.hexdigest()
+
+
+COMPUTE_ROOTS = ("forward", "call", "__call__")  # torch, Keras, plain callables
+
+
+def _function(attr: Any):
+    """The function behind a class attribute (method, static or class method, property), else None."""
+    if isinstance(attr, (staticmethod, classmethod)):
+        attr = attr.__func__
+    if isinstance(attr, property):
+        attr = attr.fget
+    return attr if isinstance(attr, types.FunctionType) else None
 
 
 def _feed(h, obj: Any, depth: int, seen: set) -> None:
