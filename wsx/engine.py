@@ -614,7 +614,7 @@ def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
     se = _subset_se(problem, n_sub)
     if se is None or not math.isfinite(problem.max_loss) or se <= problem.max_loss:
         return None
-    wanted = _quiet_size(se * math.sqrt(n_sub), problem.max_loss, n)
+    wanted = _quiet_size(_subset_se(problem, 1), problem.max_loss, n)
     return (f"the search scores {n_sub} of {n} samples, whose standard error ({se:.3g}) exceeds the allowed "
             f"loss ({problem.max_loss:.3g}): candidates near the target may miss it on all samples and the "
             f"final CR come out lower; subset={wanted} (or a larger fraction) trades scoring time for it")

@@ -35,32 +35,28 @@ def classes_digest(objects, skip_prefixes: tuple[str, ...]) -> str:
     """Digest of the code of every class of ``objects`` (and their bases) not defined in a module
     starting with one of ``skip_prefixes`` (the framework's own classes, identified by their config):
     the methods ``forward`` / ``call`` / ``__call__`` reach by name, transitively."""
-    classes: list = []
-    for obj in objects:
-        for cls in type(obj).__mro__:
-            module = cls.__module__ or ""
-            if cls in classes or cls is object or module.startswith(skip_prefixes) or module == "builtins":
-                continue
-            classes.append(cls)
-    methods = {(cls, name): fn for cls in classes for name in vars(cls)
-               if (fn := _function(vars(cls)[name])) is not None}
+    classes = list(dict.fromkeys(
+        cls for obj in objects for cls in type(obj).__mro__
+        if cls is not object and not (cls.__module__ or "").startswith(skip_prefixes) and cls.__module__ != "builtins"))
+    methods: dict[str, list] = {}  # name -> the functions of that name, over all classes
+    for cls in classes:
+        for name, attr in vars(cls).items():
+            if (fn := _function(attr)) is not None:
+                methods.setdefault(name, []).append(fn)
     # Only what the forward reaches (the methods it names, and theirs): other methods' globals can
     # hold per-process values (a library's session id) that would tell the same model apart.
-    reached, todo = set(), [name for name in COMPUTE_ROOTS]
+    reached, todo = set(), list(COMPUTE_ROOTS)
     while todo:
         name = todo.pop()
-        if name in reached:
-            continue
-        reached.add(name)
-        for (cls, n), fn in methods.items():
-            if n == name:
-                todo += [m for m in _global_names(fn.__code__) if m not in reached]
+        if name not in reached:
+            reached.add(name)
+            todo += [m for fn in methods.get(name, ()) for m in _global_names(fn.__code__)]
     h = hashlib.sha256()
     for cls in classes:
         h.update(f"class {cls.__module__}.{cls.__qualname__}\n".encode())
-        for name in sorted(n for c, n in methods if c is cls and n in reached):
+        for name in sorted(n for n in vars(cls) if n in reached and _function(vars(cls)[n]) is not None):
             h.update(f"{name}:".encode())
-            _feed(h, methods[(cls, name)], 1, set())
+            _feed(h, _function(vars(cls)[name]), 1, set())
     return h.hexdigest()
 
 

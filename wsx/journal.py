@@ -69,14 +69,12 @@ def settings_digest(settings: dict) -> str:
 def journal_setting(out: str | os.PathLike, key: str) -> Any:
     """One setting of the journal in directory ``out`` as it was written (None without a readable
     journal): what a resumed run must keep although it would now choose otherwise."""
-    path = Path(out) / FILENAME
-    if not path.is_file():
-        return None
-    try:
-        header = read(path)[0]
-    except WsxError:
-        return None  # attaching reports what is wrong with it
-    settings = header.get("settings")
+    try:  # the header line only: attaching reads (and checks) the records
+        with open(Path(out) / FILENAME, "rb") as f:
+            header = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None  # no journal, or one attaching will report on
+    settings = header.get("settings") if isinstance(header, dict) and header.get("format") == FORMAT else None
     return settings.get(key) if isinstance(settings, dict) else None
 
 
