@@ -206,7 +206,7 @@ def test_journal_header_names_model_data_and_settings(tiny, tmp_path):
     assert set(header["fingerprint"]) == {"model", "computation", "data", "metric", "settings"}
     assert header["baseline"] == result.baseline.subset_accuracy
     assert result.settings["fingerprint"] == header["fingerprint"]
-    full = {"knobs", "value", "origin", "at", "t", "h"}
+    full = {"knobs", "value", "origin", "at", "t", "h", "distortion"}
     assert all(set(r) in (full, full | {"rejected", "samples", "bound"}) for r in records)
     assert any(r.get("rejected") for r in records) and any("rejected" not in r for r in records)
     assert [r["value"] for r in records] == [c.accuracy for c in result.history]
@@ -264,7 +264,7 @@ class Killed(Exception):
 
 class InParts(SerialExecutor):
     """Scores each call one candidate at a time and hands them back last first (as Ray workers may
-    finish); on its ``die_in``-th call of four candidates or more it stops dead after two of them."""
+    finish); on its ``die_in``-th call of three candidates or more it stops dead after two of them."""
 
     name = "in-parts"
 
@@ -274,7 +274,7 @@ class InParts(SerialExecutor):
 
     def score(self, population, subset, *, stop=None, split="search", on_result=None):
         population = list(population)
-        self.big_calls += len(population) >= 4
+        self.big_calls += len(population) >= 3
         results = [None] * len(population)
         for n, i in enumerate(reversed(range(len(population)))):
             if n == 2 and self.big_calls == self.die_in:

@@ -18,7 +18,26 @@ from .scoring import Scored, StopRule
 # beyond it they are recomputed for every batch of every score call.
 DEFAULT_REFERENCE_BYTES = 1 << 30
 
-Population = Sequence[Mapping[str, np.ndarray]]
+
+def _sq_distance(out: Any, ref: Any, decision: str | None = None) -> float | None:
+    """The batch's summed per-sample mean squared difference of ``out`` to ``ref`` (None: not arrays
+    of one shape). With a class ``decision`` axis (``Metric.decision_axis``) each squared difference
+    is divided by the square of the reference's gap between its two top classes there: how close the
+    sample is to changing class, so that samples near the boundary weigh most."""
+    try:
+        a, b = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.shape != b.shape or a.ndim == 0 or a.size == 0:
+        return None
+    if decision == "flat" or (decision == "last" and a.ndim == 1):
+        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    if decision is not None and a.ndim >= 2 and a.shape[-1] >= 2:
+        top = np.partition(b, -2, axis=-1)[..., -2:]
+        per = ((a - b) ** 2).mean(axis=-1) / ((top[..., 1] - top[..., 0]) ** 2 + 1e-12)
+    else:
+        per = (a - b) ** 2
+    return float(per.reshape(len(a), -1).mean(axis=1).sum())
 
 
 class Backend(ABC):
@@ -40,6 +59,12 @@ class Backend(ABC):
     (``needs_reference``) gets its reference outputs from ``_forward_population`` with the original
     weights, computed once per sample and kept while they take at most ``reference_bytes`` (default
     1 GiB); beyond that they are recomputed for every batch (one more forward per batch).
+
+    With ``track_distortion`` (default), every ``Scored`` also carries the mean squared distance of the
+    candidate's selected outputs to the uncompressed model's (``Scored.distortion``; for metrics deciding
+    a class, per sample over the square of the reference's top-two gap: ``_sq_distance``): free for such
+    metrics, one cached reference forward per sample for label metrics (not measured where the
+    reference is not cached, the data yields no sample indices, or the outputs are not arrays).
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +77,7 @@ class Backend(ABC):
     # importances(names, subset, seed=) -> {layer: per-weight squared gradients} (wsx.sensitivity)
     supports_gradients: ClassVar[bool] = False
     supports_prefix_cache: ClassVar[bool] = False
+    track_distortion: ClassVar[bool] = True
 
     def __new__(cls, *args, **kwargs):
         # The arguments a backend was created with, so that an executor can build it again on a
@@ -215,7 +241,8 @@ class Backend(ABC):
         if request.details is None or len(request.details) != len(values):
             samples = self.num_samples if subset is None else len(subset)
             return [Scored(float(v), samples) for v in values]
-        return [Scored(float(v), d.samples, d.rejected, d.bound) for v, d in zip(values, request.details)]
+        return [Scored(float(v), d.samples, d.rejected, d.bound, d.distortion)
+                for v, d in zip(values, request.details)]
 
     def _scoring_mode(self):
         """A context every scoring runs in (backends override it: eval mode, no autograd)."""
@@ -230,8 +257,9 @@ class Backend(ABC):
         active = list(range(len(population)))  # positions in population still scored
         total = self.num_samples if subset is None else len(subset)
         rejected: dict[int, float] = {}  # position -> best value it could still reach
-        acc = metric = reference = rule = None
+        acc = metric = reference = rule = track = None
         seen = checks = 0
+        dist = np.zeros(len(population))  # per candidate: summed per-sample squared output distance
         for batch in self._iter_batches(subset):
             if not active:
                 break  # every candidate rejected: the rest of the data is not read
@@ -254,6 +282,18 @@ class Backend(ABC):
                 target = labels
             for i, out in zip(active, outputs):
                 acc.add(i, out, target)
+            if track is None:  # label metrics pay one reference forward per sample, cached
+                track = self.track_distortion and (metric.needs_reference or indices is not None)
+            if track:
+                if reference is None:
+                    reference = self._prepare([{}])
+                ref = target if metric.needs_reference else self._reference(inputs, indices, reference)
+                for i, out in zip(active, outputs):
+                    d = _sq_distance(out, ref, metric.decision_axis)
+                    track = track and d is not None
+                    dist[i] += d if d is not None else 0.0
+                if not metric.needs_reference and self.reference_cached_ is False:
+                    track = False  # not cached: every scoring would pay a second forward
             size = len(outputs[0]) if len(outputs) else 0
             seen += size
             self.sample_forwards_ = getattr(self, "sample_forwards_", 0) + size * len(active)
@@ -276,8 +316,13 @@ class Backend(ABC):
             raise MetricError(f"metric {metric.name!r} returned non-finite values {values!r}; "
                               "make it return a finite float")
         counts = getattr(acc, "counts", None)
-        return [Scored(float(v), int(counts[i]), True, rejected[i]) if i in rejected
-                else Scored(float(v), int(seen)) for i, v in enumerate(values)]
+        out = [Scored(float(v), int(counts[i]), True, rejected[i]) if i in rejected
+               else Scored(float(v), int(seen)) for i, v in enumerate(values)]
+        if track:  # a rejected candidate's mean is over the samples it was scored on
+            for i, scored in enumerate(out):
+                d = dist[i] / max(scored.samples, 1)
+                scored.distortion = float(d) if np.isfinite(d) else None
+        return out
 
     def _narrow(self, prepared: Any, keep: Sequence[int], candidates: Population) -> Any:
         """``prepared`` reduced to the candidates at positions ``keep`` (those not rejected), which are

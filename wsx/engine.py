@@ -623,14 +623,15 @@ def _subset_noise_note(problem: Problem, n_sub: int, n: int) -> str | None:
 def _resolution_note(problem: Problem, n: int) -> str | None:
     """A note when one sample of all ``n`` moves a 0 / 1 per-sample metric by more than the allowed
     loss: the target then lets no sample change, every layer alone scores a loss of 0 or more than
-    allowed, and a combination step that models the layers' losses has nothing to go on."""
+    allowed, and a combination step that models the layers' losses has nothing to go on (divide-and-
+    conquer then models their output distortion, ``Candidate.distortion``)."""
     metric = problem.metric
     if not counts_samples(metric) or not (0 < problem.max_loss < metric.scale / n):
         return None
     return (f"one of the {n} samples moves {metric.name} by {metric.scale / n:.3g} {metric.unit}, more than the "
-            f"allowed loss ({problem.max_loss:.3g}): the target lets no sample change, and the search's model of "
-            f"the layers' losses sees only 0 or failure; score on {math.ceil(5 * metric.scale / problem.max_loss)} "
-            "samples or more, or allow a larger loss")
+            f"allowed loss ({problem.max_loss:.3g}): the target lets no sample change, and the layers' losses "
+            "are only 0 or failure (divide-and-conquer models their outputs' distortion instead); score on "
+            f"{math.ceil(5 * metric.scale / problem.max_loss)} samples or more, or allow a larger loss")
 
 
 def _rescore_front(problem: Problem, score, sub, goal_full: Goal, n_sub: int) -> list:

@@ -7,7 +7,7 @@ to say what changed) and the baseline's search-subset score; each further line i
 ``{"knobs": {layer: knob}, "value": subset metric, "origin": step, "at": its place in the history,
 "t": [scoring, clustering, wall seconds since the previous record], "h": checksum}``; a candidate
 stopped early (early rejection) also has ``"rejected": true, "samples": samples seen, "bound": best
-value it could still reach``. A record is one unbuffered ``write`` of a whole line, made as soon as
+value it could still reach``; one with a measured ``Scored.distortion`` has ``"distortion"``. A record is one unbuffered ``write`` of a whole line, made as soon as
 the candidate is scored: once it returns, the record survives the process being killed (SIGKILL
 included). ``fsync`` follows at most every ``SYNC_SECONDS`` and on close, so that a power cut loses
 at most that much (a per-record fsync cost ~10 % of a small model's search). A torn last line is dropped on read.
@@ -164,17 +164,22 @@ def _timing(rec: dict) -> list | None:
 
 
 def _rejection(rec: dict):
-    """The ``Scored`` of a rejected record, None for a full one, False if its rejection fields are malformed."""
+    """The ``Scored`` of a rejected record or of one with a distortion, None for a plain full one,
+    False if its rejection or distortion fields are malformed."""
     from .scoring import Scored
 
+    distortion = rec.get("distortion")
+    if distortion is not None and not (_finite(distortion) and distortion >= 0):
+        return False
     if "rejected" not in rec:
-        return None
+        return None if distortion is None else Scored(float(rec["value"]), 0, distortion=float(distortion))
     samples, bound = rec.get("samples"), rec.get("bound")
     if rec["rejected"] is not True or not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0):
         return False
     if bound is not None and not _finite(bound):
         return False
-    return Scored(float(rec["value"]), samples, True, None if bound is None else float(bound))
+    return Scored(float(rec["value"]), samples, True, None if bound is None else float(bound),
+                  None if distortion is None else float(distortion))
 
 
 def _foreign(path) -> CorruptFileError:
@@ -289,6 +294,8 @@ class Journal:
         body = {"knobs": knobs, "value": value, "origin": origin, "at": at, "t": spent}
         if scored is not None and scored.rejected:
             body.update(rejected=True, samples=int(scored.samples), bound=scored.bound)
+        if scored is not None and scored.distortion is not None:
+            body["distortion"] = scored.distortion
         rec = json.loads(json.dumps(body, default=_plain))
         rec["h"] = checksum(rec)
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
@@ -361,9 +368,9 @@ def _replay(path: Path, problem, records: list[dict], timings: dict, check: Repl
     if check is not None and replayed:
         rng = np.random.default_rng(problem.seed)
         picked = [replayed[i] for i in sorted(rng.choice(len(replayed), min(VERIFY, len(replayed)), replace=False))]
-        full = [(knobs, old) for knobs, old, scored in picked if scored is None]
+        full = [(knobs, old) for knobs, old, scored in picked if scored is None or not scored.rejected]
         parts = [(full, check.rescore([knobs for knobs, _ in full]), False)] if full else []
-        rejected = [(knobs, old) for knobs, old, scored in picked if scored is not None]
+        rejected = [(knobs, old) for knobs, old, scored in picked if scored is not None and scored.rejected]
         if rejected:  # re-scored under the same rule, a rejected candidate is rejected again alike
             parts.append((rejected, check.rescore([knobs for knobs, _ in rejected], problem.stop_rule), True))
         for items, fresh, was_rejected in parts:

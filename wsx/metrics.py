@@ -134,6 +134,9 @@ class Metric:
     """How candidates are judged; see the module docstring for every attribute."""
 
     accumulator_class: type = MeanAccumulator
+    # Where the metric takes an arg-max ("flat": over each sample's flattened outputs, "last": over the
+    # last axis; None: no class decision): output distortion is then measured against the margin.
+    decision_axis: str | None = None
 
     def __init__(self, name: str, *, greater_is_better: bool = True, per_sample: bool = True,
                  bounds: tuple | None = None, unit: str = "", scale: float = 1.0, against: str = "labels"):
@@ -259,6 +262,8 @@ def _paired(metric: Metric, outputs: np.ndarray, target: Any) -> tuple[np.ndarra
 class Top1(Metric):
     """Top-1 accuracy: arg-max of the outputs (flattened per sample) against integral class labels."""
 
+    decision_axis = "flat"
+
     def __init__(self):
         super().__init__("top1", bounds=(0, 1), unit="pp", scale=100.0, against="labels")
 
@@ -299,6 +304,8 @@ def class_indices(labels: Any, n: int, classes: int) -> np.ndarray:
 
 class Agreement(Metric):
     """Top-1 agreement with the uncompressed model: arg-max over the last axis, averaged per sample."""
+
+    decision_axis = "last"
 
     def __init__(self):
         super().__init__("agreement", bounds=(0, 1), unit="pp", scale=100.0, against="reference")

@@ -160,6 +160,7 @@ class Problem:
         self.scores: dict[tuple, float] = {}  # knob key -> subset metric; pre-fillable (resume)
         self.rejected: dict[tuple, Scored] = {}  # knob keys whose score in ``scores`` is partial
         self.rejections = 0  # scorings that ended rejected
+        self.distortions: dict[tuple, float] = {}  # knob key -> Scored.distortion, where measured
         self.early_rejection = early_rejection
         self._takes_stop = takes_keyword(score_fn, "stop")
         self._takes_on_result = takes_keyword(score_fn, "on_result")
@@ -314,7 +315,8 @@ class Problem:
                          measured_on=measured_on or self.measured_on,
                          size_bits=self.size_bits(knobs), origin=origin, rejected=rejected,
                          samples=int(scored.samples) if rejected else None,
-                         bound=None if not rejected or scored.bound is None else float(scored.bound))
+                         bound=None if not rejected or scored.bound is None else float(scored.bound),
+                         distortion=self.distortions.get(knob_key(knobs)))
 
     def evaluate(self, population: Sequence[Mapping[str, Any]], origin: str | Sequence[str] = "", *,
                  reject: bool = True) -> list[Candidate]:
@@ -421,7 +423,8 @@ class Problem:
     def _share(self, key: tuple, res: Any) -> None:
         if self.shared_scores is not None:
             value, scored = _unpack(res)
-            self.shared_scores[key] = scored if scored is not None and scored.rejected else value
+            keep = scored is not None and (scored.rejected or scored.distortion is not None)
+            self.shared_scores[key] = scored if keep else value
 
     def _record(self, key: tuple, knobs: dict, res: Any, origin: str) -> None:
         """One scoring's result (a Scored or a plain value) into the tables, history and journal."""
@@ -432,6 +435,8 @@ class Problem:
 
     def _add(self, key: tuple, knobs: dict, value: float, scored: Scored | None = None, *, origin: str) -> None:
         self.scores[key] = value
+        if scored is not None and scored.distortion is not None:
+            self.distortions[key] = float(scored.distortion)
         self.scorings += 1
         if scored is not None and scored.rejected:
             self.rejected[key] = scored

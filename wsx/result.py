@@ -28,7 +28,9 @@ class Candidate:
     ``rejected`` candidates were stopped early (``wsx.scoring``, early rejection): ``accuracy`` is then
     the mean over the ``samples`` seen and ``bound`` the best value they could still have reached on
     the whole subset; they fail the target and are never on a front. ``samples`` is None for a
-    candidate scored on every sample of its data.
+    candidate scored on every sample of its data. ``distortion`` is the mean squared distance of its
+    outputs to the uncompressed model's on the search subset (``wsx.scoring.Scored``; None where not
+    measured).
     """
 
     knobs: dict
@@ -45,6 +47,7 @@ class Candidate:
     rejected: bool = False
     samples: int | None = None
     bound: float | None = None
+    distortion: float | None = None
 
     @property
     def value(self) -> float:
@@ -168,7 +171,8 @@ class Result:
             row = {"index": i, "accuracy": c.accuracy, "accuracy_loss": c.accuracy_loss,
                    "compression_rate": c.compression_rate, "meets_target": c.meets_target,
                    "measured_on": c.measured_on, "size_bits": c.size_bits, "origin": c.origin,
-                   "rejected": c.rejected, "samples": c.samples, "bound": c.bound}
+                   "rejected": c.rejected, "samples": c.samples, "bound": c.bound,
+                   "distortion": c.distortion}
             for layer, knob in c.knobs.items():
                 row[f"knob[{layer}]"] = knob
             rows.append(row)

@@ -88,12 +88,17 @@ class StopRule:
 class Scored:
     """One candidate's score: ``value`` on the ``samples`` it was scored on. ``rejected`` candidates were
     stopped early (a StopRule): ``value`` is then the mean over the samples seen and ``bound`` the best
-    value the candidate could still have reached on the whole subset; they fail the target."""
+    value the candidate could still have reached on the whole subset; they fail the target.
+    ``distortion``: the mean squared distance of the candidate's outputs to the uncompressed model's on
+    those samples (None where not measured: see ``Backend.score_detailed``), a continuous signal where
+    the metric moves in steps (a flipped top-1 sample)."""
 
     value: float
     samples: int
     rejected: bool = False
     bound: float | None = None
+    distortion: float | None = None
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "samples": self.samples, "rejected": self.rejected, "bound": self.bound}
+        return {"value": self.value, "samples": self.samples, "rejected": self.rejected, "bound": self.bound,
+                "distortion": self.distortion}

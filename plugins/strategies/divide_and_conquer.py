@@ -36,25 +36,39 @@ def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
     return sorted(knob for _, knob in best.values()), relaxed
 
 
-def loss_tables(problem, choices: dict, layerwise: dict, prior: dict | None = None) -> dict:
+def loss_tables(problem, choices: dict, layerwise: dict, prior: dict | None = None, *,
+                signal: str = "loss") -> dict:
     """{layer: its loss alone at each of its ``choices``}: measured where the layer-wise step scored
     the value in full, elsewhere interpolated in the inertia by a non-decreasing fit (scikit-learn's
     isotonic regression through the measured points and (0, 0), the layer as it is).
 
     ``prior`` {layer: (loss, inertia)} adds ``loss`` x inertia / ``inertia`` to every value: measured
     losses at or below 0 (noise on a subset) would make many values equally free and the model's
-    least lossy combination aggressive; the prior keeps more shared values always better."""
+    least lossy combination aggressive; the prior keeps more shared values always better.
+
+    ``signal="distortion"`` tabulates the outputs' distance to the uncompressed model's instead
+    (``Candidate.distortion``, rejected candidates' partial means included), proportional to the
+    inertia beyond the largest one measured (a small weight error moves the outputs linearly)."""
     from sklearn.isotonic import IsotonicRegression
+
+    def measure(c):
+        if signal == "distortion":
+            return c.distortion
+        return None if c.rejected else max(c.accuracy_loss, 0.0)
 
     out = {}
     for name, ks in choices.items():
         inertia = np.asarray(problem.proxies(name, ks), dtype=float)
-        measured = {c.knobs[name]: max(c.accuracy_loss, 0.0) for c in layerwise.get(name, [])
-                    if not c.rejected and c.knobs.get(name, UNCOMPRESSED) is not UNCOMPRESSED}
+        measured = {c.knobs[name]: measure(c) for c in layerwise.get(name, [])
+                    if c.knobs.get(name, UNCOMPRESSED) is not UNCOMPRESSED and measure(c) is not None}
         xs = [0.0] + list(problem.proxies(name, list(measured)))
         ys = [0.0] + list(measured.values())
         model = IsotonicRegression(increasing=True, y_min=0.0, out_of_bounds="clip").fit(xs, ys)
         table = model.predict(inertia)
+        top = int(np.argmax(xs))
+        if signal == "distortion" and xs[top] > 0:
+            beyond = inertia > xs[top]
+            table[beyond] = model.predict([xs[top]])[0] * inertia[beyond] / xs[top]
         for i, k in enumerate(ks):
             if k in measured:
                 table[i] = measured[k]
@@ -71,6 +85,66 @@ def loss_prior(problem, phi: dict) -> dict:
     value (see ``loss_tables``)."""
     share = problem.max_loss / max(len(phi), 1)
     return {n: (share, max(problem.proxies(n, ks), default=0.0)) for n, ks in phi.items()}
+
+
+def has_distortions(phi: dict, layerwise: dict) -> bool:
+    """Whether every layer with a value to share has an output distortion measured alone."""
+    return all(any(c.distortion is not None and c.knobs.get(n, UNCOMPRESSED) is not UNCOMPRESSED
+                   for c in layerwise.get(n, []))
+               for n, ks in phi.items() if any(k is not UNCOMPRESSED for k in ks))
+
+
+def _rows(sur: AdditiveSurrogate, candidates) -> tuple[np.ndarray, list]:
+    """The table values of each candidate whose knobs are all in ``sur``'s choices (0: left as it is)."""
+    rows, kept = [], []
+    for c in candidates:
+        if all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items()):
+            rows.append([t[sur.position[n][c.knobs[n]]] if n in c.knobs else 0.0 for n, t in zip(sur.names, sur.tables)])
+            kept.append(c)
+    return np.asarray(rows, dtype=float).reshape(len(rows), len(sur.names)), kept
+
+
+def distortion_weights(problem, sur: AdditiveSurrogate) -> np.ndarray:
+    """Per-layer weights α ≥ 0 with Σ α_i D_i(k_i) ≈ the distortion measured on every scored candidate
+    (layers interact: a layer's distortion alone need not be its share in a combination), fitted in
+    relative error and pulled toward 1 where the candidates say little (non-negative least squares
+    on rows augmented by a ridge toward 1, ``scipy.optimize.nnls``)."""
+    from scipy.optimize import nnls
+
+    X, kept = _rows(sur, [c for c in problem.history if c.distortion is not None and c.distortion > 0])
+    ones = np.ones(len(sur.names))
+    if len(kept) < 2:
+        return ones
+    y = np.asarray([c.distortion for c in kept])
+    A = X / y[:, None]  # relative error: each row's target is 1
+    pull = np.sqrt(max(float(np.mean((A ** 2).sum(axis=0))), 1e-12))  # the rows' typical weight per layer
+    alpha, _ = nnls(np.vstack([A, pull * np.eye(len(ones))]), np.concatenate([np.ones(len(y)), pull * ones]))
+    return alpha
+
+
+def distortion_scale(problem, sur: AdditiveSurrogate, alpha: np.ndarray | None = None) -> tuple[float, dict]:
+    """The factor turning the model's summed distortion (layers weighted by ``alpha``) into loss: the
+    allowed loss over the threshold on it that best separates the scored candidates meeting the
+    target from those that miss it (fewest misplaced; between the two sides' nearest points).
+    Returns the factor and what it rests on."""
+    X, kept = _rows(sur, problem.history)
+    d = list(X @ (np.ones(len(sur.names)) if alpha is None else alpha))
+    ok = [bool(c.meets_target) for c in kept]
+    order = np.argsort(d, kind="stable")
+    d, ok = np.asarray(d, dtype=float)[order], np.asarray(ok, dtype=bool)[order]
+    if d.size == 0 or d[-1] <= 0:
+        return 1.0, {"threshold": None, "misplaced": 0}
+    # threshold after position j: the first j are predicted to meet
+    errors = np.concatenate([[0], np.cumsum(~ok)]) + np.concatenate([np.cumsum(ok[::-1])[::-1], [0]])
+    j = int(np.flatnonzero(errors == errors.min())[-1])  # the most permissive of the best
+    if j == 0:
+        threshold = d[0] / 2
+    elif j == d.size:
+        threshold = d[-1]
+    else:
+        threshold = (d[j - 1] + d[j]) / 2
+    threshold = max(threshold, float(d[d > 0].min()) / 2)
+    return problem.max_loss / threshold, {"threshold": float(threshold), "misplaced": int(errors[j])}
 
 
 def best_meeting(problem):
@@ -127,7 +201,15 @@ class DivideAndConquer(Strategy):
       ``fit_cap`` times the allowed loss), until a round finds no better candidate meeting the
       target (at least ``rounds`` rounds); then a descent from the best one (one layer a step down
       its knob values, to the next bit-width's top or its group's smallest value, or a trade of one
-      layer down for another up: the ``picks`` the model ranks best) while it improves. Then
+      layer down for another up: the ``picks`` the model ranks best, then together the longest run of
+      those that met the target on their own) while it improves, giving up after
+      ``descent_patience`` rounds without a better candidate. ``signal`` picks what the model adds
+      up: "loss" (each layer's loss alone, per-layer weights refitted on the scored candidates),
+      "distortion" (each layer's output distortion alone, ``Candidate.distortion``, one scale to the
+      loss refitted: a metric moving in whole samples, such as top-1 on 64 samples where one flip is
+      more than the allowed loss, gives the loss model nothing to fit; per-layer weights are refitted
+      on the distortions measured, ``distortion_weights``) or "auto" (distortion where the backend
+      measured it for every layer; measured in ``benchmarks/scale/study``). Then
       ``ladder`` fallbacks: the model's front at CRs spaced geometrically from the best down to
       ``ladder_floor`` x its CR, so that the final re-scoring on all samples has candidates to fall
       back to where the search's subset was optimistic about the whole boundary region. With a budget, what is left is
@@ -158,8 +240,11 @@ class DivideAndConquer(Strategy):
                  sample_fraction: float = 0.6, surrogate_pop_size: int = 200,
                  surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
-                 fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5):
+                 fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5, signal: str = "auto",
+                 descent_patience: int = 3):
         self.combination = combination
+        self.signal = signal
+        self.descent_patience = descent_patience
         self.ladder = ladder
         self.ladder_floor = ladder_floor
         self.picks = picks
@@ -192,8 +277,14 @@ class DivideAndConquer(Strategy):
                                       "'scan' (every knob value)")
         if not 0.0 <= self.min_saving < 1.0:
             raise InvalidSettingError(f"min_saving={self.min_saving!r}: give a fraction of a layer's size in [0, 1)")
+        if self.descent_patience < 1:
+            raise InvalidSettingError(f"descent_patience={self.descent_patience!r}: give the descent's rounds "
+                                      "without a better candidate before it changes moves or stops (>= 1)")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
+        if self.signal not in ("auto", "loss", "distortion"):
+            raise InvalidSettingError(f"signal={self.signal!r}; use 'loss' (the layers' losses alone), "
+                                      "'distortion' (their outputs' distance to the uncompressed model's) or 'auto'")
         if self.ladder < 0 or not 0.0 < self.ladder_floor < 1.0:
             raise InvalidSettingError(f"ladder={self.ladder!r}, ladder_floor={self.ladder_floor!r}: need ladder >= 0 "
                                       "(fallback candidates below the best; 0: none) and ladder_floor in (0, 1)")
@@ -272,15 +363,22 @@ class DivideAndConquer(Strategy):
     def _combine_knapsack(self, problem) -> None:
         seed = seed_of(self, problem)
         phi = {n: list(self.phi_[n]) for n in problem.layer_names}
-        self.prior_ = loss_prior(problem, phi)
-        self.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, self.layerwise_, self.prior_))
+        self.signal_ = self.signal
+        if self.signal == "auto":
+            self.signal_ = "distortion" if has_distortions(phi, self.layerwise_) else "loss"
+        elif self.signal == "distortion" and not has_distortions(phi, self.layerwise_):
+            problem.note("signal='distortion': the backend measured no output distortion for some layers "
+                         "(outputs not arrays, or reference outputs not cached); the knapsack models the loss")
+            self.signal_ = "loss"
+        self.prior_ = loss_prior(problem, phi) if self.signal_ == "loss" else None
+        self.surrogate_ = AdditiveSurrogate(phi, self._tables(problem, phi))
         costs = size_tables(problem, phi)
         max_al = problem.max_loss
-        report = {"rounds": []}
+        report = {"signal": self.signal_, "rounds": []}
         problem.extras["knapsack"] = report
         s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
         report["bisection"] = self._bisect_front(problem, phi, choice[np.argsort(s)[::-1]])
-        fit = refit(problem, self.surrogate_, self.fit_cap, seed)
+        fit = self._refit(problem, seed, report)
         best = best_meeting(problem)
         for r in range(max(self.rounds, 8)):
             check_time(problem)
@@ -296,7 +394,7 @@ class DivideAndConquer(Strategy):
                 break
             with problem.stage(f"knapsack round {r + 1}", len(picks)):
                 problem.evaluate([knobs_at(phi, choice[fresh[i]]) for i in picks], origin=f"knapsack:{r + 1}")
-            fit = refit(problem, self.surrogate_, self.fit_cap, seed)
+            fit = self._refit(problem, seed, report)
             report["rounds"][-1].update({k: v for k, v in fit.items() if k in ("r2", "rmse", "n_fit")})
             found = best_meeting(problem)
             improved = found is not None and (best is None or found.compression_rate > best.compression_rate)
@@ -310,6 +408,23 @@ class DivideAndConquer(Strategy):
                 report["polish"] = pareto_local_search(problem, phi, "knapsack:polish", max_al)
         if problem.budget_left == 0 and not problem.stop_reason:  # picks fit the budget: it never raised
             problem.stop_reason = "scoring budget reached"
+
+    def _tables(self, problem, phi: dict) -> dict:
+        """The per-layer model over ``phi`` (or any knob values) in the chosen signal's unit."""
+        return loss_tables(problem, phi, self.layerwise_, getattr(self, "prior_", None),
+                           signal=getattr(self, "signal_", "loss"))
+
+    def _refit(self, problem, seed: int, report: dict) -> dict:
+        """Refit the model on what was scored: per-layer weights on the loss (``knapsack.refit``) or, on
+        distortion, per-layer weights on the distortions measured (``distortion_weights``) and one scale
+        to the loss (``distortion_scale``: a metric moving in steps gives a per-layer fit of the loss
+        nothing to hold on to)."""
+        if self.signal_ == "loss":
+            return refit(problem, self.surrogate_, self.fit_cap, seed)
+        alpha = distortion_weights(problem, self.surrogate_)
+        scale, report["scale"] = distortion_scale(problem, self.surrogate_, alpha)
+        self.surrogate_.coef_ = scale * alpha
+        return {}
 
     def _ladder(self, problem, phi: dict, costs, best) -> int:
         """Fallbacks below the best candidate: the model's front at ``ladder`` CRs spaced geometrically
@@ -357,19 +472,19 @@ class DivideAndConquer(Strategy):
     def _descend(self, problem, best) -> int:
         """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
         ranked by the model's loss per bit saved: one layer a step down (``moves_down``), or, once
-        those no longer help, a trade (one layer down, another up, smaller in all); move to the best
-        one meeting the target and repeat while that improves. Returns the scorings made."""
+        ``descent_patience`` rounds of those found nothing better, a trade (one layer down, another up,
+        smaller in all); take those meeting the target together where they still do (``_merge``), move
+        to the best candidate and repeat while that improves. Returns the scorings made."""
         start = problem.scorings
         coef = dict(zip(self.surrogate_.names, self.surrogate_.coef_))
         cache: dict = {}
 
         def g(n, k):  # the layer's modelled loss alone at k
             if (n, k) not in cache:
-                cache[(n, k)] = coef.get(n, 1.0) * float(loss_tables(problem, {n: [k]}, self.layerwise_,
-                                                                     getattr(self, "prior_", None))[n][0])
+                cache[(n, k)] = coef.get(n, 1.0) * float(self._tables(problem, {n: [k]})[n][0])
             return cache[(n, k)]
 
-        trades = False
+        trades, failed = False, 0
         while best is not None and budget_left(problem, default=10**9) > 0:
             check_time(problem)
             here = {n: best.knobs.get(n, UNCOMPRESSED) for n in problem.layer_names}
@@ -396,18 +511,46 @@ class DivideAndConquer(Strategy):
             if not pop:
                 if trades:
                     break
-                trades = True
+                trades, failed = True, 0
                 continue
             with problem.stage("knapsack descent", len(pop)):
-                problem.evaluate(pop, origin="knapsack:descent")
+                got = problem.evaluate(pop, origin="knapsack:descent")
+            self._merge(problem, here, [c for c in got if c.meets_target])
             found = best_meeting(problem)
             if found is not None and found.compression_rate > best.compression_rate:
-                best, trades = found, False
-            elif trades:
+                best, trades, failed = found, False, 0
+                continue
+            failed += 1
+            if failed < self.descent_patience:
+                continue
+            if trades:
                 break
-            else:
-                trades = True
+            trades, failed = True, 0
         return problem.scorings - start
+
+    def _merge(self, problem, here: dict, good: list) -> None:
+        """Moves from ``here`` that each met the target, taken together: the longest prefix of them
+        (largest CR first, one move per layer) that still meets it, by bisection on its length, so
+        that a descent step takes every compatible move instead of one."""
+        changes, used = [], set()
+        for c in sorted(good, key=lambda c: -c.compression_rate):
+            diff = {n: k for n in problem.layer_names if (k := c.knobs.get(n, UNCOMPRESSED)) != here[n]}
+            if used.isdisjoint(diff):
+                changes.append(diff)
+                used |= set(diff)
+
+        def meets(m):
+            cand = dict(here)
+            for d in changes[:m]:
+                cand.update(d)
+            return problem.evaluate([cand], origin="knapsack:descent")[0].meets_target
+
+        lo, hi = 1, len(changes)  # a prefix of lo moves meets; find the longest that does
+        if hi <= lo or budget_left(problem, default=10**9) == 0 or meets(hi):
+            return
+        while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if meets(mid) else (lo, mid)
 
     # -- approach IV: DoE + regression surrogate + NSGA-II on the surrogate ----------------------------
     def _combine_regression(self, problem) -> None:

@@ -89,11 +89,14 @@ def true_accuracy(errors: dict[str, float], interaction: float = 0.0) -> float:
 
 def synthetic_problem(*, budget: int | None = None, time_limit: float | None = None, seed: int = 0,
                       interaction: float = 0.0, seconds_per_scoring: float = 0.0, chunk_size: int = 4,
-                      k_values=K_VALUES, target: float = 0.99, reject: bool = False) -> SyntheticProblem:
+                      k_values=K_VALUES, target: float = 0.99, reject: bool = False,
+                      steps: int | None = None) -> SyntheticProblem:
     """A small Problem (4 layers, 8 knob values each) scored by ``true_accuracy``; no framework.
 
     ``reject``: candidates missing the target come back rejected (early rejection), seen on 100 of
-    1000 samples, with a flattering partial value just short of the target's threshold."""
+    1000 samples, with a flattering partial value just short of the target's threshold.
+    ``steps``: the metric moves in steps of 1 / ``steps`` (a top-1 on that many samples: the loss
+    rounded to whole samples), and each score carries the unrounded loss as its ``distortion``."""
     from .. import plugins
 
     weights = _weights()
@@ -111,7 +114,11 @@ def synthetic_problem(*, budget: int | None = None, time_limit: float | None = N
         return np.asarray(out)
 
     def score(population):
-        return truths(population)
+        values = truths(population)
+        if steps is None:
+            return values
+        return [Scored(BASELINE - round((BASELINE - v) * steps) / steps, steps, distortion=BASELINE - v)
+                for v in values]
 
     def score_rejecting(population, stop=None):
         values = truths(population)
