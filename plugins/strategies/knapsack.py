@@ -175,22 +175,16 @@ def refit(problem, sur: AdditiveSurrogate, fit_cap: float, seed: int) -> dict:
     from sklearn.model_selection import train_test_split
 
     cap = fit_cap * problem.max_loss
-    rows, y, full = [], [], []
-    usable = [c for c in problem.history if not c.rejected  # partial values are no fit data
-              and all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items())]
+    X, usable = sur.rows([c for c in problem.history if not c.rejected])  # partial values are no fit data
     # the region of interest; while it holds few combinations, the lowest-AL ones join it
     combos_by_al = sorted(c.accuracy_loss for c in usable if len(c.knobs) == len(sur.names))
     need = min(2 * (len(sur.names) + 1), len(combos_by_al))
     if need and combos_by_al[need - 1] > cap:
         cap = combos_by_al[need - 1]
-    for c in usable:
-        if c.accuracy_loss > cap:
-            continue
-        rows.append([t[sur.position[n][c.knobs[n]]] if n in c.knobs else 0.0
-                     for n, t in zip(sur.names, sur.tables)])
-        y.append(c.accuracy_loss)
-        full.append(len(c.knobs) == len(sur.names))
-    X, y, full = np.asarray(rows, dtype=float), np.asarray(y, dtype=float), np.asarray(full)
+    inside = np.asarray([c.accuracy_loss <= cap for c in usable], dtype=bool)
+    X = X[inside]
+    y = np.asarray([c.accuracy_loss for c in usable], dtype=float)[inside]
+    full = np.asarray([len(c.knobs) == len(sur.names) for c in usable], dtype=bool)[inside]
     combos = np.flatnonzero(full)
     out = {"n_fit": int(len(y)), "n_combinations": int(combos.size)}
     if combos.size >= 10:  # a hold-out of at least two (R² needs two)

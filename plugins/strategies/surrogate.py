@@ -78,6 +78,17 @@ class AdditiveSurrogate:
         self.coef_, self.intercept_ = np.asarray(m.coef_, dtype=float), float(m.intercept_)
         return self
 
+    def rows(self, candidates) -> tuple[np.ndarray, list]:
+        """The feature rows of the candidates whose knobs are all among the choices (a layer a candidate
+        leaves as it is: 0), and those candidates."""
+        rows, kept = [], []
+        for c in candidates:
+            if all(n in self.position and k in self.position[n] for n, k in c.knobs.items()):
+                rows.append([t[self.position[n][c.knobs[n]]] if n in c.knobs else 0.0
+                             for n, t in zip(self.names, self.tables)])
+                kept.append(c)
+        return np.asarray(rows, dtype=float).reshape(len(rows), len(self.names)), kept
+
     def predict(self, idx: np.ndarray) -> np.ndarray:
         return self.predict_features(self.features(idx))
 
