@@ -160,3 +160,17 @@ def test_distortion_weights_are_one_where_layers_add_up_and_grow_where_they_comp
         assert np.all(alpha >= 1.0 - 1e-9) and alpha.max() > 1.01  # the combinations distort more than the sum
     else:
         assert np.allclose(alpha, 1.0, atol=1e-6)
+
+
+def test_descent_scores_moves_that_missed_from_earlier_positions_last():
+    import collections
+
+    from wsx_plugins.strategies.divide_and_conquer import rank_moves
+
+    moves = [(0.1, -50, {"a": 4}, (("a", 4, 0.1),)),   # the model's favourite, but it missed twice
+             (0.5, -80, {"b": 8}, (("b", 8, 0.5),)),
+             (0.5, -90, {"c": 2}, (("c", 2, 0.5),)),   # same loss per bit as b, saves more
+             (0.2, -60, {"a": 4, "b": 16}, (("a", 4, 0.1), ("b", 16, 0.1)))]
+    assert [m[2] for m in rank_moves(moves, collections.Counter())] == [moves[i][2] for i in (0, 3, 2, 1)]
+    missed = collections.Counter({("a", 4): 2})
+    assert [m[2] for m in rank_moves(moves, missed)] == [moves[i][2] for i in (2, 1, 0, 3)]

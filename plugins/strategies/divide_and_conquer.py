@@ -2,6 +2,8 @@
 NSGA-II over the combinations of phi_i — every candidate scored, or on a regression surrogate."""
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from wsx.hookspecs import hookimpl
@@ -145,6 +147,16 @@ def distortion_scale(problem, sur: AdditiveSurrogate, alpha: np.ndarray | None =
         threshold = (d[j - 1] + d[j]) / 2
     threshold = max(threshold, float(d[d > 0].min()) / 2)
     return problem.max_loss / threshold, {"threshold": float(threshold), "misplaced": int(errors[j])}
+
+
+def rank_moves(moves: list, missed: collections.Counter) -> list:
+    """The descent's moves (modelled loss per bit saved, -bits saved, candidate, steps) in the order to
+    score them: first those whose steps (layer, knob) missed the target least often from earlier
+    positions (under a target that lets no sample change, a step that flipped one from a neighbour
+    mostly flips it again), then by the model's loss per bit saved, then the larger saving."""
+    order = sorted(range(len(moves)), key=lambda i: (sum(missed[(n, k)] for n, k, _ in moves[i][3]),
+                                                    moves[i][0], moves[i][1], i))
+    return [moves[i] for i in order]
 
 
 def best_meeting(problem):
@@ -471,7 +483,8 @@ class DivideAndConquer(Strategy):
 
     def _descend(self, problem, best) -> int:
         """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
-        ranked by the model's loss per bit saved: one layer a step down (``moves_down``), or, once
+        ranked by the model's loss per bit saved after those whose steps missed least often before
+        (``rank_moves``): one layer a step down (``moves_down``), or, once
         ``descent_patience`` rounds of those found nothing better, a trade (one layer down, another up,
         smaller in all); take those meeting the target together where they still do (``_merge``), move
         to the best candidate and repeat while that improves. Returns the scorings made."""
@@ -485,6 +498,7 @@ class DivideAndConquer(Strategy):
             return cache[(n, k)]
 
         trades, failed = False, 0
+        missed = collections.Counter()  # (layer, knob) -> moves to it that missed the target
         while best is not None and budget_left(problem, default=10**9) > 0:
             check_time(problem)
             here = {n: best.knobs.get(n, UNCOMPRESSED) for n in problem.layer_names}
@@ -505,9 +519,9 @@ class DivideAndConquer(Strategy):
                     cand[n] = k
                 saved = size - problem.size_bits(cand)
                 if saved > 0 and not is_scored(problem, cand):
-                    moves.append((max(sum(d for _, _, d in step), 0.0) / saved, -saved, len(moves), cand))
-            moves.sort(key=lambda m: m[:3])
-            pop = [m[-1] for m in moves[:min(self.picks, budget_left(problem, default=10**9))]]
+                    moves.append((max(sum(d for _, _, d in step), 0.0) / saved, -saved, cand, step))
+            moves = rank_moves(moves, missed)
+            pop = [m[2] for m in moves[:min(self.picks, budget_left(problem, default=10**9))]]
             if not pop:
                 if trades:
                     break
@@ -515,6 +529,9 @@ class DivideAndConquer(Strategy):
                 continue
             with problem.stage("knapsack descent", len(pop)):
                 got = problem.evaluate(pop, origin="knapsack:descent")
+            for m, c in zip(moves, got):
+                if not c.meets_target:
+                    missed.update((n, k) for n, k, _ in m[3])
             self._merge(problem, here, [c for c in got if c.meets_target])
             found = best_meeting(problem)
             if found is not None and found.compression_rate > best.compression_rate:
