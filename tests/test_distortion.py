@@ -26,7 +26,7 @@ def _expected(weights, x, cand, margin=True) -> float:
     per = ((out - ref) ** 2).mean(axis=1)
     if margin:  # class-deciding metrics: against the squared gap between the reference's top two classes
         top = np.sort(ref, axis=1)
-        per = per / ((top[:, -1] - top[:, -2]) ** 2 + 1e-12)
+        per = per / ((top[:, -1] - top[:, -2]) ** 2 + 1e-12 * (ref ** 2).mean(axis=1) + np.finfo(np.float64).tiny)
     return float(per.mean())
 
 
@@ -174,3 +174,16 @@ def test_descent_scores_moves_that_missed_from_earlier_positions_last():
     assert [m[2] for m in rank_moves(moves, collections.Counter())] == [moves[i][2] for i in (0, 3, 2, 1)]
     missed = collections.Counter({("a", 4): 2})
     assert [m[2] for m in rank_moves(moves, missed)] == [moves[i][2] for i in (2, 1, 0, 3)]
+
+
+def test_distortion_does_not_depend_on_the_outputs_scale():
+    """Outputs 1e-20 times smaller (a random-init network's logits can be) give the same distortion:
+    the top-two gap is measured against the outputs' own scale, not an absolute constant."""
+    weights, (x, y) = make_mlp(n=200)
+    small = {**weights, "fc2": weights["fc2"] * np.float32(1e-20)}
+    pop = _noisy(weights)
+    big = TinyBackend(weights, x, metric="agreement").score_detailed(pop, None)
+    tiny = TinyBackend(small, x, metric="agreement").score_detailed(
+        [{"fc2": c["fc2"] * np.float32(1e-20)} if c else c for c in pop], None)
+    for b, t in zip(big[1:], tiny[1:]):
+        assert t.distortion == pytest.approx(b.distortion, rel=1e-4)

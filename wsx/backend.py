@@ -34,7 +34,8 @@ def _sq_distance(out: Any, ref: Any, decision: str | None = None) -> float | Non
         a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     if decision is not None and a.ndim >= 2 and a.shape[-1] >= 2:
         top = np.partition(b, -2, axis=-1)[..., -2:]
-        per = ((a - b) ** 2).mean(axis=-1) / ((top[..., 1] - top[..., 0]) ** 2 + 1e-12)
+        floor = 1e-12 * (b ** 2).mean(axis=-1) + np.finfo(np.float64).tiny  # a tie, relative to the outputs' scale
+        per = ((a - b) ** 2).mean(axis=-1) / ((top[..., 1] - top[..., 0]) ** 2 + floor)
     else:
         per = (a - b) ** 2
     return float(per.reshape(len(a), -1).mean(axis=1).sum())
