@@ -27,7 +27,8 @@ Settings (constructor arguments of every built-in backend), with the memory boun
 * ``vmap`` (default ``"auto"``): True / False force the vectorised path on or off; "auto" uses it
   on an accelerator, and on CPU for networks with at most ``VMAP_AUTO_MAX_BYTES`` (256 KiB) of
   activations per sample; for larger networks on CPU, a backend that sets ``measure_vmap_choice``
-  (torch) times both on the first batch of its first population and keeps the faster, others loop
+  (torch) times both on the first batch of its first population and keeps the stacked path where it
+  is ``VMAP_AUTO_MIN_SPEEDUP`` (1.25) times faster, else loops; others loop
   (``vmap_`` tells what was chosen, ``vmap_choice_`` the timing).
 * ``vmap_bytes`` (default 1 GiB): a vectorised call is given at most
   ``vmap_bytes // (working bytes per sample x samples in the batch)`` candidates (working bytes: what
@@ -55,6 +56,11 @@ DEFAULT_VMAP_BYTES = 1 << 30
 # per-op overhead dominates and one vectorised call wins (LeNet: 4-9x); on large ones the stacked
 # activations are memory-bound and a loop is faster (MobileNetV2 96x96 sweep: loop 28 s, vmap 45 s).
 VMAP_AUTO_MAX_BYTES = 256 << 10
+# Above it, the timed choice takes the stacked path only this much faster than one-by-one forwards:
+# the paths round differently, a near-equal timing flips with the machine's load, and which path
+# scored decides near-tie samples (MobileNetV2, agreement on 64 samples: CR 6.98 stacked, 9.07 one
+# by one, each repeatable); one-by-one forwards compute what the compressed model computes alone.
+VMAP_AUTO_MIN_SPEEDUP = 1.25
 
 
 def float32_inputs(a: np.ndarray, _: str = "") -> np.ndarray:
@@ -420,7 +426,8 @@ class PopulationScoring:
     def _time_choice(self, prep: Prepared, batch: BatchRef, live) -> list:
         """vmap="auto" on CPU for a large network: score the batch stacked (that first call traces and
         checks), then time a stacked call of as many candidates as a call takes against one-by-one
-        forwards of two, on this batch, and keep the faster from now on (``vmap_choice_``)."""
+        forwards of two, on this batch, and keep the stacked path from now on only where it is
+        ``VMAP_AUTO_MIN_SPEEDUP`` times faster (``vmap_choice_``)."""
         outs = self._run_stacked(prep, batch, live)
         stats = self.stats_.copy()
         m = min(len(prep.candidates), self._candidates_per_call(batch))
@@ -434,7 +441,7 @@ class PopulationScoring:
             self._forward(subs, batch.inputs, prep.split, live)
         loop = (time.perf_counter() - t) / k
         self.stats_ = stats
-        self.vmap_ = stacked < loop
+        self.vmap_ = stacked * VMAP_AUTO_MIN_SPEEDUP < loop
         self.vmap_choice_ = {"stacked_s_per_candidate": stacked, "loop_s_per_candidate": loop,
                              "candidates_per_call": m, "samples": batch_length(batch),
                              "chosen": "stacked" if self.vmap_ else "loop"}

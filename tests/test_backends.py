@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -558,5 +559,35 @@ def test_vmap_auto_vectorises_small_networks_only():
     assert choice["stacked_s_per_candidate"] > 0 and choice["loop_s_per_candidate"] > 0
     np.testing.assert_allclose(be.score(pop), first, rtol=1e-6)  # the chosen path scores the same
     assert cls(big, (x, np.zeros(4, int)), vmap=True)._use_vmap() is True
+    from wsx_backends import _scoring
+
+    for stacked, chosen in ((0.9, "loop"), (0.7, "stacked")):  # per candidate; the loop takes 1.0
+        clock = iter([0.0, stacked * 3, 10.0, 12.0])  # a stacked call of the 3, then a loop of 2
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr(_scoring, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+        try:
+            timed = cls(big, (x, np.zeros(4, int)))
+            timed.score(pop)
+        finally:
+            monkey.undo()
+        # only 1.25x faster takes the stacked path: a near-equal timing flips with the load
+        assert timed.vmap_choice_["chosen"] == chosen and timed.vmap_ is (chosen == "stacked")
     with pytest.raises(wsx.InvalidSettingError, match="vmap="):
         cls(small, data, vmap="sometimes")
+
+
+def test_explore_records_the_timed_vmap_choice_and_how_to_repeat_it():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 32 * 32, 3)).eval()
+    x = torch.randn(8, 3, 32, 32).numpy()
+    r = wsx.explore(big, x, metric="agreement", strategy="random", budget=3, subset=None, progress=False, threads=1)
+    choice = r.extras["vmap_choice"]  # timed on the first population: it can differ between runs
+    assert choice["chosen"] in ("stacked", "loop")
+    assert any(f"vmap={choice['chosen'] == 'stacked'}" in n for n in r.notes)
+    cls = wsx.plugins.backends()["torch"]
+    fixed = wsx.explore(big, x, metric="agreement", strategy="random", budget=3, subset=None, progress=False,
+                        threads=1, backend=cls(big, x, metric="agreement", vmap=False))
+    assert "vmap_choice" not in fixed.extras and not any("vmap='auto'" in n for n in fixed.notes)
