@@ -18,26 +18,44 @@ from .scoring import Scored, StopRule
 # beyond it they are recomputed for every batch of every score call.
 DEFAULT_REFERENCE_BYTES = 1 << 30
 
+Population = Sequence[Mapping[str, np.ndarray]]
 
-def _sq_distance(out: Any, ref: Any, decision: str | None = None) -> float | None:
-    """The batch's summed per-sample mean squared difference of ``out`` to ``ref`` (None: not arrays
-    of one shape). With a class ``decision`` axis (``Metric.decision_axis``) each squared difference
-    is divided by the square of the reference's gap between its two top classes there: how close the
-    sample is to changing class, so that samples near the boundary weigh most."""
+
+def _distortion_reference(ref: Any, decision: str | None = None) -> tuple | None:
+    """The reference side of ``_sq_distance``, once per batch for every candidate: its shape, its values
+    as compared (float64) and, with a class ``decision`` axis (``Metric.decision_axis``), the square of
+    its gap between the two top classes there, each sample's divisor (how close the sample is to
+    changing class, so that samples near the boundary weigh most). None: not an array."""
     try:
-        a, b = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+        b = np.asarray(ref, dtype=np.float64)
     except (TypeError, ValueError):
         return None
-    if a.shape != b.shape or a.ndim == 0 or a.size == 0:
+    if b.ndim == 0 or b.size == 0:
         return None
-    if decision == "flat" or (decision == "last" and a.ndim == 1):
-        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    if decision is not None and a.ndim >= 2 and a.shape[-1] >= 2:
+    shape = b.shape
+    if decision == "flat" or (decision == "last" and b.ndim == 1):
+        b = b.reshape(len(b), -1)
+    gap = None
+    if decision is not None and b.ndim >= 2 and b.shape[-1] >= 2:
         top = np.partition(b, -2, axis=-1)[..., -2:]
         floor = 1e-12 * (b ** 2).mean(axis=-1) + np.finfo(np.float64).tiny  # a tie, relative to the outputs' scale
-        per = ((a - b) ** 2).mean(axis=-1) / ((top[..., 1] - top[..., 0]) ** 2 + floor)
-    else:
-        per = (a - b) ** 2
+        gap = (top[..., 1] - top[..., 0]) ** 2 + floor
+    return shape, b, gap
+
+
+def _sq_distance(out: Any, reference: tuple) -> float | None:
+    """The batch's summed per-sample mean squared difference of ``out`` to the reference
+    (``_distortion_reference``), over its squared top-two gap where it has one (None: not an array of
+    the reference's shape)."""
+    shape, b, gap = reference
+    try:
+        a = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.shape != shape:
+        return None
+    a = a.reshape(b.shape)
+    per = (a - b) ** 2 if gap is None else ((a - b) ** 2).mean(axis=-1) / gap
     return float(per.reshape(len(a), -1).mean(axis=1).sum())
 
 
@@ -63,7 +81,7 @@ class Backend(ABC):
 
     With ``track_distortion`` (default), every ``Scored`` also carries the mean squared distance of the
     candidate's selected outputs to the uncompressed model's (``Scored.distortion``; for metrics deciding
-    a class, per sample over the square of the reference's top-two gap: ``_sq_distance``): free for such
+    a class, per sample over the square of the reference's top-two gap: ``_distortion_reference``): free for such
     metrics, one cached reference forward per sample for label metrics (not measured where the
     reference is not cached, the data yields no sample indices, or the outputs are not arrays).
     """
@@ -288,9 +306,10 @@ class Backend(ABC):
             if track:
                 if reference is None:
                     reference = self._prepare([{}])
-                ref = target if metric.needs_reference else self._reference(inputs, indices, reference)
+                ref = _distortion_reference(target if metric.needs_reference
+                                            else self._reference(inputs, indices, reference), metric.decision_axis)
                 for i, out in zip(active, outputs):
-                    d = _sq_distance(out, ref, metric.decision_axis)
+                    d = None if ref is None else _sq_distance(out, ref)
                     track = track and d is not None
                     dist[i] += d if d is not None else 0.0
                 if not metric.needs_reference and self.reference_cached_ is False:

@@ -96,16 +96,6 @@ def has_distortions(phi: dict, layerwise: dict) -> bool:
                for n, ks in phi.items() if any(k is not UNCOMPRESSED for k in ks))
 
 
-def _rows(sur: AdditiveSurrogate, candidates) -> tuple[np.ndarray, list]:
-    """The table values of each candidate whose knobs are all in ``sur``'s choices (0: left as it is)."""
-    rows, kept = [], []
-    for c in candidates:
-        if all(n in sur.position and k in sur.position[n] for n, k in c.knobs.items()):
-            rows.append([t[sur.position[n][c.knobs[n]]] if n in c.knobs else 0.0 for n, t in zip(sur.names, sur.tables)])
-            kept.append(c)
-    return np.asarray(rows, dtype=float).reshape(len(rows), len(sur.names)), kept
-
-
 def distortion_weights(problem, sur: AdditiveSurrogate) -> np.ndarray:
     """Per-layer weights α ≥ 0 with Σ α_i D_i(k_i) ≈ the distortion measured on every scored candidate
     (layers interact: a layer's distortion alone need not be its share in a combination), fitted in
@@ -113,7 +103,7 @@ def distortion_weights(problem, sur: AdditiveSurrogate) -> np.ndarray:
     on rows augmented by a ridge toward 1, ``scipy.optimize.nnls``)."""
     from scipy.optimize import nnls
 
-    X, kept = _rows(sur, [c for c in problem.history if c.distortion is not None and c.distortion > 0])
+    X, kept = sur.rows([c for c in problem.history if c.distortion is not None and c.distortion > 0])
     ones = np.ones(len(sur.names))
     if len(kept) < 2:
         return ones
@@ -129,7 +119,7 @@ def distortion_scale(problem, sur: AdditiveSurrogate, alpha: np.ndarray | None =
     allowed loss over the threshold on it that best separates the scored candidates meeting the
     target from those that miss it (fewest misplaced; between the two sides' nearest points).
     Returns the factor and what it rests on."""
-    X, kept = _rows(sur, problem.history)
+    X, kept = sur.rows(problem.history)
     d = list(X @ (np.ones(len(sur.names)) if alpha is None else alpha))
     ok = [bool(c.meets_target) for c in kept]
     order = np.argsort(d, kind="stable")
