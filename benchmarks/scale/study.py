@@ -5,7 +5,8 @@
     python benchmarks/scale/study.py --archs resnet18 --samples 1000 --size 224       # a real-size run
 
 Each problem is explored twice, one run after the other in fresh processes, at mlperf-heavy with
-``wsx.explore``'s defaults otherwise and one torch thread (``--threads``). ``lenet5_fashion`` and
+``wsx.explore``'s defaults otherwise and one torch thread (``--threads``; 0 leaves the count to wsx,
+as a user's run would). ``lenet5_fashion`` and
 ``resnet20_fashion`` (trained, ``benchmarks/data``) search on the Fashion-MNIST validation split
 (top-1, the default subset) and re-score the front on the test split; an architecture of
 ``benchmarks/archs.py`` (random init, synthetic inputs) uses ``metric="agreement"`` (top-1
@@ -99,7 +100,7 @@ def child(name: str, variant: str, args) -> dict:
         signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C would: the model restored, the journal kept
     t, cpu = time.perf_counter(), time.process_time()
     try:
-        r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=args.seed, threads=args.threads,
+        r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=args.seed, threads=args.threads or None,
                         time_limit=args.time_limit, **kw)
     finally:  # a stopped run's share of the work, added to the next session's
         this = {"wall": time.perf_counter() - t, "cpu": time.process_time() - cpu, "forwards": counted["total"]}
@@ -144,7 +145,8 @@ def run_one(arch: str, variant: str, args) -> dict:
 
 def _label(r: dict) -> str:
     label = r["arch"] if r["samples"] is None else f"{r['arch']} ({r['samples']} @ {r['size']})"
-    return label + (f", seed {r['seed']}" if r.get("seed") else "")
+    label += f", seed {r['seed']}" if r.get("seed") else ""
+    return label + (", wsx's threads" if r.get("threads") == 0 else "")
 
 
 def _cpu(r: dict) -> str:
@@ -187,7 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=None)
     p.add_argument("--old-commit", default="52abe66")
     p.add_argument("--new-commit", default=None, help="run 'new' from this commit (default: this checkout)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run; 0: wsx's own choice (its default)")
     p.add_argument("--seed", type=int, default=0, help="the exploration's seed (its scoring subset among others)")
     p.add_argument("--out", default=str(HERE / "study"))
     p.add_argument("--journal", default=None, help="keep each run's journal under this folder: a stopped run resumes")
@@ -214,6 +216,7 @@ def main(argv=None) -> int:
             row["load"] = os.getloadavg()[0]
             row["commit"] = args.old_commit if variant == "old" else (args.new_commit or "checkout")
             row["seed"] = args.seed
+            row["threads"] = args.threads
             rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"], r.get("seed", 0)) !=
                     (row["arch"], variant, row["samples"], row["size"], args.seed)] + [row]
             path.write_text(json.dumps(rows, indent=1))
