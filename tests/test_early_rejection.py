@@ -17,7 +17,7 @@ from wsx.result import Candidate, pareto_front
 from wsx.scoring import Scored, StopRule
 from wsx.testing.strategies import BASELINE, synthetic_problem
 
-from _tiny import TinyBackend, make_mlp
+from _tiny import TinyBackend, forward, make_mlp
 
 
 # -- the bounds -----------------------------------------------------------------------------------
@@ -240,6 +240,48 @@ def test_statistical_rejection_rejects_no_later_than_exact_and_scores_in_random_
     search = [s for s in Recording.subsets if s is not None]  # the baseline is scored on all, in order
     assert search and all(sorted(s) == list(range(400)) and list(s) != sorted(s) for s in search)
     assert all(not c.rejected for c in result.front)
+
+
+def _gaps(weights, x):
+    top = np.sort(forward(weights, x).astype(np.float64), axis=1)[:, -2:]
+    return top[:, 1] - top[:, 0]
+
+
+def test_sample_margins_are_the_uncompressed_models_top_two_gaps_in_the_subsets_order(tiny_data):
+    weights, (x, y) = tiny_data
+    be = TinyBackend(weights, (x, y), batch_size=40)
+    subset = np.random.default_rng(3).permutation(400)[:150]
+    got = be.sample_margins(subset, "flat")
+    assert got.shape == (150,)
+    np.testing.assert_allclose(got, _gaps(weights, x[subset]) ** 2, rtol=1e-4, atol=1e-6)  # float32 forwards
+    assert be.sample_margins(subset, None) is None  # no class axis (mse, cosine): no order
+
+
+def test_exact_rejection_scores_the_samples_nearest_a_change_of_class_first(tiny_data):
+    weights, (x, _) = tiny_data
+
+    class Recording(SerialExecutor):
+        subsets = []
+
+        def score(self, population, subset, **kw):
+            self.subsets.append(subset)
+            return super().score(population, subset, **kw)
+
+    result = _explore(tiny_data, executor=Recording())
+    search = [s for s in Recording.subsets if s is not None]
+    assert search and all(list(s) == list(np.argsort(_gaps(weights, x) ** 2, kind="stable")) for s in search)
+    assert result.extras["rejected"] > 0
+    Recording.subsets = []
+    _explore(tiny_data, executor=Recording(), early_rejection=False)  # nothing to gain: the data's order
+    assert all(s is None for s in Recording.subsets)
+    # the point of it: rejected candidates stop after fewer samples than in the data's order
+    pop = _population(weights, np.random.default_rng(0), (0.0, 0.02, 0.05, 0.1))  # small changes flip few
+    be = TinyBackend(weights, tiny_data[1], batch_size=40)
+    rule = StopRule(threshold=0.99)
+    natural = be.score_detailed(pop, np.arange(400), stop=rule)
+    nearest = be.score_detailed(pop, search[0], stop=rule)
+    assert [s.rejected for s in natural] == [s.rejected for s in nearest] and any(s.rejected for s in natural)
+    assert sum(s.samples for s in nearest) < sum(s.samples for s in natural)
 
 
 @pytest.mark.parametrize("value", [1.5, 0.0, "fast", -0.5])

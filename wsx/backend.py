@@ -372,6 +372,24 @@ class Backend(ABC):
             self._ref_filled[indices] = True
         return ref
 
+    def sample_margins(self, subset: np.ndarray | None, decision: str | None) -> np.ndarray | None:
+        """Per sample of ``subset`` (all if None), in its order: the squared gap between the two top
+        values of the uncompressed model's selected output on the ``decision`` axis
+        (``Metric.decision_axis``), the smallest over a sample's positions. A small gap is a sample
+        near a change of class: the first to flip under compression. None where there is no such axis."""
+        if decision is None:
+            return None
+        prepared = self._prepare([{}])
+        gaps = []
+        with self._scoring_mode():
+            for batch in self._iter_batches(subset):
+                ref = _distortion_reference(self._reference(batch[0], batch[2] if len(batch) > 2 else None, prepared),
+                                            decision)
+                if ref is None or ref[2] is None:
+                    return None
+                gaps.append(ref[2].reshape(len(ref[2]), -1).min(axis=1))
+        return np.concatenate(gaps) if gaps else None
+
     # -- parameters that cannot influence the output ---------------------------------------------
     def unused_layers(self, samples: int = 16, seed: int = 0) -> list[str]:
         """Layers of interest whose weights cannot influence the selected output: replaced by random

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import plugins, specs
 from .approximation import Approximation
-from .backend import Backend
+from .backend import Backend, can_reject
 from .clusterer import Clusterer
 from .arguments import (check_bits, check_count, check_early_rejection, check_knob_layers, check_knobs, check_out,
                         check_seconds, check_seed, check_subset)
@@ -230,7 +230,9 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     ``early_rejection``: with a metric that is a mean of per-sample values with known bounds (top-1,
     agreement, cosine, MSE, ``wsx.metric(..., per_sample=True, bounds=...)``), search-time scoring
     stops on a candidate once it cannot meet the target on the subset: "exact" (the default: even if
-    every remaining sample scored the best value), a confidence such as 0.99 (also on a statistical
+    every remaining sample scored the best value; with a class axis, as for top-1 and agreement, the
+    subset is scored nearest a change of class first, ``Backend.sample_margins``, so that a candidate
+    flipping one is stopped on its first batch), a confidence such as 0.99 (also on a statistical
     bound at that level; the subset is then scored in a seeded random order), or False (every
     candidate on every sample). Rejected candidates are recorded as such (``Candidate.rejected``,
     the samples seen and their bound), count as scorings and fail the target; every candidate on the
@@ -389,6 +391,12 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     knob_values = {name: values for name, values in knob_values.items() if name not in unused}
     base_sub = base_full if sub is None else float(score([{}], sub)[0])
     metric = be.scoring_metric_ or be.metric_  # bound to the data: against labels or the reference
+    if early_rejection == "exact" and can_reject(metric):
+        # the samples nearest a change of class first: a candidate that flips one is rejected on its
+        # first batch, not its third (EfficientNet-B0: most rejections came after 32 of 64 samples)
+        margins = be.sample_margins(sub, metric.decision_axis)
+        if margins is not None:
+            search_idx = (np.arange(n) if sub is None else sub)[np.argsort(margins, kind="stable")]
     goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)
     timers.seconds.pop("scoring", None)
     forwards.update(search=0, test=0)  # the checks and baselines above are not the search's

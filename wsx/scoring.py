@@ -21,7 +21,11 @@ mean it could still reach on the whole subset:
   scores a seeded permutation of the subset when a confidence is given).
 
 A candidate whose bound misses ``threshold`` (by more than ``tolerance``) is rejected: it is left out
-of the following batches' forwards, and fails the target.
+of the following batches' forwards, and fails the target. Under the exact bound alone the engine
+scores the subset's samples nearest a change of class first (``Backend.sample_margins``): the order
+changes no mean, and a candidate that flips one of them stops on its first batch (EfficientNet-B0 at
+a target that lets no sample change: 91 % of rejections on the first of four batches, against 41 %
+in the data's order).
 """
 from __future__ import annotations
 
