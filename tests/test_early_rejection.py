@@ -284,6 +284,22 @@ def test_exact_rejection_scores_the_samples_nearest_a_change_of_class_first(tiny
     assert sum(s.samples for s in nearest) < sum(s.samples for s in natural)
 
 
+def test_a_rejected_candidates_distortion_is_rescaled_from_the_nearest_samples_to_the_subset():
+    from wsx.engine import _rescaled, partial_scales
+
+    gaps = np.sort(np.random.default_rng(1).uniform(1e-3, 1.0, size=64))  # nearest first, as searched
+    per_sample = 0.5 / gaps  # equal undivided distances
+    scale = partial_scales(gaps)
+    for m in (1, 16, 40, 64):
+        np.testing.assert_allclose(per_sample[:m].mean() * scale[m - 1], per_sample.mean(), rtol=1e-12)
+    partial = Scored(0.5, 16, rejected=True, bound=0.7, distortion=float(per_sample[:16].mean()))
+    assert _rescaled(partial, scale).distortion == pytest.approx(per_sample.mean())
+    assert _rescaled(partial, scale).samples == 16 and partial.distortion == per_sample[:16].mean()
+    full = Scored(0.9, 64, distortion=1.0)
+    assert _rescaled(full, scale) is full  # only partial means are estimates
+    assert _rescaled(Scored(0.2, 16, rejected=True), scale).distortion is None
+
+
 @pytest.mark.parametrize("value", [1.5, 0.0, "fast", -0.5])
 def test_early_rejection_setting_is_checked(tiny_data, value):
     with pytest.raises(InvalidSettingError, match="early_rejection"):
