@@ -4,18 +4,19 @@
 
 Under eq. 4.1 (W·ceil(log2 k) + k·B bits per layer, B = 32) a CR target caps the total bits, and on a
 network whose weights sit in one or two large layers it forces those layers down to one index bit
-(k = 2) whatever the others do. This script finds the smallest set of such forcings: each layer
+or none (k <= 2) whatever the others do. This script finds the smallest set of such forcings: each layer
 whose holding at two index bits (k = 3 or 4), with every other layer at k = 1 (one value, no index),
 already exceeds the bits allowed, or, failing a single one, each pair that does.
 
-For the layers forced to k = 2 it then measures, each on its own (every other layer untouched, the
+For the layers so forced it then measures, at k = 2, each on its own (every other layer untouched, the
 best case for it), the loss at mlperf-heavy of:
 
 - wsx's k-means codebook (``wsx.apply`` with k = 2);
 - the best two-value codebook found by searching directly on validation accuracy: the split point
   (a quantile of the weights) and the two values (each side's mean times a factor), on a grid, then
-  refined. It is not an option of wsx: it reads the metric, and it only bounds what any clustering
-  of the layer into two values could keep.
+  refined. It is not an option of wsx (it reads the metric); a clustering that gives each weight its
+  nearest value splits the layer at one point, so it shows, up to the grid's resolution, the most
+  any two-value codebook of the layer keeps.
 
 A layer that misses the target on its own even then makes the CR target out of reach for weight
 sharing of this model at this target, unless compressing other layers as well gives accuracy back
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def forced_one_bit(sizes: dict, cr: float, bits: int = 32) -> tuple[float, list[tuple[str, ...]]]:
-    """(bits allowed, the layer sets of which at least one member must be at k = 2): singletons where
+    """(bits allowed, the layer sets of which at least one member must be at k <= 2): singletons where
     a layer alone at two index bits overflows the budget, else the pairs that do."""
     from wsx import weight_sharing_bits
 
