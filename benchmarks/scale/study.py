@@ -157,6 +157,14 @@ def _ratio(old: dict, new: dict) -> str:
     return f"{old['cpu'] / new['cpu']:.1f}x" if old.get("cpu") and new.get("cpu") else ""
 
 
+def pair(rows: list[dict], label: str) -> tuple[dict | None, dict | None, str]:
+    """(latest old row, latest new row, whether one command ran both) for a problem."""
+    last = {r["variant"]: r for r in rows if _label(r) == label}
+    old, new = last.get("old"), last.get("new")
+    together = old is not None and new is not None and old["command"] == new["command"]
+    return old, new, "one run" if together else "separate runs"
+
+
 def table(rows: list[dict]) -> list[str]:
     lines = ["| problem | variant | layers | scorings (layer-wise + combination) | sample-forwards | rejected | wall s | CPU s "
              "| best CR | its metric (search data / test) | stop |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -168,12 +176,11 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(f"| {_label(r)} | {r['variant']} ({r['commit']}) | {r['layers']} | {r['scorings']} "
                      f"({r['layerwise_scorings']} + {r['combination_scorings']}) | {r['sample_forwards']['total']} | "
                      f"{r['rejected']} | {r['wall']:.0f} | {_cpu(r)} | {cr} | {value} | {r['stop_reason'] or 'done'} |")
-    by = {(_label(r), r["variant"]): r for r in rows}
     for label in dict.fromkeys(_label(r) for r in rows):
-        old, new = by.get((label, "old")), by.get((label, "new"))
+        old, new, run = pair(rows, label)
         if old and new:
             cr = "equal or better" if (new["best_cr"] or 0) >= (old["best_cr"] or 0) - 1e-9 else "worse"
-            lines.append(f"| {label} | old / new | | {old['scorings'] / new['scorings']:.1f}x | "
+            lines.append(f"| {label} | old / new ({run}) | | {old['scorings'] / new['scorings']:.1f}x | "
                          f"{old['sample_forwards']['total'] / max(new['sample_forwards']['total'], 1):.1f}x | | "
                          f"{old['wall'] / new['wall']:.1f}x | {_ratio(old, new)} | {cr} | | |")
     return lines
