@@ -21,6 +21,11 @@ DEFAULT_REFERENCE_BYTES = 1 << 30
 Population = Sequence[Mapping[str, np.ndarray]]
 
 
+def _batch_indices(batch: tuple) -> np.ndarray | None:
+    """The sample indices of a batch from ``Backend._iter_batches`` (None where it yields none)."""
+    return batch[2] if len(batch) > 2 else None
+
+
 def _distortion_reference(ref: Any, decision: str | None = None) -> tuple | None:
     """The reference side of ``_sq_distance``, once per batch for every candidate: its shape, its values
     as compared (float64) and, with a class ``decision`` axis (``Metric.decision_axis``), the square of
@@ -283,7 +288,7 @@ class Backend(ABC):
             if not active:
                 break  # every candidate rejected: the rest of the data is not read
             inputs, labels = batch[0], batch[1]
-            indices = batch[2] if len(batch) > 2 else None
+            indices = _batch_indices(batch)
             if metric is None:
                 metric = self.scoring_metric_ = self.metric_.bind(labels is not None)
                 acc = metric.accumulator(len(population))
@@ -383,7 +388,7 @@ class Backend(ABC):
         gaps = []
         with self._scoring_mode():
             for batch in self._iter_batches(subset):
-                ref = _distortion_reference(self._reference(batch[0], batch[2] if len(batch) > 2 else None, prepared),
+                ref = _distortion_reference(self._reference(batch[0], _batch_indices(batch), prepared),
                                             decision)
                 if ref is None or ref[2] is None:
                     return None

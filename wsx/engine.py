@@ -326,8 +326,9 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                       (subset_indices(n, subset, seed, min_subset), None))
     n_sub = n if sub is None else sub.size
     search_idx = sub  # the search subset in the order it is scored
+    sub_indices = np.arange(n) if sub is None else sub  # the same samples, as indices (for reordering)
     if isinstance(early_rejection, float):  # a statistical bound needs the samples in random order
-        search_idx = np.random.default_rng([seed, 12]).permutation(np.arange(n) if sub is None else sub)
+        search_idx = np.random.default_rng([seed, 12]).permutation(sub_indices)
     timers = Timers()
     forwards = {"search": 0, "final": 0, "test": 0}  # candidates x samples scored, by phase
     phase = ["search"]
@@ -402,7 +403,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         margins = be.sample_margins(sub, metric.decision_axis)
         if margins is not None:
             order = np.argsort(margins, kind="stable")
-            search_idx = (np.arange(n) if sub is None else sub)[order]
+            search_idx = sub_indices[order]
             # a rejected candidate's distortion is a mean over the nearest samples, whose distances are
             # divided by the smallest gaps: scaled by the ratio of the subset's mean 1/gap to theirs it
             # estimates the subset's, which the divide-and-conquer model fits (MobileNetV2: CR 7.20
