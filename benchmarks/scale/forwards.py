@@ -36,12 +36,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(HERE / "forwards"))
     args = p.parse_args(argv)
     import wsx
-    from benchmarks.archs import build
+    from benchmarks.scale.study import problem
 
-    model, (x, _) = build(args.arch, samples=args.samples, size=args.size, seed=0)
+    model, data, kw = problem(args.arch, args)  # the study's problem and explore keywords
     t, cpu = time.perf_counter(), time.process_time()
-    r = wsx.explore(model, x, target="mlperf-heavy", progress=False, seed=0, threads=1, metric="agreement",
-                    subset=None, batch_size=args.batch_size)
+    r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=0, threads=1, **kw)
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     by = collections.defaultdict(lambda: {"scored": 0, "rejected": 0, "rejected_samples": 0})
     depth = collections.Counter()
