@@ -188,6 +188,45 @@ def test_dc_descent_moves_one_layer_down_while_it_improves():
     assert all(problem.compression_rate(c.knobs) > start.compression_rate for c in problem.history[-made:])
 
 
+def _descent_setup(**params):
+    from wsx_plugins.strategies.divide_and_conquer import AdditiveSurrogate, loss_tables
+
+    problem = synthetic_problem()
+    dc = wsx.plugins.strategies()["divide-and-conquer"](**params)
+    phi = {n: [4, 8, 16, 32] for n in problem.layer_names}
+    dc.layerwise_ = {n: problem.evaluate([{n: k} for k in phi[n]], origin="layer-wise") for n in phi}
+    dc.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, dc.layerwise_))
+    return problem, dc, problem.evaluate([{n: 32 for n in phi}], origin="start")[0]
+
+
+def _unscored_neighbours(problem, end) -> list:
+    from wsx_plugins.strategies.divide_and_conquer import moves_down
+
+    here = {n: end.knobs.get(n) for n in problem.layer_names}
+    neighbours = [{**here, n: k} for n in problem.layer_names for k in moves_down(problem, n, here[n])]
+    assert neighbours
+    scored = {tuple(sorted(c.knobs.items())) for c in problem.history}
+    return [c for c in neighbours if tuple(sorted(c.items())) not in scored]
+
+
+def test_dc_descent_sweeps_every_single_move_before_it_stops():
+    """However few moves a round scores and however soon it gives up (picks=1, descent_patience=1),
+    a descent with sweeps left stops only after a sweep has scored every single move down from where
+    it ends, none of which meets the target: the model's ranking cannot bury one that would. Without
+    sweeps (descent_sweeps=0) it stops with such moves unscored."""
+    from wsx_plugins.strategies.divide_and_conquer import best_meeting
+
+    problem, dc, start = _descent_setup(picks=1, descent_patience=1, descent_sweeps=100)
+    dc._descend(problem, start)
+    assert best_meeting(problem).compression_rate > start.compression_rate
+    assert _unscored_neighbours(problem, best_meeting(problem)) == []
+    problem, dc, start = _descent_setup(picks=1, descent_patience=1, descent_sweeps=0)
+    dc._descend(problem, start)
+    assert _unscored_neighbours(problem, best_meeting(problem))
+    with pytest.raises(wsx.InvalidSettingError, match="descent_sweeps"):
+        wsx.plugins.strategies()["divide-and-conquer"](descent_sweeps=-1).run(synthetic_problem())
+
+
 def test_dc_ladder_scores_fallbacks_spread_below_the_best():
     """Below the best candidate, the model's front is scored at CRs spread down to ladder_floor x its
     CR: candidates the final re-scoring on all samples can fall back to where the subset flattered the

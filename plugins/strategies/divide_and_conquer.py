@@ -204,9 +204,11 @@ class DivideAndConquer(Strategy):
       target (at least ``rounds`` rounds); then a descent from the best one (one layer a step down
       its knob values, to the next bit-width's top or its group's smallest value, or a trade of one
       layer down for another up: the ``picks`` the model ranks best, then together the longest run of
-      those that met the target on their own) while it improves, giving up after
-      ``descent_patience`` rounds without a better candidate. ``signal`` picks what the model adds
-      up: "loss" (each layer's loss alone, per-layer weights refitted on the scored candidates),
+      those that met the target on their own) while it improves; after ``descent_patience`` rounds
+      without a better candidate single moves give way to trades, and trades that find nothing
+      better to a sweep that scores every single move not scored yet (``descent_sweeps`` times in
+      a descent; measured on EfficientNet-B0 in ``benchmarks/scale/study``); then it stops.
+      ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted on the scored candidates),
       "distortion" (each layer's output distortion alone, ``Candidate.distortion``, one scale to the
       loss refitted: a metric moving in whole samples, such as top-1 on 64 samples where one flip is
       more than the allowed loss, gives the loss model nothing to fit; per-layer weights are refitted
@@ -243,8 +245,9 @@ class DivideAndConquer(Strategy):
                  surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
                  fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5, signal: str = "auto",
-                 descent_patience: int = 3):
+                 descent_patience: int = 3, descent_sweeps: int = 1):
         self.combination = combination
+        self.descent_sweeps = descent_sweeps
         self.signal = signal
         self.descent_patience = descent_patience
         self.ladder = ladder
@@ -282,6 +285,9 @@ class DivideAndConquer(Strategy):
         if self.descent_patience < 1:
             raise InvalidSettingError(f"descent_patience={self.descent_patience!r}: give the descent's rounds "
                                       "without a better candidate before it changes moves or stops (>= 1)")
+        if self.descent_sweeps < 0:
+            raise InvalidSettingError(f"descent_sweeps={self.descent_sweeps!r}: give how many times a stalled descent "
+                                      "scores every single move left before it stops (>= 0)")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
         if self.signal not in ("auto", "loss", "distortion"):
@@ -477,7 +483,9 @@ class DivideAndConquer(Strategy):
         (``rank_moves``): one layer a step down (``moves_down``), or, once
         ``descent_patience`` rounds of those found nothing better, a trade (one layer down, another up,
         smaller in all); take those meeting the target together where they still do (``_merge``), move
-        to the best candidate and repeat while that improves. Returns the scorings made."""
+        to the best candidate and repeat while that improves. Where trades find nothing better either,
+        a sweep scores every single move left unscored (the model's ranking can bury the one that still
+        fits), ``descent_sweeps`` times in a descent. Returns the scorings made."""
         start = problem.scorings
         coef = dict(zip(self.surrogate_.names, self.surrogate_.coef_))
         cache: dict = {}
@@ -487,7 +495,7 @@ class DivideAndConquer(Strategy):
                 cache[(n, k)] = coef.get(n, 1.0) * float(self._tables(problem, {n: [k]})[n][0])
             return cache[(n, k)]
 
-        trades, failed = False, 0
+        mode, failed, sweeps = "steps", 0, self.descent_sweeps
         missed = collections.Counter()  # (layer, knob) -> moves to it that missed the target
         while best is not None and budget_left(problem, default=10**9) > 0:
             check_time(problem)
@@ -496,7 +504,7 @@ class DivideAndConquer(Strategy):
             steps = []  # (layer, new knob, loss change)
             for n in problem.layer_names:
                 steps += [(n, k, g(n, k) - g(n, here[n])) for k in moves_down(problem, n, here[n])]
-            if trades:
+            if mode == "trades":
                 ups = [(n, k, g(n, k) - g(n, here[n])) for n in problem.layer_names
                        if (k := move_up(problem, n, here[n])) is not None]
                 steps = [((a, ka, da), (b, kb, db)) for a, ka, da in steps for b, kb, db in ups if a != b]
@@ -511,28 +519,30 @@ class DivideAndConquer(Strategy):
                 if saved > 0 and not is_scored(problem, cand):
                     moves.append((max(sum(d for _, _, d in step), 0.0) / saved, -saved, cand, step))
             moves = rank_moves(moves, missed)
-            pop = [m[2] for m in moves[:min(self.picks, budget_left(problem, default=10**9))]]
-            if not pop:
-                if trades:
-                    break
-                trades, failed = True, 0
-                continue
-            with problem.stage("knapsack descent", len(pop)):
-                got = problem.evaluate(pop, origin="knapsack:descent")
-            for m, c in zip(moves, got):
-                if not c.meets_target:
-                    missed.update((n, k) for n, k, _ in m[3])
-            self._merge(problem, here, [c for c in got if c.meets_target])
-            found = best_meeting(problem)
-            if found is not None and found.compression_rate > best.compression_rate:
-                best, trades, failed = found, False, 0
-                continue
-            failed += 1
-            if failed < self.descent_patience:
-                continue
-            if trades:
+            quota = budget_left(problem, default=10**9)
+            pop = [m[2] for m in moves[:min(quota if mode == "sweep" else self.picks, quota)]]
+            if pop:
+                with problem.stage("knapsack descent sweep" if mode == "sweep" else "knapsack descent", len(pop)):
+                    got = problem.evaluate(pop, origin="knapsack:descent")
+                for m, c in zip(moves, got):
+                    if not c.meets_target:
+                        missed.update((n, k) for n, k, _ in m[3])
+                self._merge(problem, here, [c for c in got if c.meets_target])
+                found = best_meeting(problem)
+                if found is not None and found.compression_rate > best.compression_rate:
+                    best, mode, failed = found, "steps", 0
+                    continue
+                failed += 1
+                if mode != "sweep" and failed < self.descent_patience:
+                    continue
+            # nothing better: single moves give way to trades, trades to a sweep (while sweeps are
+            # left) of every single move not scored yet, then it stops
+            if mode == "steps":
+                mode, failed = "trades", 0
+            elif mode == "trades" and sweeps > 0:
+                mode, failed, sweeps = "sweep", 0, sweeps - 1
+            else:
                 break
-            trades, failed = True, 0
         return problem.scorings - start
 
     def _merge(self, problem, here: dict, good: list) -> None:
