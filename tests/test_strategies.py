@@ -164,30 +164,6 @@ def test_dc_loss_tables_keep_measured_losses_and_interpolate_monotonically():
     assert table[0] >= table[1] and 0.0 <= table[4] <= table[3]
 
 
-def test_dc_descent_moves_one_layer_down_while_it_improves():
-    """From the least compressive candidate, the descent takes layers a step down (the next bit-width's
-    top, or the smallest value of the group) while the result still meets the target, and ends better
-    than it started."""
-    from wsx_plugins.strategies.divide_and_conquer import (AdditiveSurrogate, best_meeting, loss_tables, move_up,
-                                                          moves_down)
-
-    problem = synthetic_problem()  # groups {2} {3, 4} {6, 8} {12, 16} {32}
-    assert moves_down(problem, "l1.weight", 16) == [12, 8] and moves_down(problem, "l1.weight", 2) == []
-    assert moves_down(problem, "l1.weight", 6) == [4] and moves_down(problem, "l1.weight", None) == [32]
-    assert [move_up(problem, "l1.weight", k) for k in (2, 3, 4, 16, 32, None)] == [3, 4, 6, 32, None, None]
-    dc = wsx.plugins.strategies()["divide-and-conquer"](picks=4)
-    phi = {n: [4, 8, 16, 32] for n in problem.layer_names}
-    dc.layerwise_ = {n: problem.evaluate([{n: k} for k in phi[n]], origin="layer-wise") for n in phi}
-    dc.surrogate_ = AdditiveSurrogate(phi, loss_tables(problem, phi, dc.layerwise_))
-    start = problem.evaluate([{n: 32 for n in phi}], origin="start")[0]
-    assert start.meets_target and best_meeting(problem) == start
-    made = dc._descend(problem, start)
-    end = best_meeting(problem)
-    assert made > 0 and end.compression_rate > start.compression_rate and end.origin == "knapsack:descent"
-    assert all(c.origin == "knapsack:descent" for c in problem.history[-made:])
-    assert all(problem.compression_rate(c.knobs) > start.compression_rate for c in problem.history[-made:])
-
-
 def _descent_setup(**params):
     from wsx_plugins.strategies.divide_and_conquer import AdditiveSurrogate, loss_tables
 
@@ -199,14 +175,32 @@ def _descent_setup(**params):
     return problem, dc, problem.evaluate([{n: 32 for n in phi}], origin="start")[0]
 
 
+def test_dc_descent_moves_one_layer_down_while_it_improves():
+    """From the least compressive candidate, the descent takes layers a step down (the next bit-width's
+    top, or the smallest value of the group) while the result still meets the target, and ends better
+    than it started."""
+    from wsx_plugins.strategies.divide_and_conquer import best_meeting, move_up, moves_down
+
+    problem, dc, start = _descent_setup(picks=4)  # groups {2} {3, 4} {6, 8} {12, 16} {32}
+    assert moves_down(problem, "l1.weight", 16) == [12, 8] and moves_down(problem, "l1.weight", 2) == []
+    assert moves_down(problem, "l1.weight", 6) == [4] and moves_down(problem, "l1.weight", None) == [32]
+    assert [move_up(problem, "l1.weight", k) for k in (2, 3, 4, 16, 32, None)] == [3, 4, 6, 32, None, None]
+    assert start.meets_target and best_meeting(problem) == start
+    made = dc._descend(problem, start)
+    end = best_meeting(problem)
+    assert made > 0 and end.compression_rate > start.compression_rate and end.origin == "knapsack:descent"
+    assert all(c.origin == "knapsack:descent" for c in problem.history[-made:])
+    assert all(problem.compression_rate(c.knobs) > start.compression_rate for c in problem.history[-made:])
+
+
 def _unscored_neighbours(problem, end) -> list:
+    from wsx_plugins.strategies._common import is_scored
     from wsx_plugins.strategies.divide_and_conquer import moves_down
 
     here = {n: end.knobs.get(n) for n in problem.layer_names}
     neighbours = [{**here, n: k} for n in problem.layer_names for k in moves_down(problem, n, here[n])]
     assert neighbours
-    scored = {tuple(sorted(c.knobs.items())) for c in problem.history}
-    return [c for c in neighbours if tuple(sorted(c.items())) not in scored]
+    return [c for c in neighbours if not is_scored(problem, c)]
 
 
 def test_dc_descent_sweeps_every_single_move_before_it_stops():

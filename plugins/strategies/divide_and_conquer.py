@@ -208,16 +208,16 @@ class DivideAndConquer(Strategy):
       without a better candidate single moves give way to trades, and trades that find nothing
       better to a sweep that scores every single move not scored yet (``descent_sweeps`` times in
       a descent; measured on EfficientNet-B0 in ``benchmarks/scale/study``); then it stops.
-      ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted on the scored candidates),
-      "distortion" (each layer's output distortion alone, ``Candidate.distortion``, one scale to the
-      loss refitted: a metric moving in whole samples, such as top-1 on 64 samples where one flip is
-      more than the allowed loss, gives the loss model nothing to fit; per-layer weights are refitted
-      on the distortions measured, ``distortion_weights``) or "auto" (distortion where the backend
-      measured it for every layer; measured in ``benchmarks/scale/study``). Then
-      ``ladder`` fallbacks: the model's front at CRs spaced geometrically from the best down to
-      ``ladder_floor`` x its CR, so that the final re-scoring on all samples has candidates to fall
-      back to where the search's subset was optimistic about the whole boundary region. With a budget, what is left is
-      spent on a Pareto local search around the scored front. Measured in
+      ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
+      on the scored candidates), "distortion" (each layer's output distortion alone,
+      ``Candidate.distortion``, one scale to the loss refitted: a metric moving in whole samples, such as
+      top-1 on 64 samples where one flip is more than the allowed loss, gives the loss model nothing to
+      fit; per-layer weights are refitted on the distortions measured, ``distortion_weights``) or "auto"
+      (distortion where the backend measured it for every layer; measured in ``benchmarks/scale/study``).
+      Then ``ladder`` fallbacks: the model's front at CRs spaced geometrically from the best down to
+      ``ladder_floor`` x its CR, so that the final re-scoring on all samples has candidates to fall back
+      to where the search's subset was optimistic about the whole boundary region. With a budget, what is
+      left is spent on a Pareto local search around the scored front. Measured in
       ``benchmarks/scale/study``: about a tenth of NSGA-II's scorings at an equal or higher CR.
     - ``combination="scoring"`` runs NSGA-II with every candidate scored (thesis approach III);
       ``pop_size`` and ``generations`` set it (thesis: 100 x 100; repeated candidates are free);
@@ -286,8 +286,8 @@ class DivideAndConquer(Strategy):
             raise InvalidSettingError(f"descent_patience={self.descent_patience!r}: give the descent's rounds "
                                       "without a better candidate before it changes moves or stops (>= 1)")
         if self.descent_sweeps < 0:
-            raise InvalidSettingError(f"descent_sweeps={self.descent_sweeps!r}: give how many times a stalled descent "
-                                      "scores every single move left before it stops (>= 0)")
+            raise InvalidSettingError(f"descent_sweeps={self.descent_sweeps!r}: give how many times a stalled "
+                                      "descent scores every single move left before it stops (>= 0)")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
         if self.signal not in ("auto", "loss", "distortion"):
