@@ -292,7 +292,7 @@ class PopulationScoring:
     def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[BatchRef, Any, np.ndarray]]:
         self._require_data()
         idx = np.arange(self.num_samples) if subset is None else np.asarray(subset)
-        skey = subset_key(subset, self.num_samples)
+        skey = subset_key(subset, self.num_samples) + ((self._first_batch(),) if self._first_batch() else ())
         cached = self._batches.get(skey)
         if cached is not None:
             yield from cached
@@ -309,6 +309,11 @@ class PopulationScoring:
     def _keep_batches(self, idx: np.ndarray) -> bool:
         """Whether the native batches of ``idx`` are kept for the next ``score`` call."""
         return True
+
+    def _first_batch(self) -> int | None:
+        """The first batch's size where smaller than ``batch_size`` (``Backend.first_batch_``); a
+        compiled backend keeps one batch shape, as a second would cost a compilation per function."""
+        return None if type(self).compiled else getattr(self, "first_batch_", None)
 
     def _new_batches(self, idx: np.ndarray, key: tuple) -> Iterator[tuple[BatchRef, Any, np.ndarray]]:
         """(BatchRef of native inputs, labels, sample indices) per batch of ``idx``."""

@@ -243,7 +243,7 @@ class TorchBackend(PopulationScoring, Backend):
         return self._data.input_bytes_per_sample() * idx.size <= DEVICE_CACHE_BYTES
 
     def _new_batches(self, idx: np.ndarray, skey: tuple) -> Iterator[tuple[BatchRef, Any, np.ndarray]]:
-        for start, (sel, part) in enumerate(self._data.batches(idx, self.batch_size)):
+        for start, (sel, part) in enumerate(self._data.batches(idx, self.batch_size, self._first_batch())):
             yield BatchRef(self._native_inputs(part.inputs), (skey, start)), part.labels, sel
 
     probe_samples = 1

@@ -61,6 +61,28 @@ def test_stop_rule_and_scored_are_plain_picklable_data():
     assert pickle.loads(pickle.dumps(s)) == s
 
 
+def test_the_first_batch_holds_eight_times_the_fewest_samples_that_can_reject():
+    # 11 failing samples of 100 reach at best 0.89 < 0.9; 10 reach 0.90, which meets it
+    assert StopRule(threshold=0.9).fewest_rejecting(100) == 11
+    lower = StopRule(threshold=0.5, greater_is_better=False, bounds=(0.0, 2.0))
+    assert lower.fewest_rejecting(100) == 26  # 26 samples at 2.0: mean 0.52 > 0.5; 25 give 0.50
+    assert StopRule(threshold=0.5, bounds=(0.0, math.inf)).fewest_rejecting(100) is None
+    tight = StopRule(threshold=0.999)  # no sample of 64 may fall
+    assert tight.fewest_rejecting(64) == 1 and tight.first_batch(64, 16) == 8
+    assert tight.first_batch(64, 8) is None  # not smaller than the batch: whole batches
+    assert StopRule(threshold=0.9).first_batch(400, 256) is None  # 8 x 41 samples > 256
+
+
+def test_data_batches_can_start_with_a_smaller_batch():
+    data = wsx.Data(np.arange(130.0).reshape(130, 1))
+    sizes = [len(sel) for sel, _ in data.batches(None, 60, first=8)]
+    assert sizes == [8, 60, 60, 2]
+    picked = np.concatenate([sel for sel, _ in data.batches(np.arange(129, -1, -1), 60, first=8)])
+    assert picked.tolist() == list(range(129, -1, -1))  # the order given, every sample once
+    assert [len(sel) for sel, _ in data.batches(None, 60, first=60)] == [60, 60, 10]
+    assert [len(sel) for sel, _ in data.batches(np.arange(5), 60, first=8)] == [5]
+
+
 # -- the scoring loop -------------------------------------------------------------------------------
 class Counting(TinyBackend):
     """Counts the candidates each batch's forward runs."""
@@ -150,6 +172,21 @@ def test_torch_paths_drop_rejected_candidates(lenet, paths):
         assert be.stats_["prefix_hits"] > 0
     if "vmap" in paths:
         assert be.stats_["vmap_calls"] > 0 and be.vmap_error_ is None
+
+
+def test_torch_scores_a_smaller_first_batch_where_one_sample_can_reject(lenet):
+    model, (x, _) = lenet
+    be = wsx.plugins.backends()["torch"](model, x, batch_size=60, metric="agreement")
+    layer = be.layers()[-1].name
+    w = be.get_weights(layer)
+    pop = [{layer: w}, {layer: w + np.random.default_rng(1).normal(size=w.shape).astype(np.float32) * 50.0}]
+    subset = np.arange(480)
+    rule = StopRule(threshold=0.999)  # one changed sample of 480 misses it
+    got = be.score_detailed(pop, subset, stop=rule)
+    assert got[0].samples == 480 and not got[0].rejected and got[0].value == 1.0
+    assert got[1].rejected and got[1].samples == rule.first_batch(480, 60) == 8  # not 60
+    # a score call without a rule reads whole batches again
+    assert be.first_batch_ is None and be.score_detailed(pop[1:], subset)[0].samples == 480
 
 
 @pytest.mark.parametrize("metric", ["agreement", "mse"])

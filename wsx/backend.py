@@ -124,6 +124,7 @@ class Backend(ABC):
         self.output_note_: str | None = None
         self.scoring_metric_: Metric | None = None  # metric_ bound to the data (labels or reference)
         self.sample_forwards_ = 0  # candidates x samples run by score calls (early rejection's saving)
+        self.first_batch_: int | None = None  # the current score call's first batch size (StopRule.first_batch)
         self._stop_request: _StopRequest | None = None
         self._forget_reference()
 
@@ -280,6 +281,9 @@ class Backend(ABC):
         prepared = self._prepare(population)
         active = list(range(len(population)))  # positions in population still scored
         total = self.num_samples if subset is None else len(subset)
+        # a backend's _iter_batches may make the first batch smaller, where rejections are likely
+        self.first_batch_ = stop.first_batch(total, self.batch_size) \
+            if stop is not None and can_reject(self.metric_) else None
         rejected: dict[int, float] = {}  # position -> best value it could still reach
         acc = metric = reference = rule = track = None
         seen = checks = 0
@@ -334,6 +338,7 @@ class Backend(ABC):
                     active = [active[j] for j in keep]
                     if active:
                         prepared = self._narrow(prepared, keep, [population[i] for i in active])
+        self.first_batch_ = None  # other reads of the data (margins, references) keep whole batches
         if seen == 0:
             raise InvalidDataError("the scoring data yielded no samples; pass at least one batch")
         values = acc.result()

@@ -156,11 +156,16 @@ class Data:
         labels = None if self.labels is None else tree_map(pick, self.labels)
         return Data._trusted(inputs, labels, len(tree_leaves(inputs)[0][1]))
 
-    def batches(self, idx: np.ndarray | None, batch_size: int) -> Iterator[tuple[np.ndarray, "Data"]]:
-        """(sample indices, Data) per batch of at most ``batch_size`` samples of ``idx`` (all if None)."""
+    def batches(self, idx: np.ndarray | None, batch_size: int,
+                first: int | None = None) -> Iterator[tuple[np.ndarray, "Data"]]:
+        """(sample indices, Data) per batch of at most ``batch_size`` samples of ``idx`` (all if None);
+        ``first``, where smaller, is the first batch's size (early rejection's first look)."""
         idx = np.arange(self.num_samples) if idx is None else np.asarray(idx)
-        for start in range(0, idx.size, max(int(batch_size), 1)):
-            sel = idx[start:start + batch_size]
+        size = max(int(batch_size), 1)
+        head = int(first) if first is not None and 0 < int(first) < size else size
+        starts = [0, *range(head, idx.size, size)] if idx.size else []
+        for start, stop in zip(starts, [*starts[1:], idx.size]):
+            sel = idx[start:stop]
             yield sel, self.take(sel)
 
     def map_inputs(self, fn: Callable[[np.ndarray, str], np.ndarray]) -> "Data":
