@@ -8,6 +8,7 @@ checkout. ``child_env(commit)`` is the environment for such a child.
 """
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import tarfile
@@ -26,22 +27,20 @@ def python_path(commit: str | None) -> Path | None:
     base = Path(tempfile.gettempdir()) / f"wsx-code-{sha[:12]}"
     shim = base / "shim"
     if not shim.exists():
-        src = base / "src"
-        src.mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=base))  # this process' own: two children may start at once
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, *LINKS.values()], capture_output=True,
                                  check=True).stdout
-        tmp = base / "code.tar"
-        tmp.write_bytes(archive)
-        with tarfile.open(tmp) as tar:
-            tar.extractall(src)
-        tmp.unlink()
-        staging = base / "shim.tmp"
-        staging.mkdir(exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(work / "src")
+        staging = work / "shim"
+        staging.mkdir()
         for name, folder in LINKS.items():
-            link = staging / name
-            if not link.exists():
-                link.symlink_to(src / folder)
-        staging.rename(shim)
+            (staging / name).symlink_to(work / "src" / folder)
+        try:
+            staging.rename(shim)
+        except OSError:  # another process put the same commit's code there first
+            pass
     return shim
 
 

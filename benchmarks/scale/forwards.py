@@ -33,12 +33,16 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--strategy", default=None, help="a strategy spec in place of the default, e.g. "
+                   "divide-and-conquer:picks=8")
     p.add_argument("--out", default=str(HERE / "forwards"))
     args = p.parse_args(argv)
     import wsx
     from benchmarks.scale.study import problem
 
     model, data, kw = problem(args.arch, args)  # the study's problem and explore keywords
+    if args.strategy:
+        kw["strategy"] = args.strategy
     t, cpu = time.perf_counter(), time.process_time()
     r = wsx.explore(model, data, target="mlperf-heavy", progress=False, seed=0, threads=1, **kw)
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
