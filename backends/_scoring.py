@@ -292,7 +292,8 @@ class PopulationScoring:
     def _iter_batches(self, subset: np.ndarray | None) -> Iterable[tuple[BatchRef, Any, np.ndarray]]:
         self._require_data()
         idx = np.arange(self.num_samples) if subset is None else np.asarray(subset)
-        skey = subset_key(subset, self.num_samples) + ((self._first_batch(),) if self._first_batch() else ())
+        first = self._first_batch()
+        skey = subset_key(subset, self.num_samples) + ((first,) if first else ())
         cached = self._batches.get(skey)
         if cached is not None:
             yield from cached
