@@ -31,7 +31,7 @@ in the data's order). That first batch is smaller where the target lets few samp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -87,11 +87,12 @@ class StopRule:
         lo, hi = self.bounds
         if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo or total < 1:
             return None
-        worst, best = (lo, hi) if self.greater_is_better else (hi, lo)
+        worst = lo if self.greater_is_better else hi
         room = (hi - self.threshold + self.tolerance) if self.greater_is_better \
             else (self.threshold + self.tolerance - lo)
-        fewest = max(math.floor(total * room / (hi - lo)), 1)  # then checked as misses() decides
-        while fewest <= total and not self.misses([(fewest * worst + (total - fewest) * best) / total])[0]:
+        fewest = max(math.floor(total * room / (hi - lo)), 1)  # then checked as the exact bound decides
+        exact = replace(self, confidence=None)
+        while fewest <= total and not exact.misses(exact.best_means([fewest * worst], [fewest], total, 1))[0]:
             fewest += 1
         return fewest if fewest <= total else None
 
