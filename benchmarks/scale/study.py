@@ -117,6 +117,7 @@ def child(name: str, variant: str, args) -> dict:
             "size": args.size if name not in FASHION else None, "layers": len(r.layers), "scorings": r.scorings,
             "layerwise_scorings": layerwise, "combination_scorings": r.scorings - layerwise,
             "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
+            "vmap_choice": r.extras.get("vmap_choice"),  # timed: the path can depend on it
             "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
             "best_cr": best.compression_rate if best else None,
             "best_value": best.accuracy if best else None,
@@ -173,7 +174,8 @@ def table(rows: list[dict]) -> list[str]:
         value = "" if r["best_value"] is None else f"{r['best_value']:.4f}"
         if r.get("best_test_value") is not None:
             value += f" / {r['best_test_value']:.4f}"
-        lines.append(f"| {_label(r)} | {r['variant']} ({r['commit']}) | {r['layers']} | {r['scorings']} "
+        chosen = (r.get("vmap_choice") or {}).get("chosen")
+        lines.append(f"| {_label(r)} | {r['variant']} ({r['commit']}{', ' + chosen if chosen else ''}) | {r['layers']} | {r['scorings']} "
                      f"({r['layerwise_scorings']} + {r['combination_scorings']}) | {r['sample_forwards']['total']} | "
                      f"{r['rejected']} | {r['wall']:.0f} | {_cpu(r)} | {cr} | {value} | {r['stop_reason'] or 'done'} |")
     for label in dict.fromkeys(_label(r) for r in rows):
