@@ -174,8 +174,8 @@ def table(rows: list[dict]) -> list[str]:
         value = "" if r["best_value"] is None else f"{r['best_value']:.4f}"
         if r.get("best_test_value") is not None:
             value += f" / {r['best_test_value']:.4f}"
-        chosen = (r.get("vmap_choice") or {}).get("chosen")
-        lines.append(f"| {_label(r)} | {r['variant']} ({r['commit']}{', ' + chosen if chosen else ''}) | {r['layers']} | {r['scorings']} "
+        code = ", ".join(filter(None, [r["commit"], (r.get("vmap_choice") or {}).get("chosen")]))
+        lines.append(f"| {_label(r)} | {r['variant']} ({code}) | {r['layers']} | {r['scorings']} "
                      f"({r['layerwise_scorings']} + {r['combination_scorings']}) | {r['sample_forwards']['total']} | "
                      f"{r['rejected']} | {r['wall']:.0f} | {_cpu(r)} | {cr} | {value} | {r['stop_reason'] or 'done'} |")
     for label in dict.fromkeys(_label(r) for r in rows):
