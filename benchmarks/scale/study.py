@@ -28,6 +28,12 @@ says so: its CR is not final). ``--journal DIR`` gives each exploration a journa
 a run stopped with ``kill`` (SIGTERM) on its child keeps its scorings, and the same command
 resumes it; its CPU and wall seconds and sample-forwards add up over the sessions (``sessions.json``
 beside the journal; the candidates in flight at the stop are counted twice).
+
+``--vmap stacked`` or ``loop`` fixes the new side's population path (torch) instead of timing both
+on the first population (``vmap="auto"``): the two round differently, which can decide near-tie
+samples. Problems whose two defaults ran in one command on two seeds or more also get a summary over
+the seeds (mean and spread of the best CR, how often new is at least old) and a figure each
+(``seeds-<problem>.png`` beside study.md).
 """
 from __future__ import annotations
 
@@ -91,6 +97,11 @@ def child(name: str, variant: str, args) -> dict:
     import wsx
 
     model, data, kw = problem(name, args)
+    if variant == "new" and args.vmap != "auto":  # one path for every population, no timing
+        from wsx.engine import make_backend
+
+        kw["backend"] = make_backend(model, data, "torch", metric=kw.pop("metric", None),
+                                     batch_size=kw.pop("batch_size", 256), vmap=args.vmap == "stacked")
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
@@ -118,6 +129,7 @@ def child(name: str, variant: str, args) -> dict:
             "layerwise_scorings": layerwise, "combination_scorings": r.scorings - layerwise,
             "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
             "vmap_choice": r.extras.get("vmap_choice"),  # timed: the path can depend on it
+            "vmap": args.vmap if variant == "new" else "auto",
             "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
             "best_cr": best.compression_rate if best else None,
             "best_value": best.accuracy if best else None,
@@ -131,7 +143,8 @@ def run_one(arch: str, variant: str, args) -> dict:
     from _code import child_env
 
     cmd = [sys.executable, __file__, "--child", arch, variant, "--samples", str(args.samples), "--size",
-           str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed)]
+           str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed),
+           "--vmap", args.vmap]
     if args.time_limit:
         cmd += ["--time-limit", str(args.time_limit)]
     if args.journal:
@@ -144,9 +157,10 @@ def run_one(arch: str, variant: str, args) -> dict:
     return json.loads(line)
 
 
-def _label(r: dict) -> str:
+def _label(r: dict, seed: bool = True) -> str:
     label = r["arch"] if r["samples"] is None else f"{r['arch']} ({r['samples']} @ {r['size']})"
-    label += f", seed {r['seed']}" if r.get("seed") else ""
+    label += f", seed {r['seed']}" if seed and r.get("seed") else ""
+    label += f", vmap {r['vmap']}" if r.get("vmap", "auto") != "auto" else ""
     return label + (", wsx's threads" if r.get("threads") == 0 else "")
 
 
@@ -188,6 +202,70 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def seed_pairs(rows: list[dict]) -> dict[str, dict[int, tuple[dict, dict]]]:
+    """Per problem (its label without the seed): seed -> (old, new) of the latest command that ran both
+    defaults on that seed, for problems run so on two seeds or more."""
+    found: dict[str, dict[int, tuple[dict, dict]]] = {}
+    for r in rows:
+        if r["variant"] != "new":
+            continue
+        old = next((o for o in rows if o["variant"] == "old" and o["command"] == r["command"]
+                    and _label(o) == _label(r)), None)
+        if old is not None:
+            found.setdefault(_label(r, seed=False), {})[r.get("seed") or 0] = (old, r)
+    return {k: dict(sorted(v.items())) for k, v in found.items() if len(v) >= 2}
+
+
+def seed_table(groups: dict) -> list[str]:
+    """Best CR over seeds, both defaults run by one command per seed: a single seed's CR moves with the
+    scoring subset, so a difference is read against the spread."""
+    if not groups:
+        return []
+    lines = ["", "Best CR over seeds (each seed's old and new from one command):", "",
+             "| problem | seeds | old: mean (min-max) | new: mean (min-max) | new >= old | new - old: mean (min-max) |",
+             "|---|---:|---|---|---:|---|"]
+    for label, pairs in groups.items():
+        old = [o["best_cr"] or 0.0 for o, _ in pairs.values()]
+        new = [n["best_cr"] or 0.0 for _, n in pairs.values()]
+        diff = [b - a for a, b in zip(old, new)]
+        wins = sum(d >= -1e-9 for d in diff)
+
+        def spread(v):
+            return f"{sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})"
+        lines.append(f"| {label} | {len(pairs)} | {spread(old)} | {spread(new)} | {wins} of {len(pairs)} | "
+                     f"{sum(diff) / len(diff):+.2f} ({min(diff):+.2f} to {max(diff):+.2f}) |")
+    return lines
+
+
+def seed_figures(groups: dict, out: Path) -> list[str]:
+    """One figure per problem: each seed's best CR, old and new, with the means."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for label, pairs in groups.items():
+        seeds = list(pairs)
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for i, (variant, color) in enumerate((("old", "tab:gray"), ("new", "tab:blue"))):
+            values = [pair[i]["best_cr"] or 0.0 for pair in pairs.values()]
+            commit = next(iter(pairs.values()))[i]["commit"]
+            ax.plot(seeds, values, "o", color=color, label=f"{variant} ({commit})")
+            ax.axhline(sum(values) / len(values), color=color, ls="--", lw=1)
+        ax.set_xlabel("seed (the exploration's, and so its scoring subset)")
+        ax.set_ylabel("best CR meeting the target")
+        ax.set_xticks(seeds)
+        ax.set_title(f"{label}: each seed's best CR (dashed: mean)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))  # off the points
+        fig.tight_layout()
+        name = "seeds-" + label.split(" ")[0].strip(",") + ".png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        names.append(f"![{label}]({name})")
+    return [""] + names if names else []
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", default="mobilenet_v2,resnet18")
@@ -199,6 +277,8 @@ def main(argv=None) -> int:
     p.add_argument("--old-commit", default="52abe66")
     p.add_argument("--new-commit", default=None, help="run 'new' from this commit (default: this checkout)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run; 0: wsx's own choice (its default)")
+    p.add_argument("--vmap", choices=("auto", "stacked", "loop"), default="auto",
+                   help="the new side's population path (torch): 'auto' times both on the first population")
     p.add_argument("--seed", type=int, default=0, help="the exploration's seed (its scoring subset among others)")
     p.add_argument("--out", default=str(HERE / "study"))
     p.add_argument("--journal", default=None, help="keep each run's journal under this folder: a stopped run resumes")
@@ -232,6 +312,8 @@ def main(argv=None) -> int:
             print(json.dumps({k: v for k, v in row.items() if k != "front"}), flush=True)
     lines = ["# Old vs new defaults of divide-and-conquer (mlperf-heavy)", "", "Commands:", ""]
     lines += [f"- `{c}`" for c in dict.fromkeys(commands + [r["command"] for r in rows])] + [""] + table(rows)
+    groups = seed_pairs(rows)
+    lines += seed_table(groups) + seed_figures(groups, out)
     (out / "study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
