@@ -27,8 +27,9 @@ Settings (constructor arguments of every built-in backend), with the memory boun
 * ``vmap`` (default ``"auto"``): True / False force the vectorised path on or off; "auto" uses it
   on an accelerator, and on CPU for networks with at most ``VMAP_AUTO_MAX_BYTES`` (256 KiB) of
   activations per sample; for larger networks on CPU, a backend that sets ``measure_vmap_choice``
-  (torch) times both on the first batch of its first population and keeps the stacked path where it
-  is ``VMAP_AUTO_MIN_SPEEDUP`` (1.25) times faster, else loops; others loop
+  (torch) times both on the first batch of its first population (the fastest of
+  ``VMAP_AUTO_REPEATS`` interleaved tries each) and keeps the stacked path where it is
+  ``VMAP_AUTO_MIN_SPEEDUP`` (1.25) times faster, else loops; others loop
   (``vmap_`` tells what was chosen, ``vmap_choice_`` the timing).
 * ``vmap_bytes`` (default 1 GiB): a vectorised call is given at most
   ``vmap_bytes // (working bytes per sample x samples in the batch)`` candidates (working bytes: what
@@ -61,6 +62,9 @@ VMAP_AUTO_MAX_BYTES = 256 << 10
 # scored decides near-tie samples (MobileNetV2, agreement on 64 samples: CR 6.98 stacked, 9.07 one
 # by one, each repeatable); one-by-one forwards compute what the compressed model computes alone.
 VMAP_AUTO_MIN_SPEEDUP = 1.25
+# Each path is timed this many times, interleaved, and its fastest kept: one try each flipped the
+# choice with the load (ViT-tiny, two runs beside CI: stacked 1.3x slower, then 1.7x faster).
+VMAP_AUTO_REPEATS = 3
 
 
 def float32_inputs(a: np.ndarray, _: str = "") -> np.ndarray:
@@ -432,20 +436,23 @@ class PopulationScoring:
     def _time_choice(self, prep: Prepared, batch: BatchRef, live) -> list:
         """vmap="auto" on CPU for a large network: score the batch stacked (that first call traces and
         checks), then time a stacked call of as many candidates as a call takes against one-by-one
-        forwards of two, on this batch, and keep the stacked path from now on only where it is
-        ``VMAP_AUTO_MIN_SPEEDUP`` times faster (``vmap_choice_``)."""
+        forwards of two, on this batch, the fastest of ``VMAP_AUTO_REPEATS`` interleaved tries each,
+        and keep the stacked path from now on only where it is ``VMAP_AUTO_MIN_SPEEDUP`` times faster
+        (``vmap_choice_``)."""
         outs = self._run_stacked(prep, batch, live)
         stats = self.stats_.copy()
         m = min(len(prep.candidates), self._candidates_per_call(batch))
         part = Prepared(prep.changed, prep.candidates[:m], {k: v[:m] for k, v in prep.stacked.items()}, prep.split)
-        t = time.perf_counter()
-        self._run_stacked(part, batch, live)
-        stacked = (time.perf_counter() - t) / m
         k = min(m, 2)
-        t = time.perf_counter()
-        for subs in prep.candidates[:k]:
-            self._forward(subs, batch.inputs, prep.split, live)
-        loop = (time.perf_counter() - t) / k
+        stacked = loop = float("inf")
+        for _ in range(VMAP_AUTO_REPEATS):
+            t = time.perf_counter()
+            self._run_stacked(part, batch, live)
+            stacked = min(stacked, (time.perf_counter() - t) / m)
+            t = time.perf_counter()
+            for subs in prep.candidates[:k]:
+                self._forward(subs, batch.inputs, prep.split, live)
+            loop = min(loop, (time.perf_counter() - t) / k)
         self.stats_ = stats
         self.vmap_ = stacked * VMAP_AUTO_MIN_SPEEDUP < loop
         self.vmap_choice_ = {"stacked_s_per_candidate": stacked, "loop_s_per_candidate": loop,

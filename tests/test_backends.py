@@ -561,8 +561,16 @@ def test_vmap_auto_vectorises_small_networks_only():
     assert cls(big, (x, np.zeros(4, int)), vmap=True)._use_vmap() is True
     from wsx_backends import _scoring
 
-    for stacked, chosen in ((0.9, "loop"), (0.7, "stacked")):  # per candidate; the loop takes 1.0
-        clock = iter([0.0, stacked * 3, 10.0, 12.0])  # a stacked call of the 3, then a loop of 2
+    # per candidate, per try: (stacked, loop); each path keeps its fastest of the interleaved tries
+    for tries, chosen in ((((0.9, 1.0),) * 3, "loop"), (((0.7, 1.0),) * 3, "stacked"),
+                          (((2.0, 1.0), (0.7, 1.0), (0.7, 1.0)), "stacked"),  # a spike on one try
+                          (((0.9, 3.0), (0.9, 1.0), (0.9, 1.0)), "loop")):
+        assert len(tries) == _scoring.VMAP_AUTO_REPEATS
+        ticks, now = [], 0.0
+        for stacked, loop in tries:  # a stacked call of the 3, then a loop of 2
+            ticks += [now, now + stacked * 3, now + 10.0, now + 10.0 + loop * 2]
+            now += 100.0
+        clock = iter(ticks)
         monkey = pytest.MonkeyPatch()
         monkey.setattr(_scoring, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
         try:
@@ -572,6 +580,8 @@ def test_vmap_auto_vectorises_small_networks_only():
             monkey.undo()
         # only 1.25x faster takes the stacked path: a near-equal timing flips with the load
         assert timed.vmap_choice_["chosen"] == chosen and timed.vmap_ is (chosen == "stacked")
+        assert timed.vmap_choice_["stacked_s_per_candidate"] == pytest.approx(min(t[0] for t in tries))
+        assert timed.vmap_choice_["loop_s_per_candidate"] == pytest.approx(min(t[1] for t in tries))
     with pytest.raises(wsx.InvalidSettingError, match="vmap="):
         cls(small, data, vmap="sometimes")
 
