@@ -249,7 +249,7 @@ def seed_figures(groups: dict, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         for i, (variant, color) in enumerate((("old", "tab:gray"), ("new", "tab:blue"))):
             values = [pair[i]["best_cr"] or 0.0 for pair in pairs.values()]
-            commit = next(iter(pairs.values()))[i]["commit"]
+            commit = ", ".join(dict.fromkeys(pair[i]["commit"] for pair in pairs.values()))
             ax.plot(seeds, values, "o", color=color, label=f"{variant} ({commit})")
             ax.axhline(sum(values) / len(values), color=color, ls="--", lw=1)
         ax.set_xlabel("seed (the exploration's, and so its scoring subset)")
@@ -306,8 +306,9 @@ def main(argv=None) -> int:
             row["commit"] = args.old_commit if variant == "old" else (args.new_commit or "checkout")
             row["seed"] = args.seed
             row["threads"] = args.threads
-            rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"], r.get("seed", 0)) !=
-                    (row["arch"], variant, row["samples"], row["size"], args.seed)] + [row]
+            rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"], r.get("seed", 0),
+                                        r.get("vmap", "auto")) !=
+                    (row["arch"], variant, row["samples"], row["size"], args.seed, row["vmap"])] + [row]
             path.write_text(json.dumps(rows, indent=1))
             print(json.dumps({k: v for k, v in row.items() if k != "front"}), flush=True)
     lines = ["# Old vs new defaults of divide-and-conquer (mlperf-heavy)", "", "Commands:", ""]
