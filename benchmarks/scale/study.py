@@ -172,6 +172,11 @@ def _ratio(old: dict, new: dict) -> str:
     return f"{old['cpu'] / new['cpu']:.1f}x" if old.get("cpu") and new.get("cpu") else ""
 
 
+def _not_worse(old: dict, new: dict) -> bool:
+    """New's best CR at least old's (a run without a legal candidate counts as CR 0)."""
+    return (new["best_cr"] or 0.0) >= (old["best_cr"] or 0.0) - 1e-9
+
+
 def pair(rows: list[dict], label: str) -> tuple[dict | None, dict | None, str]:
     """(latest old row, latest new row, whether one command ran both) for a problem."""
     last = {r["variant"]: r for r in rows if _label(r) == label}
@@ -195,7 +200,7 @@ def table(rows: list[dict]) -> list[str]:
     for label in dict.fromkeys(_label(r) for r in rows):
         old, new, run = pair(rows, label)
         if old and new:
-            cr = "equal or better" if (new["best_cr"] or 0) >= (old["best_cr"] or 0) - 1e-9 else "worse"
+            cr = "equal or better" if _not_worse(old, new) else "worse"
             lines.append(f"| {label} | old / new ({run}) | | {old['scorings'] / new['scorings']:.1f}x | "
                          f"{old['sample_forwards']['total'] / max(new['sample_forwards']['total'], 1):.1f}x | | "
                          f"{old['wall'] / new['wall']:.1f}x | {_ratio(old, new)} | {cr} | | |")
@@ -228,7 +233,7 @@ def seed_table(groups: dict) -> list[str]:
         old = [o["best_cr"] or 0.0 for o, _ in pairs.values()]
         new = [n["best_cr"] or 0.0 for _, n in pairs.values()]
         diff = [b - a for a, b in zip(old, new)]
-        wins = sum(d >= -1e-9 for d in diff)
+        wins = sum(_not_worse(o, n) for o, n in pairs.values())
 
         def spread(v):
             return f"{sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})"
