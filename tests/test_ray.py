@@ -222,9 +222,11 @@ def test_a_worker_that_clusters_differently_fails_loudly():
         """Quantile centroids shifted by a per-process amount: another process clusters to other weights."""
 
         name = "per-process"
+        driver = os.getpid()  # pickled with the class: a worker knows it is not the driver
 
         def _cluster(self, w, k):
-            centroids = np.unique(np.quantile(w, (np.arange(k) + 0.5) / k)) + 1e-6 * (os.getpid() % 97 + 1)
+            # any other process shifts by 1e-6 (pid % 97 could coincide with the driver's)
+            centroids = np.unique(np.quantile(w, (np.arange(k) + 0.5) / k)) + 1e-6 * (os.getpid() != self.driver)
             labels = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, w)
             return Clustering(centroids, labels, float(((w - centroids[labels]) ** 2).sum()))
 
