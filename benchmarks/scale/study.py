@@ -105,7 +105,8 @@ def child(name: str, variant: str, args) -> dict:
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
-        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}"
+        path = f"-{args.vmap}" if variant == "new" and args.vmap != "auto" else ""  # a forced path is another run
+        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{path}"
         sessions = kw["out"] / "sessions.json"
         before = json.loads(sessions.read_text()) if sessions.exists() else []
         signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C would: the model restored, the journal kept
