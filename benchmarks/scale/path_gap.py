@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.scale._report import emit  # noqa: E402
 
 
 def best_of(path: str) -> dict:
@@ -117,11 +118,7 @@ def main(argv=None) -> int:
     if ok:
         lines += ["| CR | down | up |", "|---:|---|---|"]
         lines += [f"| {cr:.3f} | {a} {ka0}->{ka} | {b} {kb0}->{kb} |" for cr, (a, ka0, ka, b, kb0, kb) in ok[:10]]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.scale._report import emit  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -72,11 +73,7 @@ def main(argv=None) -> int:
                      f"{min(loads):.1f}-{max(loads):.1f} |")
     speedup = _scoring.VMAP_AUTO_MIN_SPEEDUP
     lines += ["", f"Stacked is kept where it is {speedup}x faster (a ratio below {1 / speedup:.2f})."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":
