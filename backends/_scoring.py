@@ -59,8 +59,8 @@ DEFAULT_VMAP_BYTES = 1 << 30
 VMAP_AUTO_MAX_BYTES = 256 << 10
 # Above it, the timed choice takes the stacked path only this much faster than one-by-one forwards:
 # the paths round differently, a near-equal timing flips with the machine's load, and which path
-# scored decides near-tie samples (MobileNetV2, agreement on 64 samples: CR 6.98 stacked, 9.07 one
-# by one, each repeatable); one-by-one forwards compute what the compressed model computes alone.
+# scored moves the search (ViT-tiny, agreement on 64 samples: CR 7.89 stacked, 7.08 one by one,
+# each repeatable); one-by-one forwards compute what the compressed model computes alone.
 VMAP_AUTO_MIN_SPEEDUP = 1.25
 # Each path is timed this many times, interleaved, and its fastest kept: one try each flipped the
 # choice with the load (ViT-tiny, two runs beside CI: stacked 1.3x slower, then 1.7x faster).

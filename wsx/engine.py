@@ -481,9 +481,9 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
         extras["vmap_choice"] = dict(choice)
         problem.note(f"vmap='auto' timed the population's paths and scored {choice['chosen']} "
                      f"({choice['stacked_s_per_candidate']:.3g} s stacked, {choice['loop_s_per_candidate']:.3g} s "
-                     "one by one per candidate); their float rounding differs, which can decide near-tie "
-                     f"samples at the target: pass vmap={choice['chosen'] == 'stacked'} to the backend to "
-                     "repeat this run exactly")
+                     "one by one per candidate); their float rounding differs, which moves the search (the "
+                     "output distortions its model fits, near-tie samples at the target): pass "
+                     f"vmap={choice['chosen'] == 'stacked'} to the backend to repeat this run exactly")
     if shared is not None:
         extras["shared_scores"] = problem.shared_hits  # scorings taken from another run of a wsx.bench
     replayed = {"scoring": 0.0, "clustering": 0.0, "wall": 0.0}
