@@ -10,8 +10,8 @@ is it the landscape (the paths' rounding decides which candidates meet) or the s
    (the study's problem: 64 synthetic images at 32 px, agreement, batches of 16, one torch thread).
 2. At the lower run's best: every trade of one large layer (``--large`` weights or more) a step down
    (``moves_down``) against another layer a step up (``move_up``), the moves the descent tries once
-   single steps stall, scored with early rejection: how many meet the target and the best CR they
-   reach, which says how far a local search from there can still go.
+   single steps stall, scored one by one with early rejection: how many meet the target and the
+   best CR they reach, which says how far a local search from there can still go.
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     model, (x, _) = build(args.arch, samples=64, size=32, seed=0)
     kw = dict(target="mlperf-heavy", subset=None, progress=False, threads=1)
     lines = [f"# Where the two population paths' runs part ({args.arch}, 64 @ 32, mlperf-heavy)", "",
-             "    python benchmarks/scale/path_gap.py " + " ".join(sys.argv[1:]), "",
+             "    python benchmarks/scale/path_gap.py " + " ".join(sys.argv[1:] if argv is None else argv), "",
              "## Each run's best, scored again under both paths (all samples)", "",
              "| run's best | its CR | " + " | ".join(f"meets under {p}" for p in ("loop", "stacked")) + " |",
              "|---|---:|---|---|"]
