@@ -258,7 +258,7 @@ def seed_figures(groups: dict, out: Path) -> list[str]:
             commit = ", ".join(dict.fromkeys(pair[i]["commit"] for pair in pairs.values()))
             ax.plot(seeds, values, "o", color=color, label=f"{variant} ({commit})")
             ax.axhline(sum(values) / len(values), color=color, ls="--", lw=1)
-        ax.set_xlabel("seed (the exploration's, and so its scoring subset)")
+        ax.set_xlabel("the exploration's seed (with subset < 1 it draws the scoring subset)")
         ax.set_ylabel("best CR meeting the target")
         ax.set_xticks(seeds)
         ax.set_title(f"{label}: each seed's best CR (dashed: mean)", fontsize=9)
