@@ -30,8 +30,8 @@ resumes it; its CPU and wall seconds and sample-forwards add up over the session
 beside the journal; the candidates in flight at the stop are counted twice).
 
 ``--vmap stacked`` or ``loop`` fixes the new side's population path (torch) instead of timing both
-on the first population (``vmap="auto"``): the two round differently, which can decide near-tie
-samples. Problems whose two defaults ran in one command on two seeds or more also get a summary over
+on the first population (``vmap="auto"``): the two round differently, which moves the search
+(``path_gap.py``). Problems whose two defaults ran in one command on two seeds or more also get a summary over
 the seeds (mean and spread of the best CR, how often new is at least old) and a figure each
 (``seeds-<problem>.png`` beside study.md).
 """
@@ -97,16 +97,17 @@ def child(name: str, variant: str, args) -> dict:
     import wsx
 
     model, data, kw = problem(name, args)
-    if variant == "new" and args.vmap != "auto":  # one path for every population, no timing
+    vmap = args.vmap if variant == "new" else "auto"  # the old side runs its own defaults
+    if vmap != "auto":  # one path for every population, no timing
         from wsx.engine import make_backend
 
         kw["backend"] = make_backend(model, data, "torch", metric=kw.pop("metric", None),
-                                     batch_size=kw.pop("batch_size", 256), vmap=args.vmap == "stacked")
+                                     batch_size=kw.pop("batch_size", 256), vmap=vmap == "stacked")
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
-        path = f"-{args.vmap}" if variant == "new" and args.vmap != "auto" else ""  # a forced path is another run
-        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{path}"
+        forced = "" if vmap == "auto" else f"-{vmap}"  # a forced path is another run
+        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{forced}"
         sessions = kw["out"] / "sessions.json"
         before = json.loads(sessions.read_text()) if sessions.exists() else []
         signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C would: the model restored, the journal kept
@@ -130,7 +131,7 @@ def child(name: str, variant: str, args) -> dict:
             "layerwise_scorings": layerwise, "combination_scorings": r.scorings - layerwise,
             "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
             "vmap_choice": r.extras.get("vmap_choice"),  # timed: the path can depend on it
-            "vmap": args.vmap if variant == "new" else "auto",
+            "vmap": vmap,
             "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
             "best_cr": best.compression_rate if best else None,
             "best_value": best.accuracy if best else None,
