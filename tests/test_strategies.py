@@ -221,6 +221,45 @@ def test_dc_descent_sweeps_every_single_move_before_it_stops():
         wsx.plugins.strategies()["divide-and-conquer"](descent_sweeps=-1).run(synthetic_problem())
 
 
+def test_dc_restart_descends_from_its_own_start():
+    """A restart's descent moves on its own best, not on the best found before it: from a start below
+    where the first descent ended it explores that region (a descent on the overall best would leave
+    it after one round), and here it ends at a better optimum than the first descent's."""
+    from wsx_plugins.strategies.divide_and_conquer import best_meeting
+
+    problem, dc, start = _descent_setup(picks=1, descent_patience=1, descent_sweeps=0)
+    dc._descend(problem, start)
+    top = best_meeting(problem)
+    other = problem.evaluate([{n: 16 for n in problem.layer_names}], origin="start")[0]
+    assert other.meets_target and other.compression_rate < top.compression_rate
+    since = len(problem.history)
+    dc._descend(problem, other, since=since)
+    assert sum(c.compression_rate < top.compression_rate for c in problem.history[since:]) >= 3
+    assert best_meeting(problem, since).compression_rate > top.compression_rate
+
+
+def test_dc_restarts_are_reported_and_checked():
+    """restarts=N runs N more bisections and descents after the first and reports each (its start,
+    its best, its scorings); restarts=0 runs none; the first descent is the same either way, so the
+    best never falls. A value that is not an int >= 0 is refused by name."""
+    runs = {}
+    for n in (0, 2):
+        problem = synthetic_problem(steps=64)
+        wsx.plugins.strategies()["divide-and-conquer"](restarts=n).run(problem)
+        runs[n] = problem
+    assert runs[0].extras["knapsack"]["restarts"] == []
+    done = runs[2].extras["knapsack"]["restarts"]
+    assert len(done) == 2 and all(set(r) == {"start", "best", "scorings"} for r in done)
+    assert all(r["start"] is None or r["best"] >= r["start"] for r in done)
+    first = [c.knobs for c in runs[0].history if not c.origin.startswith("knapsack:ladder")]
+    assert [c.knobs for c in runs[2].history][:len(first)] == first
+    best = {n: max(c.compression_rate for c in p.history if c.meets_target) for n, p in runs.items()}
+    assert best[2] >= best[0]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(wsx.InvalidSettingError, match="restarts"):
+            wsx.plugins.strategies()["divide-and-conquer"](restarts=bad).run(synthetic_problem())
+
+
 def test_dc_ladder_scores_fallbacks_spread_below_the_best():
     """Below the best candidate, the model's front is scored at CRs spread down to ladder_floor x its
     CR: candidates the final re-scoring on all samples can fall back to where the subset flattered the

@@ -103,10 +103,13 @@ def child(name: str, variant: str, args) -> dict:
 
         kw["backend"] = make_backend(model, data, "torch", metric=kw.pop("metric", None),
                                      batch_size=kw.pop("batch_size", 256), vmap=vmap == "stacked")
+    restarts = args.restarts if variant == "new" else 0
+    if restarts:  # the new side's descent restarted (DivideAndConquer(restarts=...)): another run
+        kw["strategy"] = f"divide-and-conquer:restarts={restarts}"
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
-        forced = "" if vmap == "auto" else f"-{vmap}"  # a forced path is another run
+        forced = ("" if vmap == "auto" else f"-{vmap}") + (f"-restarts{restarts}" if restarts else "")
         kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{forced}"
         sessions = kw["out"] / "sessions.json"
         before = json.loads(sessions.read_text()) if sessions.exists() else []
@@ -131,7 +134,7 @@ def child(name: str, variant: str, args) -> dict:
             "layerwise_scorings": layerwise, "combination_scorings": r.scorings - layerwise,
             "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
             "vmap_choice": r.extras.get("vmap_choice"),  # timed: the path can depend on it
-            "vmap": vmap,
+            "vmap": vmap, "restarts": restarts,
             "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
             "best_cr": best.compression_rate if best else None,
             "best_value": best.accuracy if best else None,
@@ -146,7 +149,7 @@ def run_one(arch: str, variant: str, args) -> dict:
 
     cmd = [sys.executable, __file__, "--child", arch, variant, "--samples", str(args.samples), "--size",
            str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed),
-           "--vmap", args.vmap]
+           "--vmap", args.vmap, "--restarts", str(args.restarts)]
     if args.time_limit:
         cmd += ["--time-limit", str(args.time_limit)]
     if args.journal:
@@ -163,6 +166,7 @@ def _label(r: dict, seed: bool = True) -> str:
     label = r["arch"] if r["samples"] is None else f"{r['arch']} ({r['samples']} @ {r['size']})"
     label += f", seed {r['seed']}" if seed and r.get("seed") else ""
     label += f", vmap {r['vmap']}" if r.get("vmap", "auto") != "auto" else ""
+    label += f", restarts {r['restarts']}" if r.get("restarts") else ""
     return label + (", wsx's threads" if r.get("threads") == 0 else "")
 
 
@@ -286,6 +290,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run; 0: wsx's own choice (its default)")
     p.add_argument("--vmap", choices=("auto", "stacked", "loop"), default="auto",
                    help="the new side's population path (torch): 'auto' times both on the first population")
+    p.add_argument("--restarts", type=int, default=0,
+                   help="the new side's descent restarts (divide-and-conquer's restarts; default 0, its default)")
     p.add_argument("--seed", type=int, default=0, help="the exploration's seed (its scoring subset among others)")
     p.add_argument("--out", default=str(HERE / "study"))
     p.add_argument("--journal", default=None, help="keep each run's journal under this folder: a stopped run resumes")
@@ -314,8 +320,8 @@ def main(argv=None) -> int:
             row["seed"] = args.seed
             row["threads"] = args.threads
             rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"], r.get("seed", 0),
-                                        r.get("vmap", "auto")) !=
-                    (row["arch"], variant, row["samples"], row["size"], args.seed, row["vmap"])] + [row]
+                                        r.get("vmap", "auto"), r.get("restarts", 0)) !=
+                    (row["arch"], variant, row["samples"], row["size"], args.seed, row["vmap"], row["restarts"])] + [row]
             path.write_text(json.dumps(rows, indent=1))
             print(json.dumps({k: v for k, v in row.items() if k != "front"}), flush=True)
     lines = ["# Old vs new defaults of divide-and-conquer (mlperf-heavy)", "", "Commands:", ""]

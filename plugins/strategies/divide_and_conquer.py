@@ -149,9 +149,10 @@ def rank_moves(moves: list, missed: collections.Counter) -> list:
     return [moves[i] for i in order]
 
 
-def best_meeting(problem):
-    """The highest-CR candidate scored so far that meets the target and was not rejected (None: none)."""
-    legal = [c for c in problem.history if c.meets_target and not c.rejected]
+def best_meeting(problem, since: int = 0):
+    """The highest-CR candidate scored so far (from ``problem.history[since]`` on) that meets the
+    target and was not rejected (None: none)."""
+    legal = [c for c in problem.history[since:] if c.meets_target and not c.rejected]
     return max(legal, key=lambda c: c.compression_rate, default=None)
 
 
@@ -208,6 +209,10 @@ class DivideAndConquer(Strategy):
       without a better candidate single moves give way to trades, and trades that find nothing
       better to a sweep that scores every single move not scored yet (``descent_sweeps`` times in
       a descent; measured on EfficientNet-B0 in ``benchmarks/scale/study``); then it stops.
+      ``restarts`` (default 0) more times, the model is refitted on everything scored, its front
+      bisected again and a descent run from the last point meeting the target, on its own best: a
+      descent ends in a local optimum that tiny differences choose, and another start is another
+      draw (``benchmarks/scale/study``: restarts=1 on ViT-tiny and EfficientNet-B0).
       ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
       on the scored candidates), "distortion" (each layer's output distortion alone,
       ``Candidate.distortion``, one scale to the loss refitted: a metric moving in whole samples, such as
@@ -245,8 +250,9 @@ class DivideAndConquer(Strategy):
                  surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
                  fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5, signal: str = "auto",
-                 descent_patience: int = 3, descent_sweeps: int = 1):
+                 descent_patience: int = 3, descent_sweeps: int = 1, restarts: int = 0):
         self.combination = combination
+        self.restarts = restarts
         self.descent_sweeps = descent_sweeps
         self.signal = signal
         self.descent_patience = descent_patience
@@ -288,6 +294,9 @@ class DivideAndConquer(Strategy):
         if self.descent_sweeps < 0:
             raise InvalidSettingError(f"descent_sweeps={self.descent_sweeps!r}: give how many times a stalled "
                                       "descent scores every single move left before it stops (>= 0)")
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 0:
+            raise InvalidSettingError(f"restarts={self.restarts!r}: give how many more descents to run from the "
+                                      "refitted model's front after the first (an int >= 0; 0: none)")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
         if self.signal not in ("auto", "loss", "distortion"):
@@ -410,6 +419,8 @@ class DivideAndConquer(Strategy):
             if problem.budget_left == 0 or (not improved and r + 1 >= self.rounds):
                 break
         report["descent"] = self._descend(problem, best)
+        report["restarts"] = [self._restart(problem, phi, costs, seed, report) for _ in range(self.restarts)
+                              if budget_left(problem, default=10**9) > 0]
         report["ladder"] = self._ladder(problem, phi, costs, best_meeting(problem))
         if problem.budget is not None and problem.budget_left:
             with problem.stage("knapsack polish", problem.budget_left):
@@ -462,22 +473,43 @@ class DivideAndConquer(Strategy):
         problem.nominate([k for k in rows if is_scored(problem, k)])  # those scored before too
         return problem.scorings - start
 
-    def _bisect_front(self, problem, phi: dict, rows) -> int:
+    def _restart(self, problem, phi: dict, costs, seed: int, report: dict) -> dict:
+        """One restart: the model refitted on everything scored, its front bisected again and a descent
+        from the last point meeting the target, which moves on its own best (the candidates scored
+        before are not scored again). A descent ends in a local optimum that tiny differences choose
+        (``benchmarks/scale/path-gap.md``); another start is another draw. Returns what it did."""
+        check_time(problem)
+        self._refit(problem, seed, report)
+        s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
+        since, made = len(problem.history), problem.scorings
+        self._bisect_front(problem, phi, choice[np.argsort(s)[::-1]], origin="knapsack:restart")
+        start = self.bisected_
+        if start is not None:
+            self._descend(problem, start, since=since)
+        end = best_meeting(problem, since)
+        best = max((c for c in (start, end) if c is not None), key=lambda c: c.compression_rate, default=None)
+        return {"start": None if start is None else float(start.compression_rate),
+                "best": None if best is None else float(best.compression_rate), "scorings": problem.scorings - made}
+
+    def _bisect_front(self, problem, phi: dict, rows, origin: str = "knapsack:bisection") -> int:
         """Bisection along the model's front (``rows``, least compressive first) for the last point
         meeting the target: real loss grows along it even where the model's values are off (layers
         that interact), so O(log) scorings find the boundary and give the refit points on both
-        sides of it. Returns the scorings made."""
+        sides of it. Returns the scorings made; ``bisected_`` is that last point (None: none met)."""
         start = problem.scorings
+        self.bisected_ = None
         lo, hi = -1, len(rows)  # rows[lo] meets (-1: nothing scored yet), rows[hi] misses
-        with problem.stage("knapsack bisection", None):  # one bar for the whole bisection
+        with problem.stage(origin.replace(":", " "), None):  # one bar for the whole bisection
             while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
                 check_time(problem)
                 mid = (lo + hi) // 2
-                cand = problem.evaluate([knobs_at(phi, rows[mid])], origin="knapsack:bisection")[0]
+                cand = problem.evaluate([knobs_at(phi, rows[mid])], origin=origin)[0]
                 lo, hi = (mid, hi) if cand.meets_target else (lo, mid)
+                if cand.meets_target and not cand.rejected:
+                    self.bisected_ = cand
         return problem.scorings - start
 
-    def _descend(self, problem, best) -> int:
+    def _descend(self, problem, best, since: int = 0) -> int:
         """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
         ranked by the model's loss per bit saved after those whose steps missed least often before
         (``rank_moves``): one layer a step down (``moves_down``), or, once
@@ -528,7 +560,7 @@ class DivideAndConquer(Strategy):
                     if not c.meets_target:
                         missed.update((n, k) for n, k, _ in m[3])
                 self._merge(problem, here, [c for c in got if c.meets_target])
-                found = best_meeting(problem)
+                found = best_meeting(problem, since)  # a restart moves on its own best
                 if found is not None and found.compression_rate > best.compression_rate:
                     best, mode, failed = found, "steps", 0
                     continue
