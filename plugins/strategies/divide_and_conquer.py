@@ -214,7 +214,8 @@ class DivideAndConquer(Strategy):
       descent ends in a local optimum that tiny differences choose, and another start is another
       draw (``benchmarks/scale/study``: restarts=1 took ViT-tiny one by one from CR 7.08 to 7.67 and
       EfficientNet-B0 from 5.29 / 5.59 to 5.72 at 1.6-1.8x the sample-forwards, and left ResNet-18,
-      MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x).
+      MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). Restarts run before
+      the ladder and, with a budget, before the polish, which gets what they leave.
       ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
       on the scored candidates), "distortion" (each layer's output distortion alone,
       ``Candidate.distortion``, one scale to the loss refitted: a metric moving in whole samples, such as
