@@ -109,8 +109,8 @@ def child(name: str, variant: str, args) -> dict:
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
-        forced = ("" if vmap == "auto" else f"-{vmap}") + (f"-restarts{restarts}" if restarts else "")
-        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{forced}"
+        tag = ("" if vmap == "auto" else f"-{vmap}") + (f"-restarts{restarts}" if restarts else "")  # another run
+        kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{tag}"
         sessions = kw["out"] / "sessions.json"
         before = json.loads(sessions.read_text()) if sessions.exists() else []
         signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C would: the model restored, the journal kept

@@ -396,13 +396,12 @@ class DivideAndConquer(Strategy):
         max_al = problem.max_loss
         report = {"signal": self.signal_, "rounds": []}
         problem.extras["knapsack"] = report
-        s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
-        report["bisection"] = self._bisect_front(problem, phi, choice[np.argsort(s)[::-1]])
+        report["bisection"], _ = self._bisect_front(problem, phi, costs)
         fit = self._refit(problem, seed, report)
         best = best_meeting(problem)
         for r in range(max(self.rounds, 8)):
             check_time(problem)
-            s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
+            s, v, choice = self._front(costs)
             pred = v + self.surrogate_.intercept_
             cr = problem.total_baseline_bits / s
             fresh = [i for i in range(len(s)) if not is_scored(problem, knobs_at(phi, choice[i]))]
@@ -457,7 +456,7 @@ class DivideAndConquer(Strategy):
         Returns the scorings made."""
         if best is None or not self.ladder:
             return 0
-        s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
+        s, _, choice = self._front(costs)
         cr = problem.total_baseline_bits / s
         top = best.compression_rate
         wanted = top * self.ladder_floor ** (np.arange(1, self.ladder + 1) / self.ladder)
@@ -483,10 +482,8 @@ class DivideAndConquer(Strategy):
         (``benchmarks/scale/path-gap.md``); another start is another draw. Returns what it did."""
         check_time(problem)
         self._refit(problem, seed, report)
-        s, v, choice = pareto_dp(costs, self.surrogate_.contributions(), 20000)
         since, made = len(problem.history), problem.scorings
-        self._bisect_front(problem, phi, choice[np.argsort(s)[::-1]], origin="knapsack:restart")
-        start = self.bisected_
+        _, start = self._bisect_front(problem, phi, costs, origin="knapsack:restart")
         if start is not None:
             self._descend(problem, start, since=since)
         end = best_meeting(problem, since)
@@ -494,13 +491,18 @@ class DivideAndConquer(Strategy):
         return {"start": None if start is None else float(start.compression_rate),
                 "best": None if best is None else float(best.compression_rate), "scorings": problem.scorings - made}
 
-    def _bisect_front(self, problem, phi: dict, rows, origin: str = "knapsack:bisection") -> int:
-        """Bisection along the model's front (``rows``, least compressive first) for the last point
-        meeting the target: real loss grows along it even where the model's values are off (layers
-        that interact), so O(log) scorings find the boundary and give the refit points on both
-        sides of it. Returns the scorings made; ``bisected_`` is that last point (None: none met)."""
-        start = problem.scorings
-        self.bisected_ = None
+    def _front(self, costs) -> tuple:
+        """The model's exact front under the size (``pareto_dp``): sizes, modelled values, choices."""
+        return pareto_dp(costs, self.surrogate_.contributions(), 20000)
+
+    def _bisect_front(self, problem, phi: dict, costs, origin: str = "knapsack:bisection") -> tuple:
+        """Bisection along the model's front (least compressive first) for the last point meeting the
+        target: real loss grows along it even where the model's values are off (layers that
+        interact), so O(log) scorings find the boundary and give the refit points on both sides of
+        it. Returns the scorings made and that last point (None: none met)."""
+        s, _, choice = self._front(costs)
+        rows = choice[np.argsort(s)[::-1]]
+        start, last = problem.scorings, None
         lo, hi = -1, len(rows)  # rows[lo] meets (-1: nothing scored yet), rows[hi] misses
         with problem.stage(origin.replace(":", " "), None):  # one bar for the whole bisection
             while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
@@ -509,8 +511,8 @@ class DivideAndConquer(Strategy):
                 cand = problem.evaluate([knobs_at(phi, rows[mid])], origin=origin)[0]
                 lo, hi = (mid, hi) if cand.meets_target else (lo, mid)
                 if cand.meets_target and not cand.rejected:
-                    self.bisected_ = cand
-        return problem.scorings - start
+                    last = cand
+        return problem.scorings - start, last
 
     def _descend(self, problem, best, since: int = 0) -> int:
         """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
