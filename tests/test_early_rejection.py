@@ -227,7 +227,8 @@ def test_explore_records_rejections_and_keeps_them_off_the_front(tiny_data, tmp_
         assert not c.meets_target and c.samples < 400 and c.accuracy <= c.bound
     assert all(not c.rejected and c.samples is None for c in result.front)
     forwards = result.extras["sample_forwards"]
-    assert forwards["search"] == sum(400 if c.samples is None else c.samples for c in result.history)
+    assert forwards["search"] == sum(400 if c.samples is None else c.samples for c in result.history) + \
+        400 * result.extras["sample_orders"]  # each ordering by a candidate (the descent's) is a forward
     assert result.settings["early_rejection"] == "exact" and result.settings["stop_rule"]["threshold"] > 0
     again = wsx.Result.load(tmp_path)  # results.json keeps them
     assert [(c.rejected, c.samples, c.bound) for c in again.history] == [(c.rejected, c.samples, c.bound)
@@ -294,6 +295,61 @@ def test_sample_margins_are_the_uncompressed_models_top_two_gaps_in_the_subsets_
     assert be.sample_margins(subset, None) is None  # no class axis (mse, cosine): no order
 
 
+def test_sample_margins_of_a_candidate_are_its_own_top_two_gaps(tiny_data):
+    weights, (x, y) = tiny_data
+    be = TinyBackend(weights, (x, y), batch_size=40)
+    subset = np.random.default_rng(4).permutation(400)[:150]
+    cand = _population(weights, np.random.default_rng(0), (0.3,))[0]
+    got = be.sample_margins(subset, "flat", weights=cand)
+    np.testing.assert_allclose(got, _gaps({**weights, **cand}, x[subset]) ** 2, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got, be.sample_margins(subset, "flat"), rtol=1e-2)  # not the uncompressed model's
+    np.testing.assert_allclose(be.sample_margins(subset, "flat", weights={}), be.sample_margins(subset, "flat"))
+
+
+class _OrderBy(wsx.strategy.Strategy):
+    """Scores one candidate, orders the samples by another's margins, scores that one and a third."""
+
+    name = "order-by"
+
+    def _run(self, problem):
+        self.at_ = {n: problem.knob_values[n][len(problem.knob_values[n]) // 2] for n in problem.layer_names}
+        problem.evaluate([{n: problem.knob_values[n][-1] for n in problem.layer_names}])
+        self.ordered_ = problem.order_samples_by(self.at_)
+        problem.evaluate([self.at_, {n: problem.knob_values[n][0] for n in problem.layer_names}])
+
+
+def test_a_search_can_order_the_samples_by_a_candidate(tiny_data):
+    """Problem.order_samples_by puts the samples nearest a change of class under that candidate first
+    from the next scoring on (the uncompressed model's order before), and its forward counts as the
+    search's; without exact rejection there is no order to change."""
+    weights, (x, _) = tiny_data
+
+    class Recording(SerialExecutor):
+        subsets, sessions = [], []
+
+        def score(self, population, subset, **kw):
+            self.subsets.append(None if subset is None else list(subset))
+            self.sessions.append(self.session)
+            return super().score(population, subset, **kw)
+
+    strategy = _OrderBy()
+    result = _explore(tiny_data, executor=Recording(), strategy=strategy)
+    assert strategy.ordered_
+    search = [s for s in Recording.subsets if s is not None]
+    first = list(np.argsort(_gaps(weights, x) ** 2, kind="stable"))
+    assert search[0] == first and search[-1] != first
+    be = TinyBackend(weights, tiny_data[1], batch_size=40)
+    mine = be.sample_margins(np.arange(400), "flat", weights=Recording.sessions[-1].materialise([strategy.at_])[0])
+    assert search[-1] == list(np.argsort(mine, kind="stable"))
+    forwards = result.extras["sample_forwards"]["search"]
+    assert result.extras["sample_orders"] == 1
+    assert forwards == 400 + sum(c.samples or 400 for c in result.history)  # the ordering forward counts
+    Recording.subsets = []
+    strategy = _OrderBy()
+    _explore(tiny_data, executor=Recording(), strategy=strategy, early_rejection=False)
+    assert strategy.ordered_ is False and all(s is None for s in Recording.subsets)
+
+
 def test_exact_rejection_scores_the_samples_nearest_a_change_of_class_first(tiny_data):
     weights, (x, _) = tiny_data
 
@@ -306,7 +362,9 @@ def test_exact_rejection_scores_the_samples_nearest_a_change_of_class_first(tiny
 
     result = _explore(tiny_data, executor=Recording())
     search = [s for s in Recording.subsets if s is not None]
-    assert search and all(list(s) == list(np.argsort(_gaps(weights, x) ** 2, kind="stable")) for s in search)
+    # the uncompressed model's order until a strategy orders them by a candidate (the descent does)
+    assert search and list(search[0]) == list(np.argsort(_gaps(weights, x) ** 2, kind="stable"))
+    assert all(sorted(s) == list(range(400)) for s in search)
     assert result.extras["rejected"] > 0
     Recording.subsets = []
     _explore(tiny_data, executor=Recording(), early_rejection=False)  # nothing to gain: the data's order

@@ -382,19 +382,23 @@ class Backend(ABC):
             self._ref_filled[indices] = True
         return ref
 
-    def sample_margins(self, subset: np.ndarray | None, decision: str | None) -> np.ndarray | None:
+    def sample_margins(self, subset: np.ndarray | None, decision: str | None,
+                       weights: Mapping[str, Any] | None = None) -> np.ndarray | None:
         """Per sample of ``subset`` (all if None), in its order: the squared gap between the two top
         values of the uncompressed model's selected output on the ``decision`` axis
         (``Metric.decision_axis``), the smallest over a sample's positions. A small gap is a sample
-        near a change of class: the first to flip under compression. None where there is no such axis."""
+        near a change of class: the first to flip under compression. With ``weights`` (a candidate's
+        substituted weights, as ``score`` takes them) the gaps of that candidate's outputs instead:
+        the samples it has brought nearest a change. None where there is no such axis."""
         if decision is None:
             return None
-        prepared = self._prepare([{}])
+        prepared = self._prepare([dict(weights or {})])
         gaps = []
         with self._scoring_mode():
             for batch in self._iter_batches(subset):
-                ref = _distortion_reference(self._reference(batch[0], _batch_indices(batch), prepared),
-                                            decision)
+                out = self._forward_population(batch[0], prepared)[0] if weights else \
+                    self._reference(batch[0], _batch_indices(batch), prepared)
+                ref = _distortion_reference(out, decision)
                 if ref is None or ref[2] is None:
                     return None
                 gaps.append(ref[2].reshape(len(ref[2]), -1).min(axis=1))

@@ -238,7 +238,9 @@ def explore(model: Any, data: Any, *, metric: Any = None, strategy: Any = "divid
     candidate on every sample). Rejected candidates are recorded as such (``Candidate.rejected``,
     the samples seen and their bound), count as scorings and fail the target; every candidate on the
     front or meeting the target was scored on the whole subset. ``result.extras["sample_forwards"]``
-    counts candidates x samples run (search, final re-scoring, test).
+    counts candidates x samples run (search, final re-scoring, test); ``extras["sample_orders"]`` the
+    times a strategy had the subset ordered by a candidate's margins (``Problem.order_samples_by``,
+    one forward of the subset each, counted in the search's).
     """
     t_start = time.perf_counter()
     # the metric decides what a target means (its direction): checked with the other arguments
@@ -409,6 +411,25 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
             # estimates the subset's, which the divide-and-conquer model fits (MobileNetV2: CR 7.20
             # unscaled, 8.81 scaled, 9.07 in the data's order)
             partial_scale = partial_scales(margins[order])
+    ref_margins = margins if partial_scale is not None else None
+    orders = [0]
+
+    def reorder(knobs) -> bool:
+        """Problem.order_samples_by: the search subset in the order of ``knobs``' own margins; the
+        distortions' divisors stay the uncompressed model's, so their partial scale follows the order."""
+        nonlocal search_idx, partial_scale
+        if ref_margins is None:
+            return False
+        mine = be.sample_margins(sub, metric.decision_axis, weights=session.materialise([knobs])[0])
+        if mine is None:
+            return False
+        forwards[phase[0]] += len(mine)
+        orders[0] += 1
+        order = np.argsort(mine, kind="stable")
+        search_idx = sub_indices[order]
+        partial_scale = partial_scales(ref_margins[order])
+        return True
+
     goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)
     timers.seconds.pop("scoring", None)
     forwards.update(search=0, test=0)  # the checks and baselines above are not the search's
@@ -421,7 +442,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
                       baseline_accuracy=base_sub, early_rejection=early_rejection,
                       target=goal_sub, budget=budget, time_limit=time_limit, seed=seed,
                       measured_on="subset" if sub is not None else "full", timers=timers, progress=prog,
-                      shared_scores=shared, chunk_size=max(32, executor.candidates_per_call))
+                      shared_scores=shared, chunk_size=max(32, executor.candidates_per_call), reorder=reorder)
     if chance:
         problem.note(chance)
     for message in thread_notes:
@@ -476,6 +497,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     front = _rescore_front(problem, score, sub, goal_full, n_sub)
     extras = dict(problem.extras)
     extras["rejected"] = problem.rejections
+    extras["sample_orders"] = orders[0]
     choice = getattr(be, "vmap_choice_", None)
     if choice:  # timed, so it can differ between runs; the paths round differently
         extras["vmap_choice"] = dict(choice)

@@ -371,11 +371,15 @@ def _replay(path: Path, problem, records: list[dict], timings: dict, check: Repl
         full = [(knobs, old) for knobs, old, scored in picked if scored is None or not scored.rejected]
         parts = [(full, check.rescore([knobs for knobs, _ in full]), False)] if full else []
         rejected = [(knobs, old) for knobs, old, scored in picked if scored is not None and scored.rejected]
-        if rejected:  # re-scored under the same rule, a rejected candidate is rejected again alike
+        if rejected:  # re-scored under the same rule, a rejected candidate fails again; its value was a
+            # mean over the samples it saw, in the order of its time (Problem.order_samples_by), so it
+            # need not repeat
             parts.append((rejected, check.rescore([knobs for knobs, _ in rejected], problem.stop_rule), True))
         for items, fresh, was_rejected in parts:
             for (knobs, old), new in zip(items, fresh):
-                if not check.agree(old, float(new.value)) or (was_rejected and not new.rejected):
+                same = (new.rejected or not problem.meets_target(float(new.value))) if was_rejected else \
+                    check.agree(old, float(new.value))
+                if not same:
                     raise JournalMismatchError(
                         f"{path} does not reproduce: candidate {knobs} scores {float(new.value):.6g} now, the journal "
                         f"says {old:.6g} (the model, data or metric changed in a way their fingerprints do not "

@@ -133,7 +133,7 @@ class Problem:
                  baseline_accuracy: float, target: Any, budget: int | None = None,
                  time_limit: float | None = None, seed: int = 0, measured_on: str = "subset",
                  timers: Timers | None = None, progress=None, chunk_size: int = 32,
-                 shared_scores: dict | None = None, early_rejection: Any = "exact"):
+                 shared_scores: dict | None = None, early_rejection: Any = "exact", reorder=None):
         self.layers = list(layers)
         self.layer_names = [layer.name for layer in self.layers]
         self._by_name = {layer.name: layer for layer in self.layers}
@@ -162,6 +162,7 @@ class Problem:
         self.rejections = 0  # scorings that ended rejected
         self.distortions: dict[tuple, float] = {}  # knob key -> Scored.distortion, where measured
         self.early_rejection = early_rejection
+        self._reorder = reorder  # knobs -> bool: the engine's sample order (order_samples_by)
         self._takes_stop = takes_keyword(score_fn, "stop")
         self._takes_on_result = takes_keyword(score_fn, "on_result")
         # Scorings an interrupted run made after some it did not finish (journal records past a gap):
@@ -276,6 +277,19 @@ class Problem:
 
     def _time_up(self) -> bool:
         return self.time_limit is not None and self.elapsed >= self.time_limit
+
+    def order_samples_by(self, knobs: Mapping[str, Any]) -> bool:
+        """Score the subset's samples nearest a change of class under the candidate ``knobs`` first,
+        from the next scoring on. Under exact early rejection the engine starts with those nearest
+        for the uncompressed model; deep in a search the samples a candidate has brought near a
+        change are others, and a neighbour that flips one should stop on its first batch, not pay
+        every sample (EfficientNet-B0's knapsack descent: ``benchmarks/scale/study``). Costs one
+        forward of the candidate over the subset; full scores do not change, only where a rejected
+        candidate stops. False (nothing done) where the engine keeps its order: no exact early
+        rejection, no class decision in the metric, a statistical bound (which needs random order)."""
+        if self._reorder is None:
+            return False
+        return bool(self._reorder(self._check(knobs)))
 
     def note(self, message: str) -> None:
         if message not in self.notes:

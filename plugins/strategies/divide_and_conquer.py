@@ -21,6 +21,11 @@ from .nsga import check_settings, run_nsga2
 from .surrogate import FEATURES, AdditiveSurrogate, feature_tables
 
 
+# The descent orders the samples by its current candidate's margins at its start and after this many
+# moves (Problem.order_samples_by; one forward each): EfficientNet-B0 in benchmarks/scale/study.
+REORDER_EVERY = 4
+
+
 def select_phi(problem, name: str, scored: list) -> tuple[list, bool]:
     """phi_i: per knob group (index bit-width for weight sharing) the best-AL candidate meeting the
     target. Returns (sorted knobs, relaxed) — relaxed when no candidate of the layer meets the target,
@@ -522,7 +527,10 @@ class DivideAndConquer(Strategy):
         smaller in all); take those meeting the target together where they still do (``_merge``), move
         to the best candidate and repeat while that improves. Where trades find nothing better either,
         a sweep scores every single move left unscored (the model's ranking can bury the one that still
-        fits), ``descent_sweeps`` times in a descent. Returns the scorings made."""
+        fits), ``descent_sweeps`` times in a descent. At its start and after every ``REORDER_EVERY``
+        moves the samples are ordered by the current candidate's margins (``Problem.order_samples_by``):
+        its neighbours flip the samples it brought near a change, and stop on their first batch.
+        Returns the scorings made."""
         start = problem.scorings
         coef = dict(zip(self.surrogate_.names, self.surrogate_.coef_))
         cache: dict = {}
@@ -534,8 +542,12 @@ class DivideAndConquer(Strategy):
 
         mode, failed, sweeps = "steps", 0, self.descent_sweeps
         missed = collections.Counter()  # (layer, knob) -> moves to it that missed the target
+        moved = REORDER_EVERY  # moves since the samples were ordered by the current candidate
         while best is not None and budget_left(problem, default=10**9) > 0:
             check_time(problem)
+            if moved >= REORDER_EVERY:  # its neighbours flip the samples it brought near a change
+                problem.order_samples_by(best.knobs)
+                moved = 0
             here = {n: best.knobs.get(n, UNCOMPRESSED) for n in problem.layer_names}
             size = problem.size_bits(here)
             steps = []  # (layer, new knob, loss change)
@@ -567,7 +579,7 @@ class DivideAndConquer(Strategy):
                 self._merge(problem, here, [c for c in got if c.meets_target])
                 found = best_meeting(problem, since)  # a restart moves on its own best
                 if found is not None and found.compression_rate > best.compression_rate:
-                    best, mode, failed = found, "steps", 0
+                    best, mode, failed, moved = found, "steps", 0, moved + 1
                     continue
                 failed += 1
                 if mode != "sweep" and failed < self.descent_patience:
