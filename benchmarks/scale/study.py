@@ -73,7 +73,8 @@ def problem(name: str, args):
 
 def count_forwards(wsx) -> dict:
     """Candidates x samples per scoring call (``Scored.samples``: all of the call's samples, or those
-    a rejected candidate saw), counted alike for old and new code; new code also counts them itself
+    a rejected candidate saw), counted alike for old and new code, with the forwards that order the
+    samples by a candidate's margins; new code also counts them itself
     (``result.extras["sample_forwards"]``, without the baselines)."""
     counted = {"total": 0}
     cls = wsx.backend.Backend
@@ -85,6 +86,15 @@ def count_forwards(wsx) -> dict:
         return out
 
     cls.score_detailed = score_detailed
+    margins = getattr(cls, "sample_margins", None)
+    if margins is not None:  # a candidate's margins (Problem.order_samples_by) are one forward of it
+        def sample_margins(self, subset, decision, weights=None, **kw):
+            out = margins(self, subset, decision, weights=weights, **kw) if weights else \
+                margins(self, subset, decision, **kw)
+            counted["total"] += len(out) if weights and out is not None else 0
+            return out
+
+        cls.sample_margins = sample_margins
     return counted
 
 
@@ -133,14 +143,28 @@ def child(name: str, variant: str, args) -> dict:
             "size": args.size if name not in FASHION else None, "layers": len(r.layers), "scorings": r.scorings,
             "layerwise_scorings": layerwise, "combination_scorings": r.scorings - layerwise,
             "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
+            "sample_orders": r.extras.get("sample_orders", 0),
             "vmap_choice": r.extras.get("vmap_choice"),  # timed: the path can depend on it
-            "vmap": vmap, "restarts": restarts,
+            "vmap": vmap, "restarts": restarts, "descents": descents(r),
             "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
             "best_cr": best.compression_rate if best else None,
             "best_value": best.accuracy if best else None,
             "best_test_value": best.test_accuracy if best else None,
             "front": [[c.compression_rate, c.accuracy, c.meets_target, c.test_accuracy] for c in r.front],
             "wsx": wsx.__file__}
+
+
+def descents(r) -> list:
+    """The best CR (search data) each descent of divide-and-conquer's knapsack reached: the first
+    (with the bisection and rounds before it), then each restart's, in order; empty for other searches."""
+    starts = [i for i, c in enumerate(r.history) if c.origin == "knapsack:restart"
+              and (i == 0 or r.history[i - 1].origin != "knapsack:restart")]
+    ends = []
+    for a, b in zip([0] + starts, starts + [len(r.history)]):
+        legal = [c.compression_rate for c in r.history[a:b] if c.meets_target
+                 and c.origin.startswith("knapsack") and c.origin != "knapsack:ladder"]
+        ends.append(max(legal, default=None))
+    return ends if any(e is not None for e in ends) else []
 
 
 def run_one(arch: str, variant: str, args) -> dict:
