@@ -399,25 +399,28 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
     knob_values = {name: values for name, values in knob_values.items() if name not in unused}
     base_sub = base_full if sub is None else float(score([{}], sub)[0])
     metric = be.scoring_metric_ or be.metric_  # bound to the data: against labels or the reference
+    ref_margins = None  # the uncompressed model's gaps, where the search scores the nearest samples first
+    orders = [0]
+
+    def order_by(gaps: np.ndarray) -> None:
+        """The search subset nearest first by ``gaps``. A rejected candidate's distortion is a mean over
+        the first samples, whose distances are divided by their (uncompressed) gaps: scaled by the ratio
+        of the subset's mean 1/gap to theirs it estimates the subset's, which the divide-and-conquer
+        model fits (MobileNetV2: CR 7.20 unscaled, 8.81 scaled, 9.07 in the data's order)."""
+        nonlocal search_idx, partial_scale
+        order = np.argsort(gaps, kind="stable")
+        search_idx = sub_indices[order]
+        partial_scale = partial_scales(ref_margins[order])
+
     if early_rejection == "exact" and can_reject(metric):
         # the samples nearest a change of class first: a candidate that flips one is rejected on its
         # first batch, not its third (EfficientNet-B0: most rejections came after 32 of 64 samples)
-        margins = be.sample_margins(sub, metric.decision_axis)
-        if margins is not None:
-            order = np.argsort(margins, kind="stable")
-            search_idx = sub_indices[order]
-            # a rejected candidate's distortion is a mean over the nearest samples, whose distances are
-            # divided by the smallest gaps: scaled by the ratio of the subset's mean 1/gap to theirs it
-            # estimates the subset's, which the divide-and-conquer model fits (MobileNetV2: CR 7.20
-            # unscaled, 8.81 scaled, 9.07 in the data's order)
-            partial_scale = partial_scales(margins[order])
-    ref_margins = margins if partial_scale is not None else None
-    orders = [0]
+        ref_margins = be.sample_margins(sub, metric.decision_axis)
+        if ref_margins is not None:
+            order_by(ref_margins)
 
     def reorder(knobs) -> bool:
-        """Problem.order_samples_by: the search subset in the order of ``knobs``' own margins; the
-        distortions' divisors stay the uncompressed model's, so their partial scale follows the order."""
-        nonlocal search_idx, partial_scale
+        """Problem.order_samples_by: the search subset in the order of ``knobs``' own margins."""
         if ref_margins is None:
             return False
         mine = be.sample_margins(sub, metric.decision_axis, weights=session.materialise([knobs])[0])
@@ -425,9 +428,7 @@ def _explore(stack: ExitStack, be: Backend, test_be: Backend | None, strat: Stra
             return False
         forwards[phase[0]] += len(mine)
         orders[0] += 1
-        order = np.argsort(mine, kind="stable")
-        search_idx = sub_indices[order]
-        partial_scale = partial_scales(ref_margins[order])
+        order_by(mine)
         return True
 
     goal_full, goal_sub = spec.goal(metric, base_full), spec.goal(metric, base_sub)

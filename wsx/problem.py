@@ -283,9 +283,8 @@ class Problem:
         from the next scoring on. Under exact early rejection the engine starts with those nearest
         for the uncompressed model; deep in a search the samples a candidate has brought near a
         change are others, and a neighbour that flips one should stop on its first batch, not pay
-        every sample (measured on EfficientNet-B0's knapsack descent). Costs one
-        forward of the candidate over the subset; full scores do not change, only where a rejected
-        candidate stops. False (nothing done) where the engine keeps its order: no exact early
+        every sample (measured on EfficientNet-B0's knapsack descent). Costs one forward of the
+        candidate over the subset; full scores do not change, only where a rejected candidate stops. False (nothing done) where the engine keeps its order: no exact early
         rejection, no class decision in the metric, a statistical bound (which needs random order)."""
         if self._reorder is None:
             return False

@@ -88,10 +88,9 @@ def count_forwards(wsx) -> dict:
     cls.score_detailed = score_detailed
     margins = getattr(cls, "sample_margins", None)
     if margins is not None:  # a candidate's margins (Problem.order_samples_by) are one forward of it
-        def sample_margins(self, subset, decision, weights=None, **kw):
-            out = margins(self, subset, decision, weights=weights, **kw) if weights else \
-                margins(self, subset, decision, **kw)
-            counted["total"] += len(out) if weights and out is not None else 0
+        def sample_margins(self, *args, **kw):
+            out = margins(self, *args, **kw)
+            counted["total"] += len(out) if kw.get("weights") and out is not None else 0
             return out
 
         cls.sample_margins = sample_margins
