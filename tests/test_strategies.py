@@ -238,6 +238,37 @@ def test_dc_restart_descends_from_its_own_start():
     assert best_meeting(problem, since).compression_rate > top.compression_rate
 
 
+def test_dc_kicks_descend_again_from_below_the_best_on_a_perturbed_model():
+    """kicks=N runs N more descents after the first, each from the best candidate meeting the target
+    at or below kick_back times the best CR then, its candidates marked knapsack:kick, and reports
+    each (its start, its best, its scorings); kicks=0 runs none and the first descent is the same
+    either way, so the best never falls. The noise is seeded: the same kicks again. Bad values are
+    refused by name."""
+    runs = {}
+    for n in (0, 2, 2):
+        problem = synthetic_problem(steps=64)
+        wsx.plugins.strategies()["divide-and-conquer"](kicks=n, kick_back=0.8).run(problem)
+        runs.setdefault(n, []).append(problem)
+    none, kicked, again = runs[0][0], runs[2][0], runs[2][1]
+    assert none.extras["knapsack"]["kicks"] == [] and not any(c.origin == "knapsack:kick" for c in none.history)
+    done = kicked.extras["knapsack"]["kicks"]
+    assert len(done) == 2 and all(set(k) == {"start", "best", "scorings"} for k in done)
+    first = [c.knobs for c in none.history if not c.origin.startswith("knapsack:ladder")]
+    assert [c.knobs for c in kicked.history][:len(first)] == first
+    at = [i for i, c in enumerate(kicked.history) if c.origin == "knapsack:kick"]
+    assert len(at) == sum(k["scorings"] for k in done) and done[0]["scorings"] > 0
+    begins = [at[0], at[done[0]["scorings"]]]  # each kick's first scoring
+    for k, i in zip(done, begins):  # its start: at or below kick_back times the best before it
+        top = max(c.compression_rate for c in kicked.history[:i] if c.meets_target and not c.rejected)
+        assert k["start"] <= 0.8 * top + 1e-9 and k["best"] is not None
+    best = {p: max(c.compression_rate for c in p.history if c.meets_target) for p in (none, kicked)}
+    assert best[kicked] >= best[none]
+    assert [c.knobs for c in again.history] == [c.knobs for c in kicked.history]
+    for bad in (dict(kicks=-1), dict(kicks=1.5), dict(kicks=True), dict(kick_back=1.0), dict(kick_noise=-0.1)):
+        with pytest.raises(wsx.InvalidSettingError, match="kick"):
+            wsx.plugins.strategies()["divide-and-conquer"](**bad).run(synthetic_problem())
+
+
 def test_dc_restarts_are_reported_and_checked():
     """restarts=N runs N more bisections and descents after the first and reports each (its start,
     its best, its scorings); restarts=0 runs none; the first descent is the same either way, so the

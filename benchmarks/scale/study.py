@@ -113,12 +113,14 @@ def child(name: str, variant: str, args) -> dict:
         kw["backend"] = make_backend(model, data, "torch", metric=kw.pop("metric", None),
                                      batch_size=kw.pop("batch_size", 256), vmap=vmap == "stacked")
     restarts = args.restarts if variant == "new" else 0
-    if restarts:  # the new side's descent restarted (DivideAndConquer(restarts=...)): another run
-        kw["strategy"] = f"divide-and-conquer:restarts={restarts}"
+    kicks = args.kicks if variant == "new" else 0
+    params = [f"{k}={v}" for k, v in (("restarts", restarts), ("kicks", kicks)) if v]
+    if params:  # the new side's descent restarted or kicked (DivideAndConquer(...)): another run
+        kw["strategy"] = "divide-and-conquer:" + ",".join(params)
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
-        tag = ("" if vmap == "auto" else f"-{vmap}") + (f"-restarts{restarts}" if restarts else "")  # another run
+        tag = ("" if vmap == "auto" else f"-{vmap}") + (f"-restarts{restarts}" if restarts else "") + (f"-kicks{kicks}" if kicks else "")  # another run
         kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{tag}"
         sessions = kw["out"] / "sessions.json"
         before = json.loads(sessions.read_text()) if sessions.exists() else []
@@ -144,7 +146,8 @@ def child(name: str, variant: str, args) -> dict:
             "sample_forwards": forwards, "rejected": r.extras.get("rejected", 0),
             "sample_orders": r.extras.get("sample_orders", 0),
             "vmap_choice": r.extras.get("vmap_choice"),  # timed: the path can depend on it
-            "vmap": vmap, "restarts": restarts, "descents": descents(r),
+            "vmap": vmap, "restarts": restarts, "kicks": kicks, "descents": descents(r),
+            "kick_ends": [k["best"] for k in r.extras.get("knapsack", {}).get("kicks", [])],
             "wall": wall, "cpu": cpu, "timings": r.timings, "stop_reason": r.settings.get("stop_reason", ""),
             "best_cr": best.compression_rate if best else None,
             "best_value": best.accuracy if best else None,
@@ -155,13 +158,14 @@ def child(name: str, variant: str, args) -> dict:
 
 def descents(r) -> list:
     """The best CR (search data) each descent of divide-and-conquer's knapsack reached: the first
-    (with the bisection and rounds before it), then each restart's, in order; empty for other searches."""
+    (with the bisection and rounds before it), then each restart's, in order (kicks apart: ``kick_ends``);
+    empty for other searches."""
     starts = [i for i, c in enumerate(r.history) if c.origin == "knapsack:restart"
               and (i == 0 or r.history[i - 1].origin != "knapsack:restart")]
     ends = []
     for a, b in zip([0] + starts, starts + [len(r.history)]):
         legal = [c.compression_rate for c in r.history[a:b] if c.meets_target
-                 and c.origin.startswith("knapsack") and c.origin != "knapsack:ladder"]
+                 and c.origin.startswith("knapsack") and c.origin not in ("knapsack:ladder", "knapsack:kick")]
         ends.append(max(legal, default=None))
     return ends if any(e is not None for e in ends) else []
 
@@ -172,7 +176,7 @@ def run_one(arch: str, variant: str, args) -> dict:
 
     cmd = [sys.executable, __file__, "--child", arch, variant, "--samples", str(args.samples), "--size",
            str(args.size), "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed),
-           "--vmap", args.vmap, "--restarts", str(args.restarts)]
+           "--vmap", args.vmap, "--restarts", str(args.restarts), "--kicks", str(args.kicks)]
     if args.time_limit:
         cmd += ["--time-limit", str(args.time_limit)]
     if args.journal:
@@ -190,6 +194,7 @@ def _label(r: dict, seed: bool = True) -> str:
     label += f", seed {r['seed']}" if seed and r.get("seed") else ""
     label += f", vmap {r['vmap']}" if r.get("vmap", "auto") != "auto" else ""
     label += f", restarts {r['restarts']}" if r.get("restarts") else ""
+    label += f", kicks {r['kicks']}" if r.get("kicks") else ""
     return label + (", wsx's threads" if r.get("threads") == 0 else "")
 
 
@@ -315,6 +320,8 @@ def main(argv=None) -> int:
                    help="the new side's population path (torch): 'auto' times both on the first population")
     p.add_argument("--restarts", type=int, default=0,
                    help="the new side's descent restarts (divide-and-conquer's restarts; default 0, its default)")
+    p.add_argument("--kicks", type=int, default=0,
+                   help="the new side's kicks (divide-and-conquer's kicks; default 0, its default)")
     p.add_argument("--seed", type=int, default=0, help="the exploration's seed (its scoring subset among others)")
     p.add_argument("--out", default=str(HERE / "study"))
     p.add_argument("--journal", default=None, help="keep each run's journal under this folder: a stopped run resumes")
@@ -343,8 +350,9 @@ def main(argv=None) -> int:
             row["seed"] = args.seed
             row["threads"] = args.threads
             rows = [r for r in rows if (r["arch"], r["variant"], r["samples"], r["size"], r.get("seed", 0),
-                                        r.get("vmap", "auto"), r.get("restarts", 0)) !=
-                    (row["arch"], variant, row["samples"], row["size"], args.seed, row["vmap"], row["restarts"])] + [row]
+                                        r.get("vmap", "auto"), r.get("restarts", 0), r.get("kicks", 0)) !=
+                    (row["arch"], variant, row["samples"], row["size"], args.seed, row["vmap"], row["restarts"],
+                     row["kicks"])] + [row]
             path.write_text(json.dumps(rows, indent=1))
             print(json.dumps({k: v for k, v in row.items() if k != "front"}), flush=True)
     lines = ["# Old vs new defaults of divide-and-conquer (mlperf-heavy)", "", "Commands:", ""]

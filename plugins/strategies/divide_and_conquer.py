@@ -219,8 +219,12 @@ class DivideAndConquer(Strategy):
       descent ends in a local optimum that tiny differences choose, and another start is another
       draw (``benchmarks/scale/study``: restarts=1 took ViT-tiny one by one from CR 7.08 to 7.67 and
       EfficientNet-B0 from 5.29 / 5.59 to 5.72 at 1.6-1.8x the sample-forwards, and left ResNet-18,
-      MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). Restarts run before
-      the ladder and, with a budget, before the polish, which gets what they leave.
+      MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). ``kicks`` (default 0)
+      more descents before those, each from the best candidate meeting the target at or below
+      ``kick_back`` times the best CR so far, on the model with its per-layer weights scaled by
+      seeded log-normal noise (sigma ``kick_noise``): another path from a point a descent passed,
+      without a restart's climb from the model's front (``benchmarks/scale/study``). Restarts run
+      before the ladder and, with a budget, before the polish, which gets what they leave.
       ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
       on the scored candidates), "distortion" (each layer's output distortion alone,
       ``Candidate.distortion``, one scale to the loss refitted: a metric moving in whole samples, such as
@@ -258,8 +262,12 @@ class DivideAndConquer(Strategy):
                  surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
                  fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5, signal: str = "auto",
-                 descent_patience: int = 3, descent_sweeps: int = 1, restarts: int = 0):
+                 descent_patience: int = 3, descent_sweeps: int = 1, restarts: int = 0, kicks: int = 0,
+                 kick_back: float = 0.9, kick_noise: float = 0.5):
         self.combination = combination
+        self.kicks = kicks
+        self.kick_back = kick_back
+        self.kick_noise = kick_noise
         self.restarts = restarts
         self.descent_sweeps = descent_sweeps
         self.signal = signal
@@ -305,6 +313,12 @@ class DivideAndConquer(Strategy):
         if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 0:
             raise InvalidSettingError(f"restarts={self.restarts!r}: give how many more descents to run from the "
                                       "refitted model's front after the first (an int >= 0; 0: none)")
+        if isinstance(self.kicks, bool) or not isinstance(self.kicks, int) or self.kicks < 0:
+            raise InvalidSettingError(f"kicks={self.kicks!r}: give how many more descents to run from below the "
+                                      "best on a perturbed model (an int >= 0; 0: none)")
+        if not 0.0 < self.kick_back < 1.0 or not self.kick_noise >= 0.0:
+            raise InvalidSettingError(f"kick_back={self.kick_back!r}, kick_noise={self.kick_noise!r}: need kick_back in "
+                                      "(0, 1) (a kick starts at or below this share of the best CR) and kick_noise >= 0")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
         if self.signal not in ("auto", "loss", "distortion"):
@@ -426,6 +440,8 @@ class DivideAndConquer(Strategy):
             if problem.budget_left == 0 or (not improved and r + 1 >= self.rounds):
                 break
         report["descent"] = self._descend(problem, best)
+        report["kicks"] = [self._kick(problem, np.random.default_rng([seed, 7, i])) for i in range(self.kicks)
+                           if budget_left(problem, default=10**9) > 0]
         report["restarts"] = [self._restart(problem, phi, costs, seed, report) for _ in range(self.restarts)
                               if budget_left(problem, default=10**9) > 0]
         report["ladder"] = self._ladder(problem, phi, costs, best_meeting(problem))
@@ -496,6 +512,25 @@ class DivideAndConquer(Strategy):
         return {"start": None if start is None else float(start.compression_rate),
                 "best": None if best is None else float(best.compression_rate), "scorings": problem.scorings - made}
 
+    def _kick(self, problem, rng) -> dict:
+        """One kick: a descent from the best candidate meeting the target at or below ``kick_back``
+        times the best CR, on the model with its per-layer weights scaled by log-normal noise
+        (``kick_noise``): another path from a point the descents passed, which needs no climb from
+        the model's front (a restart's). Returns where it started, its best and its scorings."""
+        check_time(problem)
+        top = best_meeting(problem)
+        start = None if top is None else max(
+            (c for c in problem.history if c.meets_target and not c.rejected
+             and c.compression_rate <= self.kick_back * top.compression_rate),
+            key=lambda c: c.compression_rate, default=None)
+        if start is None:
+            return {"start": None, "best": None, "scorings": 0}
+        since, made = len(problem.history), problem.scorings
+        self._descend(problem, start, since=since, noise=rng, origin="knapsack:kick")
+        end = best_meeting(problem, since)
+        return {"start": float(start.compression_rate), "best": None if end is None else float(end.compression_rate),
+                "scorings": problem.scorings - made}
+
     def _front(self, costs) -> tuple:
         """The model's exact front under the size (``pareto_dp``): sizes, modelled values, choices."""
         return pareto_dp(costs, self.surrogate_.contributions(), 20000)
@@ -519,7 +554,7 @@ class DivideAndConquer(Strategy):
                     last = cand
         return problem.scorings - start, last
 
-    def _descend(self, problem, best, since: int = 0) -> int:
+    def _descend(self, problem, best, since: int = 0, noise=None, origin: str = "knapsack:descent") -> int:
         """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
         ranked by the model's loss per bit saved after those whose steps missed least often before
         (``rank_moves``): one layer a step down (``moves_down``), or, once
@@ -530,9 +565,13 @@ class DivideAndConquer(Strategy):
         fits), ``descent_sweeps`` times in a descent. At its start and after every ``REORDER_EVERY``
         moves the samples are ordered by the current candidate's margins (``Problem.order_samples_by``):
         its neighbours flip the samples it brought near a change, and stop on their first batch.
-        Returns the scorings made."""
+        ``noise`` (a numpy Generator) scales the model's per-layer weights by log-normal noise
+        (``kick_noise``; a kick, whose candidates' origin is ``origin``). Returns the scorings made."""
         start = problem.scorings
-        coef = dict(zip(self.surrogate_.names, self.surrogate_.coef_))
+        coef = np.asarray(self.surrogate_.coef_, dtype=float)
+        if noise is not None:
+            coef = coef * noise.lognormal(0.0, self.kick_noise, coef.shape)
+        coef = dict(zip(self.surrogate_.names, coef.tolist()))
         cache: dict = {}
 
         def g(n, k):  # the layer's modelled loss alone at k
@@ -572,11 +611,11 @@ class DivideAndConquer(Strategy):
             pop = [m[2] for m in moves[:min(quota if mode == "sweep" else self.picks, quota)]]
             if pop:
                 with problem.stage("knapsack descent sweep" if mode == "sweep" else "knapsack descent", len(pop)):
-                    got = problem.evaluate(pop, origin="knapsack:descent")
+                    got = problem.evaluate(pop, origin=origin)
                 for m, c in zip(moves, got):
                     if not c.meets_target:
                         missed.update((n, k) for n, k, _ in m[3])
-                self._merge(problem, here, [c for c in got if c.meets_target])
+                self._merge(problem, here, [c for c in got if c.meets_target], origin)
                 found = best_meeting(problem, since)  # a restart moves on its own best
                 if found is not None and found.compression_rate > best.compression_rate:
                     best, mode, failed, moved = found, "steps", 0, moved + 1
@@ -594,7 +633,7 @@ class DivideAndConquer(Strategy):
                 break
         return problem.scorings - start
 
-    def _merge(self, problem, here: dict, good: list) -> None:
+    def _merge(self, problem, here: dict, good: list, origin: str = "knapsack:descent") -> None:
         """Moves from ``here`` that each met the target, taken together: the longest prefix of them
         (largest CR first, one move per layer) that still meets it, by bisection on its length, so
         that a descent step takes every compatible move instead of one."""
@@ -609,7 +648,7 @@ class DivideAndConquer(Strategy):
             cand = dict(here)
             for d in changes[:m]:
                 cand.update(d)
-            return problem.evaluate([cand], origin="knapsack:descent")[0].meets_target
+            return problem.evaluate([cand], origin=origin)[0].meets_target
 
         lo, hi = 1, len(changes)  # a prefix of lo moves meets; find the longest that does
         if hi <= lo or budget_left(problem, default=10**9) == 0 or meets(hi):
