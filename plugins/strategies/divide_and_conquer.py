@@ -223,8 +223,10 @@ class DivideAndConquer(Strategy):
       more descents before those, each from the best candidate meeting the target at or below
       ``kick_back`` times the best CR so far, on the model with its per-layer weights scaled by
       seeded log-normal noise (sigma ``kick_noise``): another path from a point a descent passed,
-      without a restart's climb from the model's front (``benchmarks/scale/study``). Restarts run
-      before the ladder and, with a budget, before the polish, which gets what they leave.
+      without a restart's climb from the model's front (``benchmarks/scale/study``: kicks=3 took
+      ViT-tiny one by one from 7.23 to 7.52-8.00 over three seeds at 1.4-1.6x the sample-forwards,
+      ResNet-18 and BERT-6 2-3 % higher, and found nothing better where the first descent ended high).
+      Restarts run before the ladder and, with a budget, before the polish, which gets what they leave.
       ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
       on the scored candidates), "distortion" (each layer's output distortion alone,
       ``Candidate.distortion``, one scale to the loss refitted: a metric moving in whole samples, such as
