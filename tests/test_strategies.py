@@ -242,12 +242,12 @@ def test_dc_kicks_descend_again_from_below_the_best_on_a_perturbed_model():
     """kicks=N runs N more descents after the first, each from the best candidate meeting the target
     at or below kick_back times the best CR then, its candidates marked knapsack:kick, and reports
     each (its start, its best, its scorings); kicks=0 runs none and the first descent is the same
-    either way, so the best never falls. The noise is seeded: the same kicks again. Bad values are
-    refused by name."""
+    either way, so the best never falls. The noise (kick_noise) is seeded: the same kicks again. Bad
+    values are refused by name."""
     runs = {}
     for n in (0, 2, 2):
         problem = synthetic_problem(steps=64)
-        wsx.plugins.strategies()["divide-and-conquer"](kicks=n, kick_back=0.8).run(problem)
+        wsx.plugins.strategies()["divide-and-conquer"](kicks=n, kick_back=0.8, kick_noise=0.5).run(problem)
         runs.setdefault(n, []).append(problem)
     none, kicked, again = runs[0][0], runs[2][0], runs[2][1]
     assert none.extras["knapsack"]["kicks"] == [] and not any(c.origin == "knapsack:kick" for c in none.history)
@@ -264,6 +264,10 @@ def test_dc_kicks_descend_again_from_below_the_best_on_a_perturbed_model():
     best = {p: max(c.compression_rate for c in p.history if c.meets_target) for p in (none, kicked)}
     assert best[kicked] >= best[none]
     assert [c.knobs for c in again.history] == [c.knobs for c in kicked.history]
+    plain = synthetic_problem(steps=64)  # kick_noise=0 (default): the model as it is, a fresh descent
+    wsx.plugins.strategies()["divide-and-conquer"](kicks=2, kick_back=0.8).run(plain)
+    assert len(plain.extras["knapsack"]["kicks"]) == 2 and any(c.origin == "knapsack:kick" for c in plain.history)
+    assert max(c.compression_rate for c in plain.history if c.meets_target) >= best[none]
     for bad in (dict(kicks=-1), dict(kicks=1.5), dict(kicks=True), dict(kick_back=1.0), dict(kick_noise=-0.1)):
         with pytest.raises(wsx.InvalidSettingError, match="kick"):
             wsx.plugins.strategies()["divide-and-conquer"](**bad).run(synthetic_problem())

@@ -221,11 +221,12 @@ class DivideAndConquer(Strategy):
       EfficientNet-B0 from 5.29 / 5.59 to 5.72 at 1.6-1.8x the sample-forwards, and left ResNet-18,
       MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). ``kicks`` (default 0)
       more descents before those, each from the best candidate meeting the target at or below
-      ``kick_back`` times the best CR so far, on the model with its per-layer weights scaled by
-      seeded log-normal noise (sigma ``kick_noise``): another path from a point a descent passed,
-      without a restart's climb from the model's front (``benchmarks/scale/study``: kicks=3 took
-      ViT-tiny one by one from 7.23 to 7.52-8.00 over three seeds at 1.4-1.6x the sample-forwards,
-      ResNet-18 and BERT-6 2-3 % higher, and found nothing better where the first descent ended high).
+      ``kick_back`` times the best CR so far: a fresh descent from a point a descent passed (the
+      moves that missed before forgotten, the candidates scored before skipped) takes another path,
+      without a restart's climb from the model's front. ``kick_noise`` > 0 also scales the model's
+      per-layer weights by seeded log-normal noise of that sigma (``benchmarks/scale/study``: kicks=3
+      took ViT-tiny one by one from 7.23 to 8.12, ResNet-18 from 13.79 to 14.23; with noise 0.5
+      7.52-8.00 over three seeds and 14.17; nothing better where the first descent ended high).
       Restarts run before the ladder and, with a budget, before the polish, which gets what they leave.
       ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
       on the scored candidates), "distortion" (each layer's output distortion alone,
@@ -265,7 +266,7 @@ class DivideAndConquer(Strategy):
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
                  fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5, signal: str = "auto",
                  descent_patience: int = 3, descent_sweeps: int = 1, restarts: int = 0, kicks: int = 0,
-                 kick_back: float = 0.9, kick_noise: float = 0.5):
+                 kick_back: float = 0.9, kick_noise: float = 0.0):
         self.combination = combination
         self.kicks = kicks
         self.kick_back = kick_back
@@ -516,9 +517,9 @@ class DivideAndConquer(Strategy):
 
     def _kick(self, problem, rng) -> dict:
         """One kick: a descent from the best candidate meeting the target at or below ``kick_back``
-        times the best CR, on the model with its per-layer weights scaled by log-normal noise
-        (``kick_noise``): another path from a point the descents passed, which needs no climb from
-        the model's front (a restart's). Returns where it started, its best and its scorings."""
+        times the best CR (with ``kick_noise``, on the model's per-layer weights scaled by log-normal
+        noise): another path from a point the descents passed, which needs no climb from the model's
+        front (a restart's). Returns where it started, its best and its scorings."""
         check_time(problem)
         top = best_meeting(problem)
         start = None if top is None else max(
