@@ -238,7 +238,7 @@ def test_dc_restart_descends_from_its_own_start():
     assert best_meeting(problem, since).compression_rate > top.compression_rate
 
 
-def test_dc_kicks_descend_again_from_below_the_best_on_a_perturbed_model():
+def test_dc_kicks_descend_again_from_below_the_best():
     """kicks=N runs N more descents after the first, each from the best candidate meeting the target
     at or below kick_back times the best CR then, its candidates marked knapsack:kick, and reports
     each (its start, its best, its scorings); kicks=0 runs none and the first descent is the same
