@@ -319,7 +319,7 @@ class DivideAndConquer(Strategy):
                                       "refitted model's front after the first (an int >= 0; 0: none)")
         if isinstance(self.kicks, bool) or not isinstance(self.kicks, int) or self.kicks < 0:
             raise InvalidSettingError(f"kicks={self.kicks!r}: give how many more descents to run from below the "
-                                      "best on a perturbed model (an int >= 0; 0: none)")
+                                      "best after the first (an int >= 0; 0: none)")
         if not 0.0 < self.kick_back < 1.0 or not self.kick_noise >= 0.0:
             raise InvalidSettingError(f"kick_back={self.kick_back!r}, kick_noise={self.kick_noise!r}: need kick_back in "
                                       "(0, 1) (a kick starts at or below this share of the best CR) and kick_noise >= 0")
@@ -569,11 +569,11 @@ class DivideAndConquer(Strategy):
         fits), ``descent_sweeps`` times in a descent. At its start and after every ``REORDER_EVERY``
         moves the samples are ordered by the current candidate's margins (``Problem.order_samples_by``):
         its neighbours flip the samples it brought near a change, and stop on their first batch.
-        ``noise`` (a numpy Generator) scales the model's per-layer weights by log-normal noise
-        (``kick_noise``; a kick, whose candidates' origin is ``origin``). Returns the scorings made."""
+        ``noise`` (a numpy Generator) scales the model's per-layer weights by log-normal noise of sigma
+        ``kick_noise`` (a kick's); its candidates record ``origin``. Returns the scorings made."""
         start = problem.scorings
         coef = np.asarray(self.surrogate_.coef_, dtype=float)
-        if noise is not None:
+        if noise is not None and self.kick_noise > 0:
             coef = coef * noise.lognormal(0.0, self.kick_noise, coef.shape)
         coef = dict(zip(self.surrogate_.names, coef.tolist()))
         cache: dict = {}
