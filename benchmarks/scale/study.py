@@ -114,13 +114,13 @@ def child(name: str, variant: str, args) -> dict:
                                      batch_size=kw.pop("batch_size", 256), vmap=vmap == "stacked")
     restarts = args.restarts if variant == "new" else 0
     kicks = args.kicks if variant == "new" else 0
-    params = [f"{k}={v}" for k, v in (("restarts", restarts), ("kicks", kicks)) if v]
-    if params:  # the new side's descent restarted or kicked (DivideAndConquer(...)): another run
-        kw["strategy"] = "divide-and-conquer:" + ",".join(params)
+    more = {k: v for k, v in (("restarts", restarts), ("kicks", kicks)) if v}  # more descents: another run
+    if more:  # the new side's DivideAndConquer(restarts=..., kicks=...)
+        kw["strategy"] = "divide-and-conquer:" + ",".join(f"{k}={v}" for k, v in more.items())
     counted = count_forwards(wsx)  # the same count for both variants (the baselines' scorings included)
     sessions, before = None, []
     if args.journal:
-        tag = ("" if vmap == "auto" else f"-{vmap}") + (f"-restarts{restarts}" if restarts else "") + (f"-kicks{kicks}" if kicks else "")  # another run
+        tag = ("" if vmap == "auto" else f"-{vmap}") + "".join(f"-{k}{v}" for k, v in more.items())  # another run
         kw["out"] = Path(args.journal) / f"{name}-{variant}-seed{args.seed}{tag}"
         sessions = kw["out"] / "sessions.json"
         before = json.loads(sessions.read_text()) if sessions.exists() else []

@@ -161,6 +161,14 @@ def best_meeting(problem, since: int = 0):
     return max(legal, key=lambda c: c.compression_rate, default=None)
 
 
+def outcome(problem, start, best, made: int) -> dict:
+    """What a restart or a kick did: its start's CR, the best CR it reached and its scorings (since
+    ``made``); None where there was no such candidate."""
+    def cr(c):
+        return None if c is None else float(c.compression_rate)
+    return {"start": cr(start), "best": cr(best), "scorings": problem.scorings - made}
+
+
 def moves_down(problem, name: str, knob) -> list:
     """One step down from ``knob`` in the layer's knob values: the top of the next smaller group (one
     index bit fewer) and the smallest value of its own group (the codebook's saving); a layer left as
@@ -318,11 +326,12 @@ class DivideAndConquer(Strategy):
             raise InvalidSettingError(f"restarts={self.restarts!r}: give how many more descents to run from the "
                                       "refitted model's front after the first (an int >= 0; 0: none)")
         if isinstance(self.kicks, bool) or not isinstance(self.kicks, int) or self.kicks < 0:
-            raise InvalidSettingError(f"kicks={self.kicks!r}: give how many more descents to run from below the "
-                                      "best after the first (an int >= 0; 0: none)")
+            raise InvalidSettingError(f"kicks={self.kicks!r}: give how many more descents to run from below "
+                                      "the best after the first (an int >= 0; 0: none)")
         if not 0.0 < self.kick_back < 1.0 or not self.kick_noise >= 0.0:
-            raise InvalidSettingError(f"kick_back={self.kick_back!r}, kick_noise={self.kick_noise!r}: need kick_back in "
-                                      "(0, 1) (a kick starts at or below this share of the best CR) and kick_noise >= 0")
+            raise InvalidSettingError(f"kick_back={self.kick_back!r}, kick_noise={self.kick_noise!r}: need "
+                                      "kick_back in (0, 1) (a kick starts at or below this share of the best CR) "
+                                      "and kick_noise >= 0")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
         if self.signal not in ("auto", "loss", "distortion"):
@@ -513,8 +522,7 @@ class DivideAndConquer(Strategy):
             self._descend(problem, start, since=since)
         end = best_meeting(problem, since)
         best = max((c for c in (start, end) if c is not None), key=lambda c: c.compression_rate, default=None)
-        return {"start": None if start is None else float(start.compression_rate),
-                "best": None if best is None else float(best.compression_rate), "scorings": problem.scorings - made}
+        return outcome(problem, start, best, made)
 
     def _kick(self, problem, rng) -> dict:
         """One kick: a descent from the best candidate meeting the target at or below ``kick_back``
@@ -527,13 +535,10 @@ class DivideAndConquer(Strategy):
             (c for c in problem.history if c.meets_target and not c.rejected
              and c.compression_rate <= self.kick_back * top.compression_rate),
             key=lambda c: c.compression_rate, default=None)
-        if start is None:
-            return {"start": None, "best": None, "scorings": 0}
         since, made = len(problem.history), problem.scorings
-        self._descend(problem, start, since=since, noise=rng, origin="knapsack:kick")
-        end = best_meeting(problem, since)
-        return {"start": float(start.compression_rate), "best": None if end is None else float(end.compression_rate),
-                "scorings": problem.scorings - made}
+        if start is not None:
+            self._descend(problem, start, since=since, noise=rng, origin="knapsack:kick")
+        return outcome(problem, start, best_meeting(problem, since), made)
 
     def _front(self, costs) -> tuple:
         """The model's exact front under the size (``pareto_dp``): sizes, modelled values, choices."""
