@@ -1029,7 +1029,7 @@ def test_model_attr_needing_arguments(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_budget_below_a_first_step(tiny):
-    with raises(wsx.BudgetTooSmallError, "divide-and-conquer needs 8 scorings", "budget 5", "nothing was run"):
+    with raises(wsx.BudgetTooSmallError, "divide-and-conquer needs 6 scorings", "budget 5", "nothing was run"):
         wsx.bench(tiny[0], tiny[1], strategies=["divide-and-conquer", "random"], budgets=[5, 50], seeds=1,
                   backend=TinyBackend, knobs=[2, 4, 8, 16], subset=None, log=None)
 

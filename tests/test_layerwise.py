@@ -41,6 +41,7 @@ def test_monotone_layer_takes_few_scorings_and_keeps_one_value_per_larger_bit_wi
     assert not relaxed
     assert phi == [12, 32]  # the smallest k meeting it, the 5-bit group
     assert len(problem.calls) < len(K) and {3, 6} & set(search.scored) == set()  # never scored
+    assert 32 not in search.scored  # the largest value: taken to meet, the bisection ended below it
 
 
 def test_a_non_monotone_layer_is_scanned_below_the_bit_width_found():
@@ -53,7 +54,8 @@ def test_a_non_monotone_layer_is_scanned_below_the_bit_width_found():
 def test_a_layer_failing_alone_keeps_its_largest_value_and_uncompressed():
     problem = scripted({"l1.weight": lambda k: False})
     phi, relaxed = LayerSearch(problem, "l1.weight").run()
-    assert relaxed and phi == [32, UNCOMPRESSED] and len(problem.calls) == 1
+    # the bisection over the group tops 4, 8, 16 ends on the largest, which is then scored
+    assert relaxed and phi == [32, UNCOMPRESSED] and [c["l1.weight"] for c in problem.calls] == [4, 8, 16, 32]
 
 
 def test_divide_and_conquer_backs_off_a_layer_that_fails_alone():

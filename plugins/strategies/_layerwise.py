@@ -6,7 +6,9 @@ A layer's knob values come most compressive first, grouped by the approximation'
 (weight sharing: the index bit-width ceil(log2 k)); within a group the size differs only by the
 codebook. Where the loss is monotone in the knob (more shared values, less loss), the group whose
 top (largest) value is the first to meet the target is found by bisection over the groups' tops,
-and inside that group the smallest value still meeting it by bisection over its members. A guard
+and inside that group the smallest value still meeting it by bisection over its members. The
+layer's largest value is taken to meet the target and scored only where the bisection ends on it:
+it nearly always meets, and scoring it first cost every layer a scoring on every sample. A guard
 catches layers that are not monotone: when the two groups below the one found both had to be
 scored and the lower one meets the target, every group top below is scanned instead.
 
@@ -36,12 +38,13 @@ def groups_of(problem, name: str) -> list[list]:
 
 
 def search_scorings(problem, name: str) -> int:
-    """Scorings the search usually makes on one layer: the largest value, a bisection over the group
-    tops, the guard, a bisection inside the group found (non-monotone layers may take more), and never
-    more than the layer's knob values (each is scored once at most)."""
+    """Scorings the search usually makes on one layer: a bisection over the group tops (the largest
+    value scored only where it ends there), the guard, a bisection inside the group found
+    (non-monotone layers may take more), and never more than the layer's knob values (each is scored
+    once at most)."""
     groups = groups_of(problem, name)
     widest = max(len(g) for g in groups)
-    usual = 1 + (len(groups) - 1).bit_length() + 1 + (widest - 1).bit_length()
+    usual = max((len(groups) - 1).bit_length(), 1) + 1 + (widest - 1).bit_length()
     return min(usual, len(problem.knob_values[name]))
 
 
@@ -89,9 +92,10 @@ class LayerSearch:
         """The search; its return value is (phi, relaxed): relaxed when even the largest value misses
         the target."""
         tops = [g[-1] for g in self.groups]
-        if not (yield from self._meets(tops[-1])):  # its best alone fails: combined, kept only as a fallback
-            return [tops[-1], UNCOMPRESSED], True
+        # the largest value is taken to meet the target until the bisection ends on it
         found = yield from self._first_meeting(tops, -1, len(tops) - 1)
+        if found == len(tops) - 1 and not (yield from self._meets(tops[-1])):
+            return [tops[-1], UNCOMPRESSED], True  # its best alone fails: combined, kept only as a fallback
         below = found - 1  # its top missed the target (scored by the bisection, unless found == 0)
         if below >= 1 and (yield from self._meets(tops[below - 1])):  # not monotone: scan every top below
             for i in range(found):
