@@ -225,14 +225,14 @@ class DivideAndConquer(Strategy):
       ``restarts`` (default 0) more times, the model is refitted on everything scored, its front
       bisected again and a descent run from the last point meeting the target, on its own best: a
       descent ends in a local optimum that tiny differences choose, and another start is another
-      draw (``benchmarks/scale/study``: restarts=1 took ViT-tiny one by one from CR 7.08 to 7.67 and
+      draw (``benchmarks/scale/study`` at 784f283: restarts=1 took ViT-tiny one by one from CR 7.08 to 7.67 and
       EfficientNet-B0 from 5.29 / 5.59 to 5.72 at 1.6-1.8x the sample-forwards, and left ResNet-18,
       MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). ``kicks`` (default 0)
       more descents before those, each from the best candidate meeting the target at or below
       ``kick_back`` times the best CR so far: a fresh descent from a point a descent passed (the
       moves that missed before forgotten, the candidates scored before skipped) takes another path,
       without a restart's climb from the model's front. ``kick_noise`` > 0 also scales the model's
-      per-layer weights by seeded log-normal noise of that sigma (``benchmarks/scale/study``: kicks=3
+      per-layer weights by seeded log-normal noise of that sigma (``benchmarks/scale/study`` at c4ee6c1: kicks=3
       took ViT-tiny one by one from 7.23 to 8.12, ResNet-18 from 13.79 to 14.23 and BERT-6 from
       7.40 to 7.47 at 1.4-1.8x the sample-forwards; with noise 0.5 ViT-tiny 7.52-8.00 over three
       seeds; nothing better where the first descent ended high, at 1.1-1.4x).
