@@ -154,10 +154,11 @@ def rank_moves(moves: list, missed: collections.Counter) -> list:
     return [moves[i] for i in order]
 
 
-def best_meeting(problem, since: int = 0):
+def best_meeting(problem, since: int = 0, at_most: float | None = None):
     """The highest-CR candidate scored so far (from ``problem.history[since]`` on) that meets the
-    target and was not rejected (None: none)."""
-    legal = [c for c in problem.history[since:] if c.meets_target and not c.rejected]
+    target and was not rejected, of CR at most ``at_most`` where given (None: none)."""
+    legal = [c for c in problem.history[since:] if c.meets_target and not c.rejected
+             and (at_most is None or c.compression_rate <= at_most)]
     return max(legal, key=lambda c: c.compression_rate, default=None)
 
 
@@ -531,10 +532,7 @@ class DivideAndConquer(Strategy):
         front (a restart's). Returns where it started, its best and its scorings."""
         check_time(problem)
         top = best_meeting(problem)
-        start = None if top is None else max(
-            (c for c in problem.history if c.meets_target and not c.rejected
-             and c.compression_rate <= self.kick_back * top.compression_rate),
-            key=lambda c: c.compression_rate, default=None)
+        start = None if top is None else best_meeting(problem, at_most=self.kick_back * top.compression_rate)
         since, made = len(problem.history), problem.scorings
         if start is not None:
             self._descend(problem, start, since=since, noise=rng, origin="knapsack:kick")
