@@ -268,9 +268,32 @@ def test_dc_kicks_descend_again_from_below_the_best():
     wsx.plugins.strategies()["divide-and-conquer"](kicks=2, kick_back=0.8).run(plain)
     assert len(plain.extras["knapsack"]["kicks"]) == 2 and any(c.origin == "knapsack:kick" for c in plain.history)
     assert max(c.compression_rate for c in plain.history if c.meets_target) >= best[none]
-    for bad in (dict(kicks=-1), dict(kicks=1.5), dict(kicks=True), dict(kick_back=1.0), dict(kick_noise=-0.1)):
+    for bad in (dict(kicks=-1), dict(kicks=1.5), dict(kicks=True), dict(kick_back=1.0), dict(kick_noise=-0.1),
+                dict(kick_share=0), dict(kick_share=-0.5), dict(kick_share="all"), dict(kick_share=True)):
         with pytest.raises(wsx.InvalidSettingError, match="kick"):
             wsx.plugins.strategies()["divide-and-conquer"](**bad).run(synthetic_problem())
+
+
+def test_dc_kick_share_bounds_a_kicks_scorings():
+    """A kick makes at most kick_share times the scorings made before it (at least one); None leaves
+    it unbounded. The default runs one kick so bounded, from at or below 0.95 times the best CR."""
+    made = {}
+    for share in (None, 0.05):
+        problem = synthetic_problem(steps=64)
+        wsx.plugins.strategies()["divide-and-conquer"](kicks=1, kick_back=0.8, kick_share=share).run(problem)
+        at = [i for i, c in enumerate(problem.history) if c.origin == "knapsack:kick"]
+        before = problem.history[:at[0]]
+        made[share] = len(at)
+        assert problem.extras["knapsack"]["kicks"][0]["scorings"] == len(at)
+        if share is not None:
+            assert len(at) <= max(int(share * len(before)), 1)
+    assert made[None] > made[0.05] >= 1
+    problem = synthetic_problem(steps=64)
+    wsx.plugins.strategies()["divide-and-conquer"]().run(problem)
+    (kick,) = problem.extras["knapsack"]["kicks"]
+    at = [i for i, c in enumerate(problem.history) if c.origin == "knapsack:kick"]
+    top = max(c.compression_rate for c in problem.history[:at[0]] if c.meets_target and not c.rejected)
+    assert kick["start"] <= 0.95 * top + 1e-9 and 0 < len(at) <= max(int(0.25 * at[0]), 1)
 
 
 def test_dc_restarts_are_reported_and_checked():

@@ -228,15 +228,19 @@ class DivideAndConquer(Strategy):
       descent ends in a local optimum that tiny differences choose, and another start is another
       draw (``benchmarks/scale/study`` at 784f283: restarts=1 took ViT-tiny one by one from CR 7.08 to 7.67 and
       EfficientNet-B0 from 5.29 / 5.59 to 5.72 at 1.6-1.8x the sample-forwards, and left ResNet-18,
-      MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). ``kicks`` (default 0)
+      MobileNetV2, BERT-6 and ViT-tiny stacked where they were, at 1.4-1.7x). ``kicks`` (default 1)
       more descents before those, each from the best candidate meeting the target at or below
       ``kick_back`` times the best CR so far: a fresh descent from a point a descent passed (the
       moves that missed before forgotten, the candidates scored before skipped) takes another path,
-      without a restart's climb from the model's front. ``kick_noise`` > 0 also scales the model's
-      per-layer weights by seeded log-normal noise of that sigma (``benchmarks/scale/study`` at c4ee6c1: kicks=3
-      took ViT-tiny one by one from 7.23 to 8.12, ResNet-18 from 13.79 to 14.23 and BERT-6 from
-      7.40 to 7.47 at 1.4-1.8x the sample-forwards; with noise 0.5 ViT-tiny 7.52-8.00 over three
-      seeds; nothing better where the first descent ended high, at 1.1-1.4x).
+      without a restart's climb from the model's front. Each kick makes at most ``kick_share`` times the
+      scorings made before it (None: no limit), so that the default's one kick costs at most a
+      quarter more scorings: a descent ends in a local optimum that tiny differences choose, and a
+      bounded second one from just below it is the cheapest other draw. ``kick_noise`` > 0 also
+      scales the model's per-layer weights by seeded log-normal noise of that sigma
+      (``benchmarks/scale/study`` at c4ee6c1: kicks=3 took ViT-tiny one by one from 7.23 to 8.12,
+      ResNet-18 from 13.79 to 14.23 and BERT-6 from 7.40 to 7.47 at 1.4-1.8x the sample-forwards; with
+      noise 0.5 ViT-tiny 7.52-8.00 over three seeds; nothing better where the first descent ended
+      high, at 1.1-1.4x).
       Restarts run before the ladder and, with a budget, before the polish, which gets what they leave.
       ``signal`` picks what the model adds up: "loss" (each layer's loss alone, per-layer weights refitted
       on the scored candidates), "distortion" (each layer's output distortion alone,
@@ -275,10 +279,11 @@ class DivideAndConquer(Strategy):
                  surrogate_generations: int = 100, rounds: int = 3, patience: int | None = 10,
                  layerwise: str = "search", min_saving: float = 0.01, picks: int = 12,
                  fit_cap: float = 4.0, ladder: int = 8, ladder_floor: float = 0.5, signal: str = "auto",
-                 descent_patience: int = 3, descent_sweeps: int = 1, restarts: int = 0, kicks: int = 0,
-                 kick_back: float = 0.9, kick_noise: float = 0.0):
+                 descent_patience: int = 3, descent_sweeps: int = 1, restarts: int = 0, kicks: int = 1,
+                 kick_back: float = 0.95, kick_share: float | None = 0.25, kick_noise: float = 0.0):
         self.combination = combination
         self.kicks = kicks
+        self.kick_share = kick_share
         self.kick_back = kick_back
         self.kick_noise = kick_noise
         self.restarts = restarts
@@ -333,6 +338,11 @@ class DivideAndConquer(Strategy):
             raise InvalidSettingError(f"kick_back={self.kick_back!r}, kick_noise={self.kick_noise!r}: need "
                                       "kick_back in (0, 1) (a kick starts at or below this share of the best CR) "
                                       "and kick_noise >= 0")
+        if self.kick_share is not None and not (isinstance(self.kick_share, (int, float))
+                                                and not isinstance(self.kick_share, bool) and self.kick_share > 0):
+            raise InvalidSettingError(f"kick_share={self.kick_share!r}: give the most scorings a kick may make, as "
+                                      "a share of those the exploration made before it (a number > 0; None: "
+                                      "no limit)")
         if self.picks < 1 or self.fit_cap <= 0:
             raise InvalidSettingError(f"picks={self.picks!r}, fit_cap={self.fit_cap!r}: need picks >= 1 and fit_cap > 0")
         if self.signal not in ("auto", "loss", "distortion"):
@@ -534,8 +544,9 @@ class DivideAndConquer(Strategy):
         top = best_meeting(problem)
         start = None if top is None else best_meeting(problem, at_most=self.kick_back * top.compression_rate)
         since, made = len(problem.history), problem.scorings
+        cap = None if self.kick_share is None else max(int(self.kick_share * made), 1)
         if start is not None:
-            self._descend(problem, start, since=since, noise=rng, origin="knapsack:kick")
+            self._descend(problem, start, since=since, noise=rng, origin="knapsack:kick", cap=cap)
         return outcome(problem, start, best_meeting(problem, since), made)
 
     def _front(self, costs) -> tuple:
@@ -561,7 +572,8 @@ class DivideAndConquer(Strategy):
                     last = cand
         return problem.scorings - start, last
 
-    def _descend(self, problem, best, since: int = 0, noise=None, origin: str = "knapsack:descent") -> int:
+    def _descend(self, problem, best, since: int = 0, noise=None, origin: str = "knapsack:descent",
+                 cap: int | None = None) -> int:
         """From the best candidate meeting the target, score its ``picks`` most promising neighbours,
         ranked by the model's loss per bit saved after those whose steps missed least often before
         (``rank_moves``): one layer a step down (``moves_down``), or, once
@@ -573,8 +585,13 @@ class DivideAndConquer(Strategy):
         moves the samples are ordered by the current candidate's margins (``Problem.order_samples_by``):
         its neighbours flip the samples it brought near a change, and stop on their first batch.
         ``noise`` (a numpy Generator) scales the model's per-layer weights by log-normal noise of sigma
-        ``kick_noise`` (a kick's); its candidates record ``origin``. Returns the scorings made."""
+        ``kick_noise`` (a kick's); its candidates record ``origin``. ``cap`` (a kick's) bounds its
+        scorings. Returns the scorings made."""
         start = problem.scorings
+
+        def left() -> int:  # scorings the budget and the cap still allow
+            room = budget_left(problem, default=10**9)
+            return room if cap is None else min(room, cap - (problem.scorings - start))
         coef = np.asarray(self.surrogate_.coef_, dtype=float)
         if noise is not None and self.kick_noise > 0:
             coef = coef * noise.lognormal(0.0, self.kick_noise, coef.shape)
@@ -589,7 +606,7 @@ class DivideAndConquer(Strategy):
         mode, failed, sweeps = "steps", 0, self.descent_sweeps
         missed = collections.Counter()  # (layer, knob) -> moves to it that missed the target
         moved = REORDER_EVERY  # moves since the samples were ordered by the current candidate
-        while best is not None and budget_left(problem, default=10**9) > 0:
+        while best is not None and left() > 0:
             check_time(problem)
             if moved >= REORDER_EVERY:  # its neighbours flip the samples it brought near a change
                 problem.order_samples_by(best.knobs)
@@ -614,7 +631,7 @@ class DivideAndConquer(Strategy):
                 if saved > 0 and not is_scored(problem, cand):
                     moves.append((max(sum(d for _, _, d in step), 0.0) / saved, -saved, cand, step))
             moves = rank_moves(moves, missed)
-            quota = budget_left(problem, default=10**9)
+            quota = left()
             pop = [m[2] for m in moves[:min(quota if mode == "sweep" else self.picks, quota)]]
             if pop:
                 with problem.stage("knapsack descent sweep" if mode == "sweep" else "knapsack descent", len(pop)):
@@ -622,7 +639,7 @@ class DivideAndConquer(Strategy):
                 for m, c in zip(moves, got):
                     if not c.meets_target:
                         missed.update((n, k) for n, k, _ in m[3])
-                self._merge(problem, here, [c for c in got if c.meets_target], origin)
+                self._merge(problem, here, [c for c in got if c.meets_target], origin, left)
                 found = best_meeting(problem, since)  # a restart moves on its own best
                 if found is not None and found.compression_rate > best.compression_rate:
                     best, mode, failed, moved = found, "steps", 0, moved + 1
@@ -640,10 +657,12 @@ class DivideAndConquer(Strategy):
                 break
         return problem.scorings - start
 
-    def _merge(self, problem, here: dict, good: list, origin: str = "knapsack:descent") -> None:
+    def _merge(self, problem, here: dict, good: list, origin: str = "knapsack:descent", left=None) -> None:
         """Moves from ``here`` that each met the target, taken together: the longest prefix of them
         (largest CR first, one move per layer) that still meets it, by bisection on its length, so
-        that a descent step takes every compatible move instead of one."""
+        that a descent step takes every compatible move instead of one. ``left()`` gives the scorings
+        still allowed (default: the budget's)."""
+        left = left or (lambda: budget_left(problem, default=10**9))
         changes, used = [], set()
         for c in sorted(good, key=lambda c: -c.compression_rate):
             diff = {n: k for n in problem.layer_names if (k := c.knobs.get(n, UNCOMPRESSED)) != here[n]}
@@ -658,9 +677,9 @@ class DivideAndConquer(Strategy):
             return problem.evaluate([cand], origin=origin)[0].meets_target
 
         lo, hi = 1, len(changes)  # a prefix of lo moves meets; find the longest that does
-        if hi <= lo or budget_left(problem, default=10**9) == 0 or meets(hi):
+        if hi <= lo or left() <= 0 or meets(hi):
             return
-        while hi - lo > 1 and budget_left(problem, default=10**9) > 0:
+        while hi - lo > 1 and left() > 0:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if meets(mid) else (lo, mid)
 
