@@ -233,11 +233,10 @@ class DivideAndConquer(Strategy):
       ``kick_back`` times the best CR so far: a fresh descent from a point a descent passed (the
       moves that missed before forgotten, the candidates scored before skipped) takes another path,
       without a restart's climb from the model's front. Each kick makes at most ``kick_share`` times the
-      scorings made before it (None: no limit), so that the default's one kick costs at most a
-      quarter more scorings: a descent ends in a local optimum that tiny differences choose, and a
-      bounded second one from just below it is the cheapest other draw (``benchmarks/scale/study`` at
-      42b7447: ViT-tiny stacked 7.40 -> 7.87, EfficientNet-B0 5.21 -> 5.48 stacked, BERT-6 7.88 ->
-      8.05, LeNet-5 over 20 seeds 13.03 -> 13.38, nothing lower, at 2-27 % more sample-forwards). ``kick_noise`` > 0 also
+      scorings made before it (None: no limit), so that the default's one kick, the cheapest other
+      draw, costs at most a quarter more scorings (``benchmarks/scale/study`` at 42b7447: ViT-tiny
+      stacked 7.40 -> 7.87, EfficientNet-B0 5.21 -> 5.48 stacked, BERT-6 7.88 -> 8.05, LeNet-5 over
+      20 seeds 13.03 -> 13.38, nothing lower, at 2-27 % more sample-forwards). ``kick_noise`` > 0 also
       scales the model's per-layer weights by seeded log-normal noise of that sigma
       (``benchmarks/scale/study`` at c4ee6c1: kicks=3 took ViT-tiny one by one from 7.23 to 8.12,
       ResNet-18 from 13.79 to 14.23 and BERT-6 from 7.40 to 7.47 at 1.4-1.8x the sample-forwards; with
