@@ -41,6 +41,24 @@ def test_defaults_settings_are_the_strategies_defaults():
         assert changed <= {"combination"}, (a, changed)
 
 
+def test_d_is_what_explore_runs_without_settings():
+    import inspect
+
+    import wsx
+
+    default = inspect.signature(wsx.explore).parameters["strategy"].default
+    assert table61.APPROACHES["defaults"]["D"] == default
+    assert "D" not in table61.APPROACHES["thesis"]
+
+
+def test_an_approach_the_settings_lack_is_refused(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        table61.main(["--settings", "thesis", "--approaches", "III,D"])
+    assert "--approaches D: not in the thesis settings" in capsys.readouterr().err
+
+
 def _write_part(folder, settings, rows, budgets=(500,)):
     import pandas as pd
 
@@ -63,6 +81,18 @@ def test_report_gathers_parts_and_compares_iv_with_v(tmp_path, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith("| 500 | IV |"))
     assert "V: +2.80 [" in row and row.count(">") == 2  # IV - V excludes 0 on best CR and HV
     assert report.section("fashion", "defaults")[-2] == "Not run."
+
+
+def test_report_places_d_after_the_thesis_approaches(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    root = tmp_path / "table61-digits-defaults"
+    _write_part(root / "D", "defaults", [("D", 500, s, 13.0 + 0.1 * s) for s in range(3)])
+    _write_part(root / "III-V", "defaults", [(a, 500, s, 11.0 + s) for a in ("V", "III") for s in range(3)])
+    lines = report.section("digits", "defaults")
+    rows = [line.split(" | ")[0] for line in lines if line.startswith("| ") and " | 500 | 3 | " in line]
+    assert rows == ["| III", "| V", "| D"]
+    best = next(line for line in lines if line.startswith("| 500 | "))
+    assert best.startswith("| 500 | D | III: +1.10 [") and "V: +1.10 [" in best
 
 
 def test_report_keeps_the_text_around_the_markers(tmp_path, monkeypatch):
