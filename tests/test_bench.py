@@ -195,6 +195,17 @@ def test_cli_bench_parses_old_and_new_forms():
     assert args.command == "bench" and args.budgets == "50" and args.seeds == "0,1"
 
 
+def test_cli_bench_seeds_zero_says_it_is_a_count(tmp_path, capsys):
+    """`--seeds 0` reads as "seed 0" to many users; one number is a count, and the error says how to
+    name seed 0 (before any model is loaded)."""
+    from wsx.cli import main
+
+    code = main(["bench", "--problem", "lenet5-digits", "--seeds", "0", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code != 0 and "--seeds 0: one number is a count of seeds" in err and "--seeds 1" in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_report_is_self_contained_with_figures_and_tables(benched):
     out, res = benched
     page = (out / "report.html").read_text()

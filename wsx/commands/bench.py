@@ -72,6 +72,12 @@ def run(args) -> int:
         raise InvalidSettingError("--out DIR is required: wsx bench writes its tables and report.html there")
     if args.problem and (args.model or args.data):
         raise InvalidSettingError("give either --problem or --model/--data, not both")
+    seeds = _ints(args.seeds, "seeds")
+    if len(seeds) == 1 and "," not in str(args.seeds):  # one number: how many seeds, not which
+        if seeds[0] < 1:
+            raise InvalidSettingError(f"--seeds {args.seeds}: one number is a count of seeds (5: seeds 0..4); "
+                                      "for seed 0 alone give --seeds 1, for particular seeds a list (--seeds 0,3)")
+        seeds = seeds[0]
     kwargs = run_kwargs(args)
     if args.problem == "lenet5-digits" or not (args.model or args.data):
         if not args.problem:
@@ -86,8 +92,6 @@ def run(args) -> int:
             raise InvalidSettingError("--model and --data are both required (MODULE:ATTR)")
         model, data = load_object(args.model, "--model"), load_object(args.data, "--data")
         test = load_object(args.test_data, "--test-data") if args.test_data else None
-    seeds = _ints(args.seeds, "seeds")
-    seeds = seeds[0] if len(seeds) == 1 and "," not in str(args.seeds) else seeds
     command = "wsx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
     result = wsx.bench(model, data, strategies=args.strategies, budgets=_ints(args.budgets, "budgets"),
                        seeds=seeds, test_data=test, exhaustive_front=args.exhaustive_front, out=args.out,
