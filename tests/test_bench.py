@@ -226,3 +226,21 @@ def test_wsx_does_not_import_benchmarks():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             assert not any(n == "benchmarks" or n.startswith("benchmarks.") for n in names), path
         assert "benchmarks/" not in path.read_text().replace("benchmarks/strategies/README", ""), path
+
+
+def test_benchmark_module_records_its_command_and_problem(tmp_path):
+    """`python -m benchmarks.strategies` runs the CLI with translated arguments; its report names the
+    problem and the command as typed, so that the committed results say how to run them again."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["-m", "benchmarks.strategies", "--problem", "lenet5-digits", "--strategies", "random",
+            "--budget", "12", "--seeds", "1", "--out", str(tmp_path / "b"), "--quiet"]
+    done = subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "WSX_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((tmp_path / "b" / "meta.json").read_text())
+    assert meta["name"] == "lenet5-digits"
+    assert meta["command"] == "python " + " ".join(args)

@@ -23,7 +23,7 @@ def translate(argv: list[str]) -> list[str]:
         raise SystemExit(f"--problem {name!r}: use one of {', '.join(NAMES)}")
     model, data, test, subset = PARTS[name]
     mod = "benchmarks.strategies.problems"
-    out = ["--model", f"{mod}:{model}", "--data", f"{mod}:{data}"]
+    out = ["--model", f"{mod}:{model}", "--data", f"{mod}:{data}", "--name", name]
     if test:
         out += ["--test-data", f"{mod}:{test}"]
     if "--subset" not in args:

@@ -46,6 +46,7 @@ def add_parser(sub):
                    "default a candidate another run scored on the same samples is reused, still counted as a "
                    "scoring)")
     add_run_options(p)
+    p.add_argument("--name", default=None, help="what the report calls the problem (default: --problem or --model)")
     p.add_argument("--out", default=None, help="directory for the results (required)")
     p.add_argument("--quiet", action="store_true", help="no line per finished run")
     return p
@@ -60,6 +61,15 @@ def _ints(text, what: str) -> list[int]:
         return [int(part) for part in str(text).split(",") if part.strip()]
     except ValueError:
         raise InvalidSettingError(f"--{what} {text!r}: give comma-separated whole numbers") from None
+
+
+def _command_line() -> str:
+    """The command as typed, for the report: ``wsx bench ...``, or the script or module that ran the CLI
+    (``python -m benchmarks.strategies ...``), whose own arguments are what a reader can run again."""
+    if sys.argv[1:2] == ["bench"]:
+        return "wsx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    typed = list(getattr(sys, "orig_argv", None) or [])
+    return " ".join(["python", *(shlex.quote(a) for a in typed[1:])]) if len(typed) > 1 else ""
 
 
 def run(args) -> int:
@@ -92,10 +102,11 @@ def run(args) -> int:
             raise InvalidSettingError("--model and --data are both required (MODULE:ATTR)")
         model, data = load_object(args.model, "--model"), load_object(args.data, "--data")
         test = load_object(args.test_data, "--test-data") if args.test_data else None
-    command = "wsx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+    command = _command_line()
     result = wsx.bench(model, data, strategies=args.strategies, budgets=_ints(args.budgets, "budgets"),
                        seeds=seeds, test_data=test, exhaustive_front=args.exhaustive_front, out=args.out,
-                       share_scores=not args.no_share_scores, name=args.problem or args.model, command=command,
+                       share_scores=not args.no_share_scores, name=args.name or args.problem or args.model,
+                       command=command,
                        log=None if args.quiet else (lambda m: print(m, flush=True)), **kwargs)
     print(result.markdown())
     print(f"wrote {args.out}/bench.csv, runs.csv, fronts.csv, curves.csv, meta.json, report.html")
