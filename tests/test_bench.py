@@ -49,11 +49,13 @@ def test_summary_has_mean_and_ci_per_strategy_and_budget(benched):
             assert (low != low and high != high) or low <= row[m] <= high
     assert (res.runs.scorings <= res.runs.budget).all()
     # every file the command promises, the summary CSV readable with the same rows
-    assert {"bench.csv", "runs.csv", "fronts.csv", "curves.csv", "meta.json", "report.html"} <= {
+    assert {"bench.csv", "runs.csv", "fronts.csv", "curves.csv", "meta.json", "report.html", "results.md"} <= {
         p.name for p in out.iterdir()}
     import pandas as pd
 
     assert len(pd.read_csv(out / "bench.csv")) == len(res.summary)
+    page = (out / "results.md").read_text()
+    assert res.markdown() in page and f"seeds {res.meta['seeds']}" in page
 
 
 def test_confidence_interval_is_students_t():

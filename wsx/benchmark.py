@@ -71,8 +71,29 @@ class BenchResult:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def page(self) -> str:
+        """results.md: what was run (problem, command, when, where, settings) and ``markdown()``, for a
+        repository or a pull request where report.html does not render."""
+        m = self.meta
+        load = m.get("load_before"), m.get("load_after")
+        lines = [f"# Strategy benchmark: {m.get('name') or 'model'}", ""]
+        if m.get("command"):
+            lines += [f"Made with: `{m['command']}`", ""]
+        lines += [f"{m.get('date', '')}, {m.get('cpus', '?')} CPUs"
+                  + (f" (load {load[0][0]:.1f} before, {load[1][0]:.1f} after)" if all(load) else "")
+                  + f". Budgets {m.get('budgets')}, seeds {m.get('seeds')}, target {m.get('target')} "
+                  f"(max loss {m.get('max_loss', float('nan')):.3f} pp), approximation {m.get('approximation')}, "
+                  f"clusterer {m.get('clusterer')}. Best CR, HV and IGD on "
+                  f"{'the test data' if m.get('test_data') else 'the search data'}"
+                  + (f", IGD against the {m['reference']}" if m.get("reference") else "")
+                  + f"; mean [{int(100 * m.get('confidence', CONFIDENCE))} % interval] over seeds. Per-run rows, "
+                  "fronts, anytime curves and figures: runs.csv, fronts.csv, curves.csv, report.html.", "",
+                  self.markdown(), ""]
+        return "\n".join(lines)
+
     def save(self, out: str | Path) -> Path:
-        """Write bench.csv (the summary), runs.csv, fronts.csv, curves.csv, meta.json and report.html."""
+        """Write bench.csv (the summary), runs.csv, fronts.csv, curves.csv, meta.json, report.html and
+        results.md (``page()``)."""
         from .benchmark_report import write_report
         from .files import atomic_write, prepare_dir, write_text
 
@@ -82,6 +103,7 @@ class BenchResult:
             atomic_write(out / name, lambda tmp, f=frame: f.to_csv(tmp, index=False))
         write_text(out / "meta.json", json.dumps(self.meta, indent=1, default=str))
         write_report(self, out / "report.html")
+        write_text(out / "results.md", self.page())
         return out
 
 
