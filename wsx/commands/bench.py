@@ -109,5 +109,5 @@ def run(args) -> int:
                        command=command,
                        log=None if args.quiet else (lambda m: print(m, flush=True)), **kwargs)
     print(result.markdown())
-    print(f"wrote {args.out}/bench.csv, runs.csv, fronts.csv, curves.csv, meta.json, report.html")
+    print(f"wrote {args.out}/bench.csv, runs.csv, fronts.csv, curves.csv, meta.json, report.html, results.md")
     return 0
