@@ -86,7 +86,7 @@ class BenchResult:
                   f"clusterer {m.get('clusterer')}. Best CR, HV and IGD on "
                   f"{'the test data' if m.get('test_data') else 'the search data'}"
                   + (f", IGD against the {m['reference']}" if m.get("reference") else "")
-                  + f"; mean [{int(100 * m.get('confidence', CONFIDENCE))} % interval] over seeds. Per-run rows, "
+                  + f"; mean [{100 * m.get('confidence', CONFIDENCE):g} % interval] over seeds. Per-run rows, "
                   "fronts, anytime curves and figures: runs.csv, fronts.csv, curves.csv, report.html.", "",
                   self.markdown(), ""]
         return "\n".join(lines)
