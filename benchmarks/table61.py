@@ -89,27 +89,18 @@ def main(argv=None) -> int:
         result = wsx.bench(model, data, strategies=strategies, budgets=[budget], seeds=args.seeds, out=part,
                            command=command, log=lambda m: print(m, flush=True), share_scores=shared,
                            approximation=APPROXIMATION[args.settings], **kwargs)
-        write_results(part, result, name, args, command, chosen, strategies)
+        write_results(part, result, name, args, chosen, strategies)
     return 0
 
 
-def write_results(out: Path, result, name: str, args, command: str, chosen: list, strategies: list) -> None:
-    ids = {s: a for a, s in zip(chosen, strategies)}
-    lines = [f"# Table 6.1 head to head: {name}, {args.settings} settings", "",
-             args.label or None, "" if args.label else None, f"Made with: `{command}`", "",
-             f"{result.meta['date']}, {result.meta['machine']}, {result.meta['cpus']} CPUs shared with other jobs "
-             f"(load {result.meta['load_before'][0]:.1f} before, {result.meta['load_after'][0]:.1f} after). "
-             f"Target {result.meta['target']} (max loss {result.meta['max_loss']:.3f} pp), seeds "
-             f"{result.meta['seeds']}, clusterer {result.meta['clusterer']} (seed 0 for every run), search subset "
-             f"{result.meta['subset']}, IGD against the {result.meta['reference']}, scores shared across runs "
-             f"({'on' if result.meta['share_scores'] else 'off'}: wall times are not those of lone runs).", "",
-             "Mean [95 % t-interval] over seeds. Approaches: "
-             + "; ".join(f"{a} `{s}`" for a, s in zip(chosen, strategies)) + ".", "",
-             result.markdown().replace("| `", "| ").replace("` |", " |")]
-    for s, a in ids.items():
-        lines[-1] = lines[-1].replace(f"| {s} |", f"| {a}: `{s}` |")
-    (out / "results.md").write_text("\n".join(line for line in lines if line is not None) + "\n")
-    print((out / "results.md").read_text(), flush=True)
+def write_results(out: Path, result, name: str, args, chosen: list, strategies: list) -> None:
+    """results.md as ``wsx.bench`` writes it, titled for the table, with the approaches' ids."""
+    approaches = "Approaches: " + "; ".join(f"{a} `{s}`" for a, s in zip(chosen, strategies)) + "."
+    text = result.page(title=f"Table 6.1 head to head: {name}, {args.settings} settings",
+                       intro=[p for p in (args.label, approaches) if p],
+                       names={s: f"{a}: `{s}`" for a, s in zip(chosen, strategies)})
+    (out / "results.md").write_text(text)
+    print(text, flush=True)
 
 
 if __name__ == "__main__":

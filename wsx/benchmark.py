@@ -60,35 +60,40 @@ class BenchResult:
     reference: np.ndarray
     meta: dict = field(default_factory=dict)
 
-    def markdown(self) -> str:
-        """The summary as a Markdown table, mean [95 % CI] per measure."""
+    def markdown(self, names: dict | None = None) -> str:
+        """The summary as a Markdown table, mean [95 % CI] per measure; ``names`` maps a strategy's spec
+        to what its row shows (default: the spec as code)."""
         head = ["strategy", "budget", "seeds", "best CR", "HV", "IGD", "scorings", "wall [s]"]
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for _, r in self.summary.iterrows():
-            cells = [f"`{r.strategy}`", str(r.budget), str(r.runs)]
+            cells = [(names or {}).get(r.strategy, f"`{r.strategy}`"), str(r.budget), str(r.runs)]
             for m, fmt in zip(MEASURES, (".2f", ".3f", ".3f", ".0f", ".1f")):
                 cells.append(format_ci(r[m], r[f"{m}_low"], r[f"{m}_high"], fmt))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    def page(self) -> str:
-        """results.md: what was run (problem, command, when, where, settings) and ``markdown()``, for a
-        repository or a pull request where report.html does not render."""
+    def page(self, title: str | None = None, intro: Sequence[str] = (), names: dict | None = None) -> str:
+        """results.md: ``title``, the ``intro`` paragraphs, what was run (command, when, where, settings)
+        and ``markdown(names)``, for a repository or a pull request where report.html does not render."""
         m = self.meta
         load = m.get("load_before"), m.get("load_after")
-        lines = [f"# Strategy benchmark: {m.get('name') or 'model'}", ""]
+        lines = [f"# {title or 'Strategy benchmark: ' + (m.get('name') or 'model')}", ""]
+        for paragraph in intro:
+            lines += [paragraph, ""]
         if m.get("command"):
             lines += [f"Made with: `{m['command']}`", ""]
-        lines += [f"{m.get('date', '')}, {m.get('cpus', '?')} CPUs"
+        shared = m.get("share_scores")
+        lines += [f"{m.get('date', '')}, {m.get('machine', '?')}, {m.get('cpus', '?')} CPUs"
                   + (f" (load {load[0][0]:.1f} before, {load[1][0]:.1f} after)" if all(load) else "")
                   + f". Budgets {m.get('budgets')}, seeds {m.get('seeds')}, target {m.get('target')} "
                   f"(max loss {m.get('max_loss', float('nan')):.3f} pp), approximation {m.get('approximation')}, "
-                  f"clusterer {m.get('clusterer')}. Best CR, HV and IGD on "
-                  f"{'the test data' if m.get('test_data') else 'the search data'}"
+                  f"clusterer {m.get('clusterer')} (seed 0 for every run), search subset {m.get('subset')}, scores "
+                  f"shared across runs ({'on: wall times are not those of lone runs' if shared else 'off'}). "
+                  f"Best CR, HV and IGD on {'the test data' if m.get('test_data') else 'the search data'}"
                   + (f", IGD against the {m['reference']}" if m.get("reference") else "")
                   + f"; mean [{100 * m.get('confidence', CONFIDENCE):g} % interval] over seeds. Per-run rows, "
                   "fronts, anytime curves and figures: runs.csv, fronts.csv, curves.csv, report.html.", "",
-                  self.markdown(), ""]
+                  self.markdown(names), ""]
         return "\n".join(lines)
 
     def save(self, out: str | Path) -> Path:
