@@ -549,3 +549,30 @@ def test_a_metric_too_coarse_for_the_allowed_loss_is_noted():
     assert len(note) == 1 and "one of the 40 samples" in note[0] and "2.5 pp" in note[0]
     assert "score on 500 samples" in note[0]
     assert not any("lets no sample change" in m for m in _explore(make_mlp(n=400), subset=None).notes)
+
+
+def test_on_a_subset_rejection_spares_what_the_final_rescoring_would_consider(tiny_data, monkeypatch):
+    """On a search subset the final re-scoring takes candidates up to a margin past the target (3
+    standard errors): early rejection stops a candidate only once its bound lies past that margin, so
+    that it never takes from the front one that may meet the target on all samples. On all samples
+    (no subset) it rejects at the target, as ever."""
+    from wsx import engine
+
+    def rejected_bounds(result):
+        return [c.bound for c in result.history if c.rejected]
+
+    kw = dict(subset=0.5, min_subset=0)
+    sub = _explore(tiny_data, **kw)
+    rule = sub.settings["stop_rule"]
+    margin = engine._rescore_margin(wsx.metrics.Top1(), rule["threshold"], 200) / 100  # in accuracy
+    assert 0 < margin < 1 and rule["tolerance"] == pytest.approx(margin, rel=1e-6)
+    assert rejected_bounds(sub) and all(b < rule["threshold"] - margin for b in rejected_bounds(sub))
+    near = [c for c in sub.history if not c.rejected and not c.meets_target
+            and c.accuracy >= rule["threshold"] - margin]
+    assert near and all(c.samples is None for c in near)  # scored on the whole subset, re-scorable
+    # without the slack the same problem rejects candidates that missed by less than the margin
+    monkeypatch.setattr(engine, "_rejection_slack", lambda *a: 0.0)
+    tight = _explore(tiny_data, **kw)
+    assert any(rule["threshold"] - margin <= b for b in rejected_bounds(tight))
+    monkeypatch.undo()
+    assert _explore(tiny_data, subset=None).settings["stop_rule"]["tolerance"] < 1e-6

@@ -126,6 +126,10 @@ class Problem:
     ``rejected`` set (the samples seen, its bound), counts as a scoring and fails the target; its value
     is a mean over part of the subset, so strategies must not fit models on it. ``evaluate(...,
     reject=False)`` asks for full scores (a rejected candidate is then scored again, in full).
+    ``rejection_slack`` (the metric's loss unit, default 0) lets a candidate run on until it cannot
+    come within that of the target: on a subset the engine sets it to the margin within which its
+    final re-scoring on all samples still considers a candidate past the target, so that rejection
+    never takes from the front a candidate that may meet the target on all data.
     """
 
     def __init__(self, *, layers: list[LayerInfo], knob_values: Mapping[str, list],
@@ -133,7 +137,8 @@ class Problem:
                  baseline_accuracy: float, target: Any, budget: int | None = None,
                  time_limit: float | None = None, seed: int = 0, measured_on: str = "subset",
                  timers: Timers | None = None, progress=None, chunk_size: int = 32,
-                 shared_scores: dict | None = None, early_rejection: Any = "exact", reorder=None):
+                 shared_scores: dict | None = None, early_rejection: Any = "exact", reorder=None,
+                 rejection_slack: float = 0.0):
         self.layers = list(layers)
         self.layer_names = [layer.name for layer in self.layers]
         self._by_name = {layer.name: layer for layer in self.layers}
@@ -162,6 +167,7 @@ class Problem:
         self.rejections = 0  # scorings that ended rejected
         self.distortions: dict[tuple, float] = {}  # knob key -> Scored.distortion, where measured
         self.early_rejection = early_rejection
+        self.rejection_slack = float(rejection_slack)
         self._reorder = reorder  # knobs -> bool: the engine's sample order (order_samples_by)
         self._takes_stop = takes_keyword(score_fn, "stop")
         self._takes_on_result = takes_keyword(score_fn, "on_result")
@@ -260,8 +266,10 @@ class Problem:
         if mode is False or mode is None or not self._takes_stop or not can_reject(self.metric):
             return None
         goal = self.goal
-        # what Goal.meets forgives, in metric units, plus rounding: never reject what it would pass
-        tolerance = 1e-9 * max(1.0, abs(goal.max_loss)) / goal.metric.scale + 1e-12 * max(1.0, abs(goal.threshold))
+        # what Goal.meets forgives, in metric units, plus rounding: never reject what it would pass;
+        # and the slack: never reject what the final re-scoring on all samples would still consider
+        tolerance = (1e-9 * max(1.0, abs(goal.max_loss)) + self.rejection_slack) / goal.metric.scale \
+            + 1e-12 * max(1.0, abs(goal.threshold))
         return StopRule(threshold=goal.threshold, greater_is_better=self.metric.greater_is_better,
                         bounds=tuple(self.metric.bounds), confidence=None if mode == "exact" else float(mode),
                         tolerance=tolerance)
